@@ -1,0 +1,471 @@
+"""The public workflow API: decorators, `Workflow`, `WorkflowContext` and its state.
+
+This is Loom's API (the `loom-core` package): a Loom user changes `import loom`
+to `import loom_redis as loom` and their workflows run unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
+
+from .errors import WorkflowDefinitionError
+
+if TYPE_CHECKING:
+    from .client import WorkflowHandle
+
+InputT = TypeVar("InputT")
+StateT = TypeVar("StateT")
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+NondeterminismPolicy = Literal["fail", "suspend"]
+IdReusePolicy = Literal["reject", "return_existing"]
+
+logger = logging.getLogger("loom_redis")
+
+
+@dataclass(frozen=True)
+class ActivityDefinition:
+    """What `@loom.activity` records about a function."""
+
+    name: str
+    fn: Callable[..., Any]
+    retry_count: int = 0
+    timeout_seconds: float | None = None
+    retry_backoff_seconds: float = 1.0
+    backoff_multiplier: float = 2.0
+    max_backoff_seconds: float = 60.0
+
+    def backoff_seconds(self, attempt: int) -> float:
+        """Delay before attempt `attempt + 1`, after attempt `attempt` (1-based) failed."""
+        delay = self.retry_backoff_seconds * self.backoff_multiplier ** (attempt - 1)
+        return float(min(delay, self.max_backoff_seconds))
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retry_count + 1
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    name: str
+    description: str | None
+    method_name: str
+    index: int
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    """What `@loom.workflow` records about a class."""
+
+    name: str
+    version: str
+    description: str | None
+    agent: str | None
+    cls: type[Workflow[Any, Any]]
+    steps: tuple[StepDefinition, ...]
+    on_nondeterminism: NondeterminismPolicy | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "agent": self.agent,
+            "steps": [
+                {"name": s.name, "description": s.description, "index": s.index}
+                for s in self.steps
+            ],
+        }
+
+
+_WORKFLOWS: dict[str, WorkflowDefinition] = {}
+_ACTIVITIES: dict[str, ActivityDefinition] = {}
+
+
+def registered_workflow(name: str) -> WorkflowDefinition | None:
+    return _WORKFLOWS.get(name)
+
+
+def registered_activity(name: str) -> ActivityDefinition | None:
+    return _ACTIVITIES.get(name)
+
+
+def registered_workflows() -> dict[str, WorkflowDefinition]:
+    return dict(_WORKFLOWS)
+
+
+def workflow_definition(cls: Any) -> WorkflowDefinition:
+    """The definition of a `@loom.workflow` class, or a clear error naming the class."""
+    definition = getattr(cls, "__loom_workflow__", None)
+    if not isinstance(definition, WorkflowDefinition) or definition.cls is not cls:
+        raise WorkflowDefinitionError(
+            f"{getattr(cls, '__qualname__', cls)!r} is not a workflow: decorate the class "
+            "with @loom.workflow(name=...) and derive it from loom.Workflow"
+        )
+    return definition
+
+
+def activity_definition(fn: Callable[..., Any] | str) -> ActivityDefinition:
+    if isinstance(fn, str):
+        known = _ACTIVITIES.get(fn)
+        return known if known is not None else ActivityDefinition(name=fn, fn=_unknown_activity)
+    definition = getattr(fn, "__loom_activity__", None)
+    if not isinstance(definition, ActivityDefinition):
+        raise WorkflowDefinitionError(
+            f"{getattr(fn, '__qualname__', fn)!r} is not an activity: decorate it with "
+            "@loom.activity(name=...)"
+        )
+    return definition
+
+
+def _unknown_activity(*_: Any) -> Any:
+    raise WorkflowDefinitionError("activity called by name is not registered in this process")
+
+
+@overload
+def activity(fn: F, /) -> F: ...
+@overload
+def activity(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry_count: int = 0,
+    timeout_seconds: float | None = None,
+    retry_backoff_seconds: float = 1.0,
+    backoff_multiplier: float = 2.0,
+    max_backoff_seconds: float = 60.0,
+) -> Callable[[F], F]: ...
+def activity(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry_count: int = 0,
+    timeout_seconds: float | None = None,
+    retry_backoff_seconds: float = 1.0,
+    backoff_multiplier: float = 2.0,
+    max_backoff_seconds: float = 60.0,
+) -> F | Callable[[F], F]:
+    """Declare a function (async or plain) as an activity: a side effect run by workers.
+
+    `retry_count` retries after the first failure, waiting `retry_backoff_seconds`,
+    multiplied by `backoff_multiplier` each time, at most `max_backoff_seconds`.
+    `timeout_seconds` cancels an attempt that runs longer; it counts as a failure.
+    """
+    if retry_count < 0:
+        raise WorkflowDefinitionError(f"activity {name!r}: retry_count must be >= 0")
+    if timeout_seconds is not None and timeout_seconds <= 0:
+        raise WorkflowDefinitionError(f"activity {name!r}: timeout_seconds must be > 0")
+
+    def decorate(func: F) -> F:
+        definition = ActivityDefinition(
+            name=name or func.__name__,
+            fn=func,
+            retry_count=retry_count,
+            timeout_seconds=timeout_seconds,
+            retry_backoff_seconds=retry_backoff_seconds,
+            backoff_multiplier=backoff_multiplier,
+            max_backoff_seconds=max_backoff_seconds,
+        )
+        func.__loom_activity__ = definition  # type: ignore[attr-defined]
+        _ACTIVITIES[definition.name] = definition
+        return func
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def step(fn: F, /) -> F: ...
+@overload
+def step(
+    fn: None = None, /, *, name: str | None = None, description: str | None = None
+) -> Callable[[F], F]: ...
+def step(
+    fn: F | None = None, /, *, name: str | None = None, description: str | None = None
+) -> F | Callable[[F], F]:
+    """Mark an async method of a workflow as a step; steps run in definition order.
+
+    `description` completes the agent's sentence in progress reports
+    ("Robin is <description>").
+    """
+
+    def decorate(func: F) -> F:
+        if not inspect.iscoroutinefunction(func):
+            raise WorkflowDefinitionError(
+                f"step {func.__qualname__!r} must be an async method (async def)"
+            )
+        func.__loom_step__ = (name or func.__name__, description)  # type: ignore[attr-defined]
+        return func
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def workflow(
+    name: str | None = None,
+    version: str = "1.0.0",
+    description: str | None = None,
+    agent: str | None = None,
+    *,
+    on_nondeterminism: NondeterminismPolicy | None = None,
+) -> Callable[[C], C]:
+    """Declare a `loom.Workflow` subclass as a workflow; its `@loom.step` methods run in order.
+
+    `on_nondeterminism="suspend"` parks a workflow whose code no longer matches its
+    history instead of failing it (the worker's setting applies when this is None).
+    """
+
+    def decorate(cls: C) -> C:
+        if not (isinstance(cls, type) and issubclass(cls, Workflow)):
+            raise WorkflowDefinitionError(
+                f"@loom.workflow decorates a subclass of loom.Workflow, got {cls!r}"
+            )
+        steps: list[StepDefinition] = []
+        seen: set[str] = set()
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                marker = getattr(value, "__loom_step__", None)
+                if marker is None or attr in seen:
+                    continue
+                seen.add(attr)
+                steps.append(StepDefinition(marker[0], marker[1], attr, len(steps) + 1))
+        if not steps:
+            raise WorkflowDefinitionError(
+                f"workflow {cls.__qualname__!r} has no steps: mark async methods with @loom.step"
+            )
+        definition = WorkflowDefinition(
+            name=name or cls.__name__,
+            version=version,
+            description=description,
+            agent=agent,
+            cls=cls,
+            steps=tuple(steps),
+            on_nondeterminism=on_nondeterminism,
+        )
+        cls.__loom_workflow__ = definition  # type: ignore[attr-defined]
+        _WORKFLOWS[definition.name] = definition
+        return cls
+
+    return decorate
+
+
+class Workflow(Generic[InputT, StateT]):
+    """Base class of workflows: subclass it, decorate with `@loom.workflow`, add steps."""
+
+    @classmethod
+    async def start(
+        cls,
+        input: InputT,
+        *,
+        workflow_id: str | None = None,
+        owner: str | None = None,
+        queue: str | None = None,
+        id_reuse: IdReusePolicy = "reject",
+    ) -> WorkflowHandle:
+        """Start this workflow through the default client (`loom.configure` / LOOM_REDIS_URL)."""
+        from .client import default_client
+
+        client = await default_client()
+        return await client.start(
+            cls, input, workflow_id=workflow_id, owner=owner, queue=queue, id_reuse=id_reuse
+        )
+
+
+class WorkflowRuntime(Protocol):
+    """What the engine offers workflow code through its context."""
+
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def is_replaying(self) -> bool: ...
+    def now(self) -> datetime: ...
+    def schedule_activity(
+        self, definition: ActivityDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]: ...
+    def start_timer(self, seconds: float) -> Awaitable[None]: ...
+    def wait_for_signal(self, name: str, timeout: float | None) -> Awaitable[Any]: ...
+    def record_state_set(self, key: str, value: Any) -> None: ...
+    def record_state_update(self, state: dict[str, Any]) -> None: ...
+
+
+class WorkflowState(Generic[StateT]):
+    """The workflow's durable state: read like a dict, change with `await set/update`."""
+
+    def __init__(self, runtime: WorkflowRuntime) -> None:
+        self._runtime = runtime
+        self._data: dict[str, Any] = {}
+        self._batch_depth = 0
+        self._batch_dirty = False
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(f"workflow state has no key {key!r}") from None
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of the state, safe to keep and change."""
+        return copy.deepcopy(self._data)
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._data.items())
+
+    async def set(self, key: str, value: Any) -> None:
+        """Set one key: one STATE_SET event (or part of the enclosing batch's STATE_UPDATE)."""
+        if not isinstance(key, str):
+            raise TypeError(f"state keys are strings, got {key!r}")
+        if self._batch_depth:
+            self._data[key] = value
+            self._batch_dirty = True
+            return
+        self._runtime.record_state_set(key, value)
+        self._data[key] = value
+
+    async def update(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Replace the whole state with `fn(current state)`: one STATE_UPDATE event."""
+        new_state = fn(dict(self._data))
+        if not isinstance(new_state, dict):
+            raise TypeError(
+                f"state.update's function must return the complete new state as a dict, "
+                f"got {type(new_state).__name__}"
+            )
+        if self._batch_depth:
+            self._data = dict(new_state)
+            self._batch_dirty = True
+            return
+        self._runtime.record_state_update(new_state)
+        self._data = dict(new_state)
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[WorkflowState[StateT]]:
+        """Collect the `set` calls inside into one STATE_UPDATE event, emitted on exit.
+
+        If the block raises, its changes are discarded.
+        """
+        before = copy.deepcopy(self._data) if self._batch_depth == 0 else None
+        self._batch_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._batch_depth -= 1
+            if before is not None:
+                self._data = before
+                self._batch_dirty = False
+            raise
+        self._batch_depth -= 1
+        if self._batch_depth == 0 and self._batch_dirty:
+            self._batch_dirty = False
+            self._runtime.record_state_update(self._data)
+
+
+class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Logs only when the workflow runs for real, never while history is replayed."""
+
+    def __init__(self, runtime: WorkflowRuntime, base: logging.Logger) -> None:
+        super().__init__(base, {"workflow_id": runtime.workflow_id})
+        self._runtime = runtime
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self._runtime.is_replaying:
+            super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self._runtime.workflow_id}] {msg}", kwargs
+
+
+class WorkflowContext(Generic[InputT, StateT]):
+    """What a step receives: input, durable state, activities, timers, signals, time."""
+
+    def __init__(self, runtime: WorkflowRuntime, input: InputT) -> None:
+        self._runtime = runtime
+        self.input: InputT = input
+        self.state: WorkflowState[StateT] = WorkflowState(runtime)
+        self.logger: logging.LoggerAdapter = _ReplayAwareLogger(  # type: ignore[type-arg]
+            runtime, logging.getLogger("loom_redis.workflow")
+        )
+
+    @property
+    def workflow_id(self) -> str:
+        return self._runtime.workflow_id
+
+    @property
+    def id(self) -> str:
+        return self._runtime.workflow_id
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the engine replays history (the code already ran this far once)."""
+        return self._runtime.is_replaying
+
+    def now(self) -> datetime:
+        """The workflow's time (UTC): when this workflow task first ran; the same on replay."""
+        return self._runtime.now()
+
+    async def activity(
+        self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run an activity on a worker and return its result (raises ActivityFailedError)."""
+        definition = activity_definition(fn)
+        return await self._runtime.schedule_activity(definition, args, kwargs)
+
+    async def sleep(
+        self,
+        delta: timedelta | float | None = None,
+        *,
+        seconds: float | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        """Wait durably: `delta=timedelta(...)`, `seconds=...` or `until=datetime`."""
+        given = [v is not None for v in (delta, seconds, until)]
+        if sum(given) != 1:
+            raise ValueError("ctx.sleep takes exactly one of delta, seconds or until")
+        if until is not None:
+            if until.tzinfo is None:
+                raise ValueError("ctx.sleep(until=...) needs a timezone-aware datetime")
+            wait = (until - self.now()).total_seconds()
+        elif isinstance(delta, timedelta):
+            wait = delta.total_seconds()
+        else:
+            wait = float(delta if delta is not None else seconds)  # type: ignore[arg-type]
+        await self._runtime.start_timer(max(wait, 0.0))
+
+    async def wait_for_signal(self, name: str, timeout: float | timedelta | None = None) -> Any:
+        """Wait for signal `name` and return its payload; signals sent earlier are buffered.
+
+        With `timeout` (seconds), raises `loom.SignalTimeoutError` if none arrives in time.
+        """
+        if isinstance(timeout, timedelta):
+            timeout = timeout.total_seconds()
+        return await self._runtime.wait_for_signal(name, timeout)
+
+    async def wait_until_signal(self, name: str, timeout: float | timedelta | None = None) -> Any:
+        """Alias of `wait_for_signal` (the spelling of the published loom-core package)."""
+        return await self.wait_for_signal(name, timeout)

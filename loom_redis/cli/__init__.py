@@ -1,0 +1,263 @@
+"""The `loom` command line: worker, init, list, inspect, stats, signal, cancel."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import click
+
+from ..client import Client, default_namespace, default_url
+from ..errors import LoomError
+from ..store import Store
+from ..store.store import mask_url
+from ..worker import Worker
+
+T = TypeVar("T")
+
+url_option = click.option(
+    "--url", envvar="LOOM_REDIS_URL", default=None,
+    help="Redis URL (env LOOM_REDIS_URL, default redis://127.0.0.1:6379/0).",
+)
+namespace_option = click.option(
+    "--namespace", envvar="LOOM_NAMESPACE", default=None,
+    help="Namespace (env LOOM_NAMESPACE, default 'default').",
+)
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return anyio.run(fn)
+    except LoomError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _import_modules(modules: tuple[str, ...]) -> None:
+    sys.path.insert(0, ".")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise click.ClickException(
+                f"cannot import workflow module {module!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """loom-redis: durable workflows on Redis Streams."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@url_option
+@namespace_option
+@click.option("--shards", type=int, default=None, help="Shard count of a new namespace (16).")
+def init(url: str | None, namespace: str | None, shards: int | None) -> None:
+    """Check the Redis connection and create the namespace."""
+
+    async def go() -> None:
+        store = await Store.open(url or default_url(), namespace or default_namespace(), shards)
+        click.echo(f"namespace {store.keys.namespace!r} ready on {mask_url(store.url)} "
+                   f"with {store.keys.shards} shards")
+        await store.close()
+
+    _run(go)
+
+
+@main.command()
+@click.argument("modules", nargs=-1)
+@url_option
+@namespace_option
+@click.option("-c", "--concurrency", type=int, default=None,
+              help="Tasks run at once (default 16).")
+@click.option("-w", "--workers", type=int, default=None, help="Loom's name for --concurrency.")
+@click.option("-q", "--queue", "queues", multiple=True, help="Task queue(s) (default 'default').")
+@click.option("--poll-interval", type=float, default=1.0, show_default=True,
+              help="Longest wait of one blocking read, seconds.")
+@click.option("--lease", type=float, default=30.0, show_default=True,
+              help="Seconds before a silent worker's task is taken over.")
+@click.option("--max-deliveries", type=int, default=5, show_default=True,
+              help="Deliveries before a task goes to the dead-letter stream.")
+@click.option("--on-nondeterminism", type=click.Choice(["fail", "suspend"]), default="fail",
+              show_default=True, help="What a history the code cannot replay does.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve /metrics, /healthz and /readyz on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--drain", type=float, default=30.0, show_default=True,
+              help="Seconds SIGTERM waits for in-flight tasks before handing them back.")
+def worker(
+    modules: tuple[str, ...], url: str | None, namespace: str | None, concurrency: int | None,
+    workers: int | None, queues: tuple[str, ...], poll_interval: float, lease: float,
+    max_deliveries: int, on_nondeterminism: str, metrics_port: int | None, metrics_host: str,
+    drain: float,
+) -> None:
+    """Run a worker for the workflows and activities defined in MODULES."""
+    _import_modules(modules)
+
+    async def go() -> None:
+        store = await Store.open(url or default_url(), namespace or default_namespace())
+        runner = Worker(
+            store, queues=queues or ("default",), concurrency=concurrency or workers or 16,
+            lease_seconds=lease, max_deliveries=max_deliveries, poll_interval=poll_interval,
+            on_nondeterminism="suspend" if on_nondeterminism == "suspend" else "fail",
+            metrics_host=metrics_host, metrics_port=metrics_port, drain_seconds=drain,
+        )
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                async for signum in received:
+                    logging.getLogger("loom_redis.worker").info(
+                        "%s: draining", signal.Signals(signum).name)
+                    runner.stop()
+                    return
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(stop_on_signal)
+                await runner.run()
+                group.cancel_scope.cancel()
+        finally:
+            await store.close()
+
+    _run(go)
+
+
+def _client(url: str | None, namespace: str | None) -> Client:
+    return Client(url or default_url(), namespace or default_namespace())
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@main.command(name="list")
+@url_option
+@namespace_option
+@click.option("--status", default=None, help="Only this status (RUNNING, FAILED, ...).")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(url: str | None, namespace: str | None, status: str | None, limit: int,
+          as_json: bool) -> None:
+    """List the most recently started workflows."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client(url, namespace) as client:
+            return await client.list_workflows(status=status, limit=limit)
+
+    rows = _run(go)
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    click.echo(f"{'WORKFLOW ID':<34} {'NAME':<22} {'STATUS':<10} {'STEP':<7} STARTED (UTC)")
+    for row in rows:
+        step = f"{row['current_step']}/{row['total_steps']}"
+        click.echo(f"{row['workflow_id']:<34} {row['workflow_name']:<22} {row['status']:<10} "
+                   f"{step:<7} {_when(row['started_ms'])}")
+
+
+@main.command()
+@click.argument("workflow_id")
+@url_option
+@namespace_option
+@click.option("--events", is_flag=True, help="Show the full event history.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect(workflow_id: str, url: str | None, namespace: str | None, events: bool,
+            as_json: bool) -> None:
+    """Show one workflow: status, step, result or error, and optionally its history."""
+
+    async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with _client(url, namespace) as client:
+            info = await client.describe(workflow_id)
+            history = [e.to_dict() for e in await client.history(workflow_id)] if events else []
+            return info, history
+
+    info, history = _run(go)
+    if as_json:
+        click.echo(json.dumps({**info, "events": history}, default=str, indent=2))
+        return
+    for field in ("workflow_id", "workflow_name", "version", "status", "queue", "owner",
+                  "agent"):
+        click.echo(f"{field:<16} {info[field] if info[field] is not None else '-'}")
+    click.echo(f"{'step':<16} {info['current_step']}/{info['total_steps']} "
+               f"{info['step_name'] or ''}")
+    click.echo(f"{'started':<16} {_when(info['started_ms'])}")
+    click.echo(f"{'closed':<16} {_when(info['closed_ms'])}")
+    click.echo(f"{'input':<16} {json.dumps(info['input'], default=str)}")
+    if info["result"] is not None:
+        click.echo(f"{'result':<16} {json.dumps(info['result'], default=str)}")
+    if info["error"]:
+        error = info["error"]
+        click.echo(f"{'error':<16} {error.get('type', '')}: {error.get('message', '')}")
+    for event in history:
+        data = json.dumps(event["data"], default=str)
+        if len(data) > 100:
+            data = data[:97] + "..."
+        seq = event["seq"] or ""
+        click.echo(f"  {_when(event['time_ms'])} {seq!s:>4} {event['type']:<26} {data}")
+
+
+@main.command()
+@url_option
+@namespace_option
+def stats(url: str | None, namespace: str | None) -> None:
+    """Count workflows by status."""
+
+    async def go() -> dict[str, int]:
+        async with _client(url, namespace) as client:
+            return await client.stats()
+
+    for status, count in _run(go).items():
+        click.echo(f"{status:<10} {count}")
+
+
+@main.command(name="signal")
+@click.argument("workflow_id")
+@click.argument("name")
+@click.argument("payload", required=False, default="null")
+@url_option
+@namespace_option
+def signal_(workflow_id: str, name: str, payload: str, url: str | None,
+            namespace: str | None) -> None:
+    """Send signal NAME with a JSON PAYLOAD to a workflow."""
+    try:
+        value = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"payload is not JSON: {exc}") from None
+
+    async def go() -> None:
+        async with _client(url, namespace) as client:
+            await client.get_handle(workflow_id).signal(name, value)
+
+    _run(go)
+    click.echo(f"signal {name!r} sent to {workflow_id}")
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--reason", default=None)
+@url_option
+@namespace_option
+def cancel(workflow_id: str, reason: str | None, url: str | None,
+           namespace: str | None) -> None:
+    """Request cancellation of a workflow."""
+
+    async def go() -> None:
+        async with _client(url, namespace) as client:
+            await client.get_handle(workflow_id).cancel(reason)
+
+    _run(go)
+    click.echo(f"cancel requested for {workflow_id}")

@@ -1,0 +1,409 @@
+"""Producer-side API: connect, start workflows, query, signal, cancel, follow progress."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+from .api import IdReusePolicy, workflow_definition
+from .errors import (
+    ConfigurationError,
+    WorkflowAlreadyStartedError,
+    WorkflowCancelledError,
+    WorkflowExecutionError,
+    WorkflowNotFoundError,
+    WorkflowStillRunningError,
+    error_from_record,
+)
+from .events import TERMINAL_TYPES, Event, EventType, Status
+from .store import Store, decode
+from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_QUEUE = "default"
+ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
+
+_settings: dict[str, str | None] = {"url": None, "namespace": None}
+
+
+def configure(url: str | None = None, namespace: str | None = None) -> None:
+    """Set where `Workflow.start`, `get_handle` and `get_progress` connect by default."""
+    _settings["url"] = url
+    _settings["namespace"] = namespace
+    _default_clients.clear()
+
+
+def default_url() -> str:
+    return _settings["url"] or os.environ.get("LOOM_REDIS_URL") or DEFAULT_URL
+
+
+def default_namespace() -> str:
+    return _settings["namespace"] or os.environ.get("LOOM_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+class Client:
+    """A connection to a loom-redis namespace.
+
+    >>> async with loom.Client.connect("redis://127.0.0.1:6379/0") as client:
+    ...     handle = await client.start(OrderWorkflow, {"order_id": "A1"})
+    """
+
+    def __init__(self, url: str | None = None, namespace: str | None = None) -> None:
+        self.url = url or default_url()
+        self.namespace = namespace or default_namespace()
+        self._store: Store | None = None
+
+    @classmethod
+    def connect(cls, url: str | None = None, *, namespace: str | None = None) -> Client:
+        """A client for `url` (default LOOM_REDIS_URL); use `async with` or `await .open()`."""
+        return cls(url, namespace)
+
+    async def open(self) -> Client:
+        if self._store is None:
+            self._store = await Store.open(self.url, self.namespace)
+        return self
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    async def __aenter__(self) -> Client:
+        return await self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __await__(self) -> Any:
+        return self.open().__await__()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise ConfigurationError("client is not connected: use `async with` or `await open()`")
+        return self._store
+
+    async def _connected(self) -> Store:
+        await self.open()
+        return self.store
+
+    # -- workflows ---------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: type,
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        owner: str | None = None,
+        queue: str | None = None,
+        id_reuse: IdReusePolicy = "reject",
+    ) -> WorkflowHandle:
+        """Start `workflow` (a `@loom.workflow` class) with `input`; returns its handle.
+
+        A second start with the same `workflow_id` raises WorkflowAlreadyStartedError,
+        or returns the existing workflow's handle with `id_reuse="return_existing"`.
+        """
+        definition = workflow_definition(workflow)
+        workflow_id = validate_workflow_id(workflow_id or uuid.uuid4().hex)
+        queue = validate_queue(queue or DEFAULT_QUEUE)
+        store = await self._connected()
+        created, status = await store.start_workflow(
+            workflow_id, name=definition.name, version=definition.version, queue=queue,
+            owner=owner, agent=definition.agent, total_steps=len(definition.steps),
+            workflow_input=input,
+        )
+        if not created and id_reuse != "return_existing":
+            raise WorkflowAlreadyStartedError(workflow_id, status)
+        return WorkflowHandle(self, workflow_id)
+
+    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+        """The handle of an existing workflow (its methods raise WorkflowNotFoundError if
+        there is none)."""
+        return WorkflowHandle(self, validate_workflow_id(workflow_id))
+
+    async def describe(self, workflow_id: str) -> dict[str, Any]:
+        """The workflow's meta: name, status, queue, owner, step, timestamps, result/error."""
+        store = await self._connected()
+        meta = await store.read_meta(workflow_id)
+        if not meta:
+            raise WorkflowNotFoundError(workflow_id)
+        return describe_meta(workflow_id, meta)
+
+    async def history(self, workflow_id: str) -> list[Event]:
+        store = await self._connected()
+        events = await store.read_history(workflow_id)
+        if not events:
+            raise WorkflowNotFoundError(workflow_id)
+        return events
+
+    async def list_workflows(
+        self, *, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The most recently started workflows (of one status, if given), newest first."""
+        store = await self._connected()
+        keys = store.keys
+        pipe = store.redis.pipeline(transaction=False)
+        for shard in range(keys.shards):
+            index = keys.status_index(shard, Status(status.upper())) if status else \
+                keys.started_index(shard)
+            pipe.zrevrange(index, 0, limit - 1, withscores=True)
+        ranked: list[tuple[float, str]] = []
+        for entries in await pipe.execute():
+            ranked.extend((score, member.decode()) for member, score in entries)
+        ranked.sort(reverse=True)
+        return await self._describe_many([wid for _, wid in ranked[:limit]])
+
+    async def _describe_many(self, workflow_ids: list[str]) -> list[dict[str, Any]]:
+        store = await self._connected()
+        pipe = store.redis.pipeline(transaction=False)
+        for workflow_id in workflow_ids:
+            pipe.hgetall(store.keys.meta(workflow_id))
+        found = []
+        for workflow_id, raw in zip(workflow_ids, await pipe.execute(), strict=True):
+            if raw:
+                found.append(describe_meta(workflow_id, {k.decode(): v for k, v in raw.items()}))
+        return found
+
+    async def stats(self) -> dict[str, int]:
+        """How many workflows of each status the namespace holds."""
+        store = await self._connected()
+        pipe = store.redis.pipeline(transaction=False)
+        for status in Status:
+            for shard in range(store.keys.shards):
+                pipe.zcard(store.keys.status_index(shard, status))
+        counts = await pipe.execute()
+        shards = store.keys.shards
+        return {
+            str(status): sum(counts[i * shards:(i + 1) * shards])
+            for i, status in enumerate(Status)
+        }
+
+    # -- progress ----------------------------------------------------------------
+
+    async def get_progress(self, owner: str) -> dict[str, Any]:
+        """Progress of the owner's active workflows, in the shape of Loom's get_progress."""
+        store = await self._connected()
+        pipe = store.redis.pipeline(transaction=False)
+        for shard in range(store.keys.shards):
+            pipe.zrange(store.keys.owner_index(shard, owner), 0, -1)
+        ids = [m.decode() for members in await pipe.execute() for m in members]
+        workflows = [
+            progress_entry(info) for info in await self._describe_many(ids)
+            if info["status"] in ACTIVE_STATUSES
+        ]
+        workflows.sort(key=lambda w: (w["started_ms"], w["workflow_id"]))
+        for entry in workflows:
+            del entry["started_ms"]
+        return {"owner": owner, "workflows": workflows}
+
+    async def stream_progress(
+        self, owner: str, *, idle_seconds: float = 1.0
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield the owner's progress list each time it changes.
+
+        Wakes on new history events of the owner's workflows (XREAD BLOCK); looks for
+        newly started workflows at least every `idle_seconds`.
+        """
+        store = await self._connected()
+        last: list[dict[str, Any]] | None = None
+        while True:
+            current = (await self.get_progress(owner))["workflows"]
+            if current != last:
+                last = current
+                yield current
+            streams = {store.keys.history(w["workflow_id"]): "$" for w in current}
+            if streams:
+                await store.redis.xread(streams, block=int(idle_seconds * 1000), count=1)
+            else:
+                await asyncio.sleep(idle_seconds)
+
+
+class WorkflowHandle:
+    """Control and observe one workflow."""
+
+    def __init__(self, client: Client | None, workflow_id: str) -> None:
+        self._client = client
+        self.workflow_id = workflow_id
+
+    async def _get_client(self) -> Client:
+        """This handle's client, or the default one of the running loop."""
+        return self._client if self._client is not None else await default_client()
+
+    @property
+    def id(self) -> str:
+        return self.workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    async def describe(self) -> dict[str, Any]:
+        return await (await self._get_client()).describe(self.workflow_id)
+
+    async def status(self) -> str:
+        """PENDING, RUNNING, SUSPENDED, COMPLETED, FAILED or CANCELLED."""
+        return str((await self.describe())["status"])
+
+    async def history(self) -> list[Event]:
+        return await (await self._get_client()).history(self.workflow_id)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end and return its final state.
+
+        Raises the workflow's error (ActivityFailedError, WorkflowExecutionError,
+        NonDeterministicWorkflowError, WorkflowCancelledError), or
+        WorkflowStillRunningError when `timeout` seconds pass first.
+        """
+        store = await (await self._get_client())._connected()
+        key = store.keys.history(self.workflow_id)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        last_id = "0-0"
+        while True:
+            info = await self.describe()
+            status = Status(info["status"])
+            if status.is_terminal:
+                return self._outcome(info)
+            if deadline is not None:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise WorkflowStillRunningError(self.workflow_id, str(status), timeout)
+                block = max(int(min(remaining, 5.0) * 1000), 1)
+            else:
+                block = 5000
+            # Wake on the terminal event itself instead of polling the status.
+            reply = await store.redis.xread({key: last_id}, block=block, count=100)
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode()
+                    if fields.get(b"type", b"").decode() in TERMINAL_TYPES:
+                        break
+
+    def _outcome(self, info: dict[str, Any]) -> Any:
+        status = info["status"]
+        if status == Status.COMPLETED:
+            return info["result"]
+        error = info.get("error") or {}
+        if status == Status.CANCELLED:
+            raise WorkflowCancelledError(self.workflow_id, error.get("reason"))
+        raise error_from_record(self.workflow_id, error)
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Send signal `name` with `payload`; `wait_for_signal(name)` in the workflow gets it."""
+        store = await (await self._get_client())._connected()
+        outcome, status = await store.deliver_external(
+            self.workflow_id, EventType.SIGNAL_RECEIVED, {"name": name, "payload": payload}
+        )
+        self._check_delivered(outcome, status, f"signal {name!r}")
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Request cancellation: the workflow's code gets asyncio.CancelledError where it
+        waits, and the workflow ends CANCELLED. A second request is ignored."""
+        store = await (await self._get_client())._connected()
+        outcome, status = await store.deliver_external(
+            self.workflow_id, EventType.WORKFLOW_CANCEL_REQUESTED, {"reason": reason},
+            once_field="cancel_requested",
+        )
+        if outcome != "duplicate":
+            self._check_delivered(outcome, status, "cancel")
+
+    def _check_delivered(self, outcome: str, status: str, what: str) -> None:
+        if outcome == "missing":
+            raise WorkflowNotFoundError(self.workflow_id)
+        if outcome == "closed":
+            raise WorkflowExecutionError(
+                f"cannot deliver {what}: workflow {self.workflow_id!r} has already ended "
+                f"({status})", self.workflow_id,
+            )
+
+
+def describe_meta(workflow_id: str, meta: dict[str, bytes]) -> dict[str, Any]:
+    def text(field: str) -> str:
+        return meta.get(field, b"").decode()
+
+    def number(field: str) -> int:
+        value = meta.get(field)
+        return int(value) if value else 0
+
+    return {
+        "workflow_id": workflow_id,
+        "workflow_name": text("name"),
+        "version": text("version"),
+        "status": text("status"),
+        "queue": text("queue"),
+        "owner": text("owner") or None,
+        "agent": text("agent") or None,
+        "current_step": number("step"),
+        "total_steps": number("total_steps"),
+        "step_name": text("step_name") or None,
+        "step_description": text("step_desc") or None,
+        "started_ms": number("created"),
+        "updated_ms": number("updated"),
+        "closed_ms": number("closed") or None,
+        "history_length": number("hlen"),
+        "cancel_requested": "cancel_requested" in meta,
+        "input": decode(meta.get("input")),
+        "result": decode(meta.get("result")),
+        "error": decode(meta.get("error")) or decode(meta.get("suspended")),
+    }
+
+
+def progress_entry(info: dict[str, Any]) -> dict[str, Any]:
+    """One workflow's progress in the shape of Loom's `get_progress`."""
+    agent = info["agent"]
+    doing = info["step_description"] or info["step_name"]
+    if doing is None:
+        message = f"{agent or info['workflow_name']} is starting"
+    elif agent:
+        message = f"{agent} is {doing}"
+    else:
+        message = f"{info['workflow_name']}: {doing}"
+    return {
+        "workflow_id": info["workflow_id"],
+        "workflow_name": info["workflow_name"],
+        "agent": agent,
+        "message": message,
+        "current_step": info["current_step"],
+        "total_steps": info["total_steps"],
+        "status": info["status"],
+        "started_ms": info["started_ms"],
+    }
+
+
+# One default client per event loop: a redis.asyncio connection belongs to its loop.
+_default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def default_client() -> Client:
+    loop = asyncio.get_running_loop()
+    client = _default_clients.get(loop)
+    if client is None:
+        client = await Client(default_url(), default_namespace()).open()
+        _default_clients[loop] = client
+    return client
+
+
+def get_handle(workflow_id: str) -> WorkflowHandle:
+    """The handle of an existing workflow, through the default client."""
+    return WorkflowHandle(None, validate_workflow_id(workflow_id))
+
+
+async def get_progress(owner: str) -> dict[str, Any]:
+    """Progress of the owner's active workflows (Loom's `loom.get_progress`)."""
+    return await (await default_client()).get_progress(owner)
+
+
+async def stream_progress(owner: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """Yield the owner's progress each time it changes (Loom's `loom.stream_progress`)."""
+    client = await default_client()
+    async for update in client.stream_progress(owner):
+        yield update

@@ -1,0 +1,5 @@
+"""`loom.core.workflow`, as Loom code imports it."""
+
+from ..api import Workflow
+
+__all__ = ["Workflow"]

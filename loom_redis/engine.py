@@ -1,0 +1,416 @@
+"""Deterministic execution of workflow code by replay of its history.
+
+A `WorkflowInstance` IS the asyncio event loop workflow code runs on (the design
+of Temporal's Python SDK): it runs only while the worker hands it a workflow
+task, sets itself as the running loop for that time and restores the worker's
+loop after. Time comes from history; nothing here touches Redis or the clock.
+
+History is a sequence of workflow tasks. Each task is the batch of external
+events (activity results, timers fired, signals, cancel requests) that arrived
+since the previous task, followed by the commands the code produced in
+response, closed by WORKFLOW_TASK_COMPLETED, whose time is the task's "now".
+Replay feeds each batch to the code exactly as it was fed the first time and
+checks that the code produces the same commands; a difference is a
+`NonDeterministicWorkflowError` naming the step, the sequence number, what
+history holds and what the code did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .api import ActivityDefinition, WorkflowContext, WorkflowDefinition
+from .errors import ActivityFailedError, NonDeterministicWorkflowError, SignalTimeoutError
+from .store.codec import encode
+from .events import (
+    COMMAND_TYPES,
+    STATUS_OF_TERMINAL_EVENT,
+    Command,
+    Event,
+    EventType,
+    Status,
+    describe_command,
+)
+
+logger = logging.getLogger("loom_redis.engine")
+
+
+@dataclass
+class Activation:
+    """What one workflow task produced: new commands and where the workflow stands."""
+
+    commands: list[Command] = field(default_factory=list)
+    status: Status = Status.RUNNING
+    # Sequence numbers of activities and timers still waiting when the task ended.
+    pending_activities: set[int] = field(default_factory=set)
+    pending_timers: set[int] = field(default_factory=set)
+    # Whether there were new events to act on (else the task was redundant).
+    ran: bool = False
+
+    @property
+    def current_step(self) -> Command | None:
+        steps = [c for c in self.commands if c.type == EventType.STEP_STARTED]
+        return steps[-1] if steps else None
+
+
+@dataclass
+class _Batch:
+    """One workflow task of history: external events, recorded commands, its time."""
+
+    externals: list[Event] = field(default_factory=list)
+    commands: list[Event] = field(default_factory=list)
+    time_ms: int | None = None
+
+
+def _split_tasks(events: list[Event]) -> list[_Batch]:
+    batches = [_Batch()]
+    for event in events:
+        current = batches[-1]
+        if event.type == EventType.WORKFLOW_TASK_COMPLETED:
+            current.time_ms = event.time_ms
+            batches.append(_Batch())
+        elif event.type in COMMAND_TYPES:
+            current.commands.append(event)
+        else:
+            current.externals.append(event)
+    return batches
+
+
+class WorkflowInstance(asyncio.AbstractEventLoop):
+    """One workflow's code, its deterministic event loop, and its replay bookkeeping."""
+
+    def __init__(self, definition: WorkflowDefinition, workflow_id: str) -> None:
+        self.definition = definition
+        self._workflow_id = workflow_id
+        self._ready: deque[asyncio.Handle] = deque()
+        self._now_ms = 0
+        self._replaying = False
+        self._next_seq = 1
+        self._produced: list[Command] = []
+        self._activities: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self._timers: dict[int, asyncio.Future[None]] = {}
+        self._signals: dict[str, deque[Any]] = {}
+        self._signal_waiters: dict[str, deque[asyncio.Future[Any]]] = {}
+        self._main: asyncio.Task[Any] | None = None
+        self._context: WorkflowContext[Any, Any] | None = None
+        self._current_step: str | None = None
+        self._cancel_reason: str | None = None
+        self._closed = False
+        self._terminal_status: Status | None = None
+        self.events_applied = 0
+
+    # -- the worker's entry point ------------------------------------------------
+
+    def apply(self, events: list[Event], now_ms: int) -> Activation:
+        """Apply history events not applied before, and run the code on the new ones.
+
+        Events that complete earlier workflow tasks are replayed; events after the
+        last WORKFLOW_TASK_COMPLETED form a new task run at `now_ms`, whose
+        commands are returned to be committed.
+        """
+        batches = _split_tasks(events)
+        for batch in batches[:-1]:
+            assert batch.time_ms is not None
+            self._activate(batch.externals, batch.time_ms, replaying=True)
+            self._check_replayed(batch.commands)
+        tail = batches[-1]
+        self.events_applied += len(events)
+        activation = Activation()
+        if tail.commands:
+            raise NonDeterministicWorkflowError(
+                f"workflow {self._workflow_id!r}: history ends with commands that no "
+                "workflow task completed; the history was written by something else"
+            )
+        if tail.externals and not self._closed:
+            self._activate(tail.externals, max(now_ms, self._now_ms), replaying=False)
+            activation.commands = self._produced
+            activation.ran = True
+        self._produced = []
+        activation.status = self.status
+        activation.pending_activities = set(self._activities)
+        activation.pending_timers = {s for s, f in self._timers.items() if not f.done()}
+        return activation
+
+    @property
+    def status(self) -> Status:
+        if self._main is None:
+            return Status.PENDING
+        return self._terminal_status or Status.RUNNING
+
+    # -- activation --------------------------------------------------------------
+
+    def _activate(self, externals: list[Event], time_ms: int, *, replaying: bool) -> None:
+        self._now_ms = max(self._now_ms, time_ms)
+        self._replaying = replaying
+        self._produced = []
+        for event in externals:
+            self._deliver(event)
+        self._run_until_blocked()
+        if self._main is not None and self._main.done() and self._terminal_status is None:
+            self._finish(self._main)
+
+    def _deliver(self, event: Event) -> None:
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == EventType.WORKFLOW_STARTED:
+            self._start(data.get("input"))
+        elif event.type in (EventType.ACTIVITY_COMPLETED, EventType.ACTIVITY_FAILED):
+            name, future = self._take(self._activities, event)
+            if future.done():  # the code stopped waiting (cancelled) before the result came
+                return
+            if event.type == EventType.ACTIVITY_COMPLETED:
+                future.set_result(data.get("result"))
+            else:
+                future.set_exception(
+                    ActivityFailedError(
+                        name,
+                        str(data.get("message", "")),
+                        error_type=str(data.get("error_type", "")),
+                        attempts=int(data.get("attempts", 1)),
+                    )
+                )
+        elif event.type == EventType.TIMER_FIRED:
+            timer = self._timers.pop(event.seq, None)
+            if timer is None:
+                raise self._mismatch(event.seq, f"TIMER_FIRED for seq {event.seq}", "no such timer")
+            if not timer.done():
+                timer.set_result(None)
+        elif event.type == EventType.SIGNAL_RECEIVED:
+            self._receive_signal(str(data.get("name")), data.get("payload"))
+        elif event.type == EventType.WORKFLOW_CANCEL_REQUESTED:
+            self._cancel_reason = data.get("reason")
+            if self._main is not None and not self._main.done():
+                self._main.cancel(self._cancel_reason)
+
+    def _take(
+        self, pending: dict[int, tuple[str, asyncio.Future[Any]]], event: Event
+    ) -> tuple[str, asyncio.Future[Any]]:
+        entry = pending.pop(event.seq, None)
+        if entry is None:
+            raise self._mismatch(
+                event.seq, f"{event.type} for seq {event.seq}", "no activity with that seq"
+            )
+        return entry
+
+    def _check_replayed(self, recorded: list[Event]) -> None:
+        produced = self._produced
+        for index in range(max(len(recorded), len(produced))):
+            history = recorded[index] if index < len(recorded) else None
+            code = produced[index] if index < len(produced) else None
+            history_says = describe_command(history.type, history.data) if history else "nothing"
+            code_did = describe_command(code.type, code.data) if code else "nothing"
+            if history_says != code_did:
+                seq = history.seq if history else code.seq if code else 0
+                step = code.step if code else self._current_step
+                raise self._mismatch(seq, history_says, code_did, step)
+        self._produced = []
+
+    def _mismatch(
+        self, seq: int, history_says: str, code_did: str, step: str | None = None
+    ) -> NonDeterministicWorkflowError:
+        where = f"step {step or self._current_step or '?'!r}"
+        return NonDeterministicWorkflowError(
+            f"workflow {self._workflow_id!r} ({self.definition.name}): {where}, seq {seq}: "
+            f"history has {history_says} but the code did {code_did}; the workflow code "
+            "changed in a way its history cannot replay"
+        )
+
+    def _start(self, workflow_input: Any) -> None:
+        self._context = WorkflowContext(self, workflow_input)
+        self._main = self.create_task(self._run_steps(self._context))
+
+    async def _run_steps(self, ctx: WorkflowContext[Any, Any]) -> dict[str, Any]:
+        instance = self.definition.cls()
+        for step in self.definition.steps:
+            self._current_step = step.name
+            self._emit(
+                EventType.STEP_STARTED,
+                {"name": step.name, "index": step.index, "description": step.description},
+            )
+            method: Callable[[WorkflowContext[Any, Any]], Awaitable[Any]] = getattr(
+                instance, step.method_name
+            )
+            await method(ctx)
+        return ctx.state.snapshot()
+
+    def _finish(self, main: asyncio.Task[Any]) -> None:
+        if main.cancelled():
+            self._emit(EventType.WORKFLOW_CANCELLED, {"reason": self._cancel_reason})
+        elif (error := main.exception()) is None:
+            self._emit(EventType.WORKFLOW_COMPLETED, {"result": main.result()})
+        else:
+            self._emit(EventType.WORKFLOW_FAILED, failure_record(error, self._current_step))
+        self._terminal_status = STATUS_OF_TERMINAL_EVENT[self._produced[-1].type]
+        self._closed = True
+
+    # -- commands (the WorkflowRuntime protocol) -----------------------------------
+
+    @property
+    def workflow_id(self) -> str:
+        return self._workflow_id
+
+    @property
+    def is_replaying(self) -> bool:
+        return self._replaying
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._now_ms / 1000, tz=UTC)
+
+    def _emit(self, event_type: EventType, data: Any, *, due_ms: int = 0) -> Command:
+        command = Command(event_type, self._next_seq, data, step=self._current_step, due_ms=due_ms)
+        if not self._replaying:
+            # Encoding now raises a bad payload at the line of workflow code that made it.
+            command.encoded = encode(
+                data, what=f"{command.describe()} of workflow {self._workflow_id!r} "
+                f"in step {self._current_step!r}"
+            )
+        self._next_seq += 1
+        self._produced.append(command)
+        return command
+
+    def schedule_activity(
+        self, definition: ActivityDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        command = self._emit(
+            EventType.ACTIVITY_SCHEDULED,
+            {
+                "name": definition.name,
+                "args": list(args),
+                "kwargs": kwargs,
+                "retry_count": definition.retry_count,
+                "timeout_seconds": definition.timeout_seconds,
+                "retry_backoff_seconds": definition.retry_backoff_seconds,
+                "backoff_multiplier": definition.backoff_multiplier,
+                "max_backoff_seconds": definition.max_backoff_seconds,
+            },
+        )
+        future: asyncio.Future[Any] = self.create_future()
+        self._activities[command.seq] = (definition.name, future)
+        return future
+
+    def start_timer(self, seconds: float) -> asyncio.Future[None]:
+        due_ms = self._now_ms + round(seconds * 1000)
+        command = self._emit(
+            EventType.TIMER_STARTED, {"seconds": seconds, "due_ms": due_ms}, due_ms=due_ms
+        )
+        future: asyncio.Future[None] = self.create_future()
+        self._timers[command.seq] = future
+        return future
+
+    def wait_for_signal(self, name: str, timeout: float | None) -> Awaitable[Any]:
+        return self._wait_for_signal(name, timeout)
+
+    async def _wait_for_signal(self, name: str, timeout: float | None) -> Any:
+        buffered = self._signals.get(name)
+        if buffered:
+            return buffered.popleft()
+        waiter: asyncio.Future[Any] = self.create_future()
+        self._signal_waiters.setdefault(name, deque()).append(waiter)
+        if timeout is None:
+            return await waiter
+        timer = self.start_timer(timeout)
+        await asyncio.wait([waiter, timer], return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done():
+            return waiter.result()
+        self._signal_waiters[name].remove(waiter)
+        waiter.cancel()
+        raise SignalTimeoutError(name, timeout)
+
+    def _receive_signal(self, name: str, payload: Any) -> None:
+        waiters = self._signal_waiters.get(name)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(payload)
+                return
+        self._signals.setdefault(name, deque()).append(payload)
+
+    def record_state_set(self, key: str, value: Any) -> None:
+        self._emit(EventType.STATE_SET, {"key": key, "value": value})
+
+    def record_state_update(self, state: dict[str, Any]) -> None:
+        self._emit(EventType.STATE_UPDATE, {"state": dict(state)})
+
+    # -- the event loop ------------------------------------------------------------
+
+    def _run_until_blocked(self) -> None:
+        previous = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self)
+        try:
+            while self._ready:
+                handle = self._ready.popleft()
+                if not handle.cancelled():
+                    handle._run()
+        finally:
+            asyncio.events._set_running_loop(previous)
+
+    def call_soon(
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any, **_: Any) -> Any:
+        raise RuntimeError(
+            "workflow code cannot use asyncio timers (asyncio.sleep, wait_for with a timeout): "
+            "use `await ctx.sleep(...)`, which is durable and replays"
+        )
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any, **_: Any) -> Any:
+        return self.call_later(0, callback)
+
+    def time(self) -> float:
+        return self._now_ms / 1000
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(self, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=self, **kwargs)
+
+    def get_debug(self) -> bool:
+        return False
+
+    def is_running(self) -> bool:
+        return asyncio.events._get_running_loop() is self
+
+    def is_closed(self) -> bool:
+        return False
+
+    def get_exception_handler(self) -> None:
+        return None
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        logger.debug("workflow %s: %s", self._workflow_id, context.get("message"))
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.call_exception_handler(context)
+
+
+def failure_record(error: BaseException, step: str | None) -> dict[str, Any]:
+    """How a workflow failure is stored, so `result()` can raise the same kind of error."""
+    record: dict[str, Any] = {
+        "type": type(error).__name__,
+        "message": str(error),
+        "step": step,
+        "traceback": "".join(traceback.format_exception(error))[-8000:],
+    }
+    if isinstance(error, ActivityFailedError):
+        record.update(
+            activity_name=error.activity_name,
+            error_message=error.error_message,
+            error_type=error.error_type,
+            attempts=error.attempts,
+        )
+    return record

@@ -1,0 +1,1 @@
+"""Import paths of Loom's `loom.schemas` package, kept so Loom code runs unchanged."""

@@ -1,0 +1,106 @@
+"""Every Redis key name loom-redis uses, and nothing else spells one.
+
+All keys one workflow's transitions touch share the hash tag ``{<ns>:<shard>}``
+so that each transition is a single Lua script on a single slot, on standalone
+Redis and on Redis Cluster alike. Namespace-wide keys use the tag ``{<ns>}``.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+from ..errors import ConfigurationError, InvalidWorkflowIdError
+
+PREFIX = "loom"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_SHARDS = 16
+MAX_WORKFLOW_ID_BYTES = 256
+# The consumer group every worker of a namespace reads task streams with.
+WORKER_GROUP = "workers"
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def validate_namespace(namespace: str) -> str:
+    if not _NAMESPACE_RE.match(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'"
+        )
+    return namespace
+
+
+def validate_queue(queue: str) -> str:
+    if not _QUEUE_RE.match(queue):
+        raise ConfigurationError(
+            f"task queue {queue!r} is invalid: use 1-128 letters, digits, '_', '.', ':' or '-'"
+        )
+    return queue
+
+
+def validate_workflow_id(workflow_id: str) -> str:
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise InvalidWorkflowIdError(f"workflow id must be a non-empty string, got {workflow_id!r}")
+    size = len(workflow_id.encode())
+    if size > MAX_WORKFLOW_ID_BYTES:
+        raise InvalidWorkflowIdError(
+            f"workflow id {workflow_id[:40]!r}... is {size} bytes, over the limit of "
+            f"{MAX_WORKFLOW_ID_BYTES}"
+        )
+    return workflow_id
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Key names of one namespace with a fixed number of shards."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    shards: int = DEFAULT_SHARDS
+
+    def shard_of(self, workflow_id: str) -> int:
+        return zlib.crc32(workflow_id.encode()) % self.shards
+
+    def _tag(self, shard: int) -> str:
+        return f"{PREFIX}:{{{self.namespace}:{shard}}}"
+
+    # Per-workflow keys.
+    def history(self, workflow_id: str) -> str:
+        return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:h"
+
+    def meta(self, workflow_id: str) -> str:
+        return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:m"
+
+    # Per-shard keys.
+    def queue(self, shard: int, queue: str) -> str:
+        return f"{self._tag(shard)}:q:{queue}"
+
+    def timers(self, shard: int) -> str:
+        return f"{self._tag(shard)}:timers"
+
+    def dead(self, shard: int) -> str:
+        return f"{self._tag(shard)}:dead"
+
+    def started_index(self, shard: int) -> str:
+        return f"{self._tag(shard)}:idx:started"
+
+    def status_index_prefix(self, shard: int) -> str:
+        """Scripts append a status (RUNNING, ...) to this prefix to name its index zset."""
+        return f"{self._tag(shard)}:idx:status:"
+
+    def status_index(self, shard: int, status: str) -> str:
+        return self.status_index_prefix(shard) + status
+
+    def owner_index(self, shard: int, owner: str) -> str:
+        return f"{self._tag(shard)}:idx:owner:{owner}"
+
+    # Namespace-wide keys.
+    def config(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}}}:config"
+
+    def workers(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}}}:workers"
+
+    def definitions(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}}}:defs"

@@ -1,0 +1,28 @@
+-- Commit a workflow task: append its events, enqueue its activities, add its timers,
+-- update meta and indexes, acknowledge the task. The history length the worker read
+-- is the fencing token: if the history moved since, nothing is written.
+-- KEYS: meta, history, queue, timers
+-- ARGV: workflow id, expected history length, task id, now (ms), status index prefix,
+--       consumer group, plan {events = {{type, seq, data}}, meta = {k, v, ...},
+--       meta_del = {k, ...}, timers = {{score, member}}, tasks = {{k, v, ...}},
+--       status = new status, wft = '0' (or '1' to keep the task flag, when suspending)}
+local meta, history, queue, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local workflow_id, expected, task_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now, index_prefix, group = ARGV[4], ARGV[5], ARGV[6]
+local status, seen = open_status(meta)
+if not status then
+  ack(queue, group, task_id)
+  return {'closed', seen or ''}
+end
+local length = redis.call('XLEN', history)
+if length ~= expected then return {'conflict', tostring(length)} end
+local plan = cmsgpack.unpack(ARGV[7])
+for _, event in ipairs(plan.events) do append_event(history, event[1], event[2], now, event[3]) end
+if #plan.meta > 0 then redis.call('HSET', meta, unpack(plan.meta)) end
+if #plan.meta_del > 0 then redis.call('HDEL', meta, unpack(plan.meta_del)) end
+for _, timer in ipairs(plan.timers) do redis.call('ZADD', timers, timer[1], timer[2]) end
+for _, task in ipairs(plan.tasks) do redis.call('XADD', queue, '*', unpack(task)) end
+set_status(meta, index_prefix, workflow_id, status, plan.status, now)
+redis.call('HSET', meta, 'wft', plan.wft, 'updated', now, 'hlen', length + #plan.events)
+ack(queue, group, task_id)
+return {'ok', tostring(length + #plan.events)}

@@ -1,0 +1,15 @@
+-- Start a workflow: meta, WORKFLOW_STARTED, a workflow task, indexes. Idempotent on id.
+-- KEYS: meta, history, queue, started index, owner index (absent when no owner)
+-- ARGV: workflow id, now (ms), status index prefix, plan {meta = {k, v, ...}, started = data}
+local meta, history, queue = KEYS[1], KEYS[2], KEYS[3]
+local workflow_id, now, index_prefix = ARGV[1], ARGV[2], ARGV[3]
+local existing = redis.call('HGET', meta, 'status')
+if existing then return {'exists', existing} end
+local plan = cmsgpack.unpack(ARGV[4])
+append_event(history, 'WORKFLOW_STARTED', '0', now, plan.started)
+redis.call('HSET', meta, 'created', now, 'updated', now, unpack(plan.meta))
+request_workflow_task(meta, queue, workflow_id)
+set_status(meta, index_prefix, workflow_id, nil, 'PENDING', now)
+redis.call('ZADD', KEYS[4], now, workflow_id)
+if KEYS[5] then redis.call('ZADD', KEYS[5], now, workflow_id) end
+return {'started', 'PENDING'}

@@ -1,0 +1,503 @@
+"""The Store: every read and every transition on Redis, each transition one Lua script."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import ConfigurationError, RedisUnavailableError
+from ..events import Command, Event, EventType, Status
+from .codec import decode, encode
+from .keys import WORKER_GROUP, Keyspace, validate_namespace
+
+MIN_REDIS_VERSION = (6, 2)
+HISTORY_PAGE = 1000
+SCRIPT_NAMES = (
+    "start",
+    "commit",
+    "external",
+    "activity_result",
+    "activity_retry",
+    "fire_timer",
+    "dead_letter",
+)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by '***', for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _plan(value: Any) -> bytes:
+    # Lua's cmsgpack reads only the old raw type, so plans go without bin types;
+    # Python never reads a plan back.
+    packed: bytes = msgpack.packb(value, use_bin_type=False)
+    return packed
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def connect_redis(url: str) -> aioredis.Redis:
+    """A client for `url`, checked to answer and to be Redis >= 6.2 (or Valkey)."""
+    try:
+        client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
+    try:
+        info = await client.info("server")
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        await client.aclose()
+        raise RedisUnavailableError(
+            f"cannot reach Redis at {mask_url(url)}: {exc}; set LOOM_REDIS_URL or pass url="
+        ) from None
+    except RedisError as exc:
+        await client.aclose()
+        raise RedisUnavailableError(f"Redis at {mask_url(url)} refused: {exc}") from None
+    version = str(info.get("redis_version", "0"))
+    numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if numbers < MIN_REDIS_VERSION:
+        await client.aclose()
+        raise RedisUnavailableError(
+            f"Redis at {mask_url(url)} is version {version}; loom-redis needs Redis >= 6.2 "
+            "or Valkey >= 7.2"
+        )
+    return client
+
+
+@dataclass(frozen=True)
+class Task:
+    """One entry of a task stream, as a worker received it."""
+
+    queue_key: str
+    shard: int
+    id: str
+    fields: dict[str, bytes]
+
+    @property
+    def kind(self) -> str:
+        return _text(self.fields.get("k"))
+
+    @property
+    def workflow_id(self) -> str:
+        return _text(self.fields.get("wf"))
+
+
+@dataclass(frozen=True)
+class TimerMember:
+    """A decoded member of a timer zset."""
+
+    raw: bytes
+    shard: int
+    due_ms: int
+    kind: str
+    workflow_id: str
+    queue: str
+
+
+class Store:
+    """Reads and transitions of one namespace on one Redis."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keyspace, url: str = "") -> None:
+        self.redis = redis
+        self.keys = keys
+        self.url = url
+        lib = _script_source("lib")
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    @classmethod
+    async def open(cls, url: str, namespace: str, shards: int | None = None) -> Store:
+        """Connect and read the namespace's shard count (creating it on first use)."""
+        validate_namespace(namespace)
+        redis = await connect_redis(url)
+        try:
+            keys = Keyspace(namespace)
+            wanted = shards or keys.shards
+            if wanted < 1 or wanted > 4096:
+                raise ConfigurationError(f"shard count must be 1..4096, got {wanted}")
+            await redis.hsetnx(keys.config(), "shards", wanted)
+            stored = int(await redis.hget(keys.config(), "shards") or wanted)
+            if shards is not None and stored != shards:
+                raise ConfigurationError(
+                    f"namespace {namespace!r} was created with {stored} shards, not {shards}; "
+                    "the shard count of a namespace is fixed"
+                )
+        except BaseException:
+            await redis.aclose()
+            raise
+        return cls(redis, Keyspace(namespace, stored), url)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    # -- start ---------------------------------------------------------------------
+
+    async def start_workflow(
+        self,
+        workflow_id: str,
+        *,
+        name: str,
+        version: str,
+        queue: str,
+        owner: str | None,
+        agent: str | None,
+        total_steps: int,
+        workflow_input: Any,
+    ) -> tuple[bool, str]:
+        """Create the workflow; returns (created, status) and never writes a second history."""
+        keys = self.keys
+        shard = keys.shard_of(workflow_id)
+        what = f"input of workflow {workflow_id!r} ({name})"
+        encoded_input = encode(workflow_input, what=what)
+        started = encode(
+            {"input": workflow_input, "name": name, "version": version,
+             "owner": owner, "queue": queue},
+            what=what,
+        )
+        meta = ["name", name, "version", version, "queue", queue, "owner", owner or "",
+                "agent", agent or "", "input", encoded_input, "total_steps", str(total_steps),
+                "step", "0"]
+        script_keys = [keys.meta(workflow_id), keys.history(workflow_id),
+                       keys.queue(shard, queue), keys.started_index(shard)]
+        if owner:
+            script_keys.append(keys.owner_index(shard, owner))
+        reply = await self._run(
+            "start", script_keys,
+            [workflow_id, now_ms(), keys.status_index_prefix(shard),
+             _plan({"meta": meta, "started": started})],
+        )
+        return _text(reply[0]) == "started", _text(reply[1])
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def read_meta(self, workflow_id: str) -> dict[str, bytes]:
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.meta(workflow_id))
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def read_history(self, workflow_id: str, after: str | None = None) -> list[Event]:
+        """History events in order, read in pages (after stream id `after`, if given)."""
+        key = self.keys.history(workflow_id)
+        events: list[Event] = []
+        start = f"({after}" if after else "-"
+        while True:
+            page = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
+            events.extend(self.decode_event(workflow_id, entry_id, fields)
+                          for entry_id, fields in page)
+            if len(page) < HISTORY_PAGE:
+                return events
+            start = f"({_text(page[-1][0])}"
+
+    @staticmethod
+    def decode_event(workflow_id: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+        event_id = _text(entry_id)
+        what = f"history entry {event_id} of workflow {workflow_id!r}"
+        try:
+            event_type = EventType(_text(fields[b"type"]))
+            seq = int(fields.get(b"seq", b"0"))
+            time_ms = int(fields[b"t"])
+        except (KeyError, ValueError) as exc:
+            from ..errors import PayloadError
+
+            raise PayloadError(f"{what} is malformed ({exc!r})") from None
+        return Event(event_id, event_type, seq, time_ms, decode(fields.get(b"d"), what=what))
+
+    # -- workflow task commit ------------------------------------------------------
+
+    async def commit_workflow_task(
+        self,
+        workflow_id: str,
+        *,
+        queue: str,
+        task_id: str,
+        expected_length: int,
+        commands: Iterable[Command],
+        status: Status,
+        meta: dict[str, str | bytes] | None = None,
+        meta_delete: Sequence[str] = (),
+        extra_timers: Sequence[tuple[int, bytes]] = (),
+        keep_task_flag: bool = False,
+        mark_task_completed: bool = True,
+    ) -> tuple[str, int]:
+        """Append the commands' events fenced by `expected_length`.
+
+        Returns ("ok", new length), ("conflict", current length) when the history
+        moved since it was read, or ("closed", 0) when the workflow has ended.
+        """
+        keys = self.keys
+        shard = keys.shard_of(workflow_id)
+        events: list[list[Any]] = []
+        timers: list[list[Any]] = [[str(due), member] for due, member in extra_timers]
+        tasks: list[list[Any]] = []
+        meta_fields: list[Any] = []
+        for key, value in (meta or {}).items():
+            meta_fields += [key, value]
+        for command in commands:
+            what = f"{command.describe()} of workflow {workflow_id!r} in step {command.step!r}"
+            encoded = command.encoded or encode(command.data, what=what)
+            events.append([str(command.type), str(command.seq), encoded])
+            if command.type == EventType.ACTIVITY_SCHEDULED:
+                meta_fields += [f"a:{command.seq}", "1"]
+                tasks.append(self.activity_task_fields(workflow_id, command.seq, 1, encoded))
+            elif command.type == EventType.TIMER_STARTED:
+                meta_fields += [f"t:{command.seq}", "1"]
+                member = self.timer_member("timer", workflow_id, queue, command.seq)
+                timers.append([str(command.due_ms), member])
+            elif command.type == EventType.STEP_STARTED:
+                meta_fields += ["step", str(command.data["index"]), "step_name",
+                                command.data["name"], "step_desc",
+                                command.data.get("description") or ""]
+            elif command.type == EventType.WORKFLOW_COMPLETED:
+                meta_fields += ["result", encode(command.data.get("result"), what=what),
+                                "closed", str(now_ms())]
+            elif command.type in (EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED):
+                meta_fields += ["error", encode(command.data, what=what), "closed", str(now_ms())]
+        if mark_task_completed and events:
+            events.append([str(EventType.WORKFLOW_TASK_COMPLETED), "0", b""])
+        plan = {
+            "events": events, "meta": meta_fields, "meta_del": list(meta_delete),
+            "timers": timers, "tasks": tasks, "status": str(status),
+            "wft": "1" if keep_task_flag else "0",
+        }
+        reply = await self._run(
+            "commit",
+            [keys.meta(workflow_id), keys.history(workflow_id), keys.queue(shard, queue),
+             keys.timers(shard)],
+            [workflow_id, expected_length, task_id, now_ms(), keys.status_index_prefix(shard),
+             WORKER_GROUP, _plan(plan)],
+        )
+        outcome = _text(reply[0])
+        return outcome, int(reply[1]) if outcome != "closed" else 0
+
+    @staticmethod
+    def activity_task_fields(workflow_id: str, seq: int, attempt: int, payload: bytes) -> list[Any]:
+        """An activity task carries its arguments, so activity workers never read history."""
+        return ["k", "a", "wf", workflow_id, "seq", str(seq), "att", str(attempt), "p", payload]
+
+    @staticmethod
+    def timer_member(
+        kind: str, workflow_id: str, queue: str, seq: int, task: list[Any] | None = None
+    ) -> bytes:
+        return _plan([kind, workflow_id, queue, str(seq), task or []])
+
+    # -- activities ----------------------------------------------------------------
+
+    async def record_activity_result(
+        self, task: Task, *, failed: bool, data: dict[str, Any]
+    ) -> str:
+        """ACTIVITY_COMPLETED (or, when `failed`, ACTIVITY_FAILED) once; 'ok', 'duplicate'
+        or 'dropped'."""
+        workflow_id = task.workflow_id
+        seq = _text(task.fields.get("seq"))
+        event_type = EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
+        what = f"result of activity seq {seq} of workflow {workflow_id!r}"
+        return _text(await self._run(
+            "activity_result",
+            [self.keys.meta(workflow_id), self.keys.history(workflow_id), task.queue_key],
+            [workflow_id, seq, task.id, now_ms(), str(event_type), encode(data, what=what),
+             WORKER_GROUP],
+        ))
+
+    async def schedule_activity_retry(
+        self, task: Task, *, queue: str, attempt: int, due_ms: int
+    ) -> str:
+        workflow_id = task.workflow_id
+        seq = int(_text(task.fields.get("seq")))
+        fields = self.activity_task_fields(workflow_id, seq, attempt, task.fields["p"])
+        member = self.timer_member("retry", workflow_id, queue, seq, fields)
+        return _text(await self._run(
+            "activity_retry",
+            [self.keys.meta(workflow_id), task.queue_key, self.keys.timers(task.shard)],
+            [str(seq), task.id, WORKER_GROUP, str(due_ms), member],
+        ))
+
+    # -- signals and cancellation --------------------------------------------------
+
+    async def deliver_external(
+        self, workflow_id: str, event_type: EventType, data: Any, *, once_field: str = ""
+    ) -> tuple[str, str]:
+        """Append a signal or cancel request to an open workflow: ('ok'|'missing'|'closed'|
+        'duplicate', status)."""
+        queue = await self.redis.hget(self.keys.meta(workflow_id), "queue")
+        if queue is None:
+            return "missing", ""
+        shard = self.keys.shard_of(workflow_id)
+        reply = await self._run(
+            "external",
+            [self.keys.meta(workflow_id), self.keys.history(workflow_id),
+             self.keys.queue(shard, _text(queue))],
+            [workflow_id, now_ms(), str(event_type),
+             encode(data, what=f"{event_type} for workflow {workflow_id!r}"), once_field],
+        )
+        return _text(reply[0]), _text(reply[1])
+
+    # -- timers --------------------------------------------------------------------
+
+    async def due_timers(self, limit: int = 100) -> tuple[list[TimerMember], int | None]:
+        """Due timer members of every shard, and the earliest due time still ahead."""
+        now = now_ms()
+        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.zrange(self.keys.timers(shard), 0, limit - 1, withscores=True)
+        replies = await pipe.execute()
+        due: list[TimerMember] = []
+        next_due: int | None = None
+        for shard, entries in enumerate(replies):
+            for raw, score in entries:
+                if score > now:
+                    next_due = int(score) if next_due is None else min(next_due, int(score))
+                    break
+                try:
+                    kind, workflow_id, queue, _seq, _task = msgpack.unpackb(raw, raw=True)
+                    due.append(TimerMember(raw, shard, int(score), kind.decode(),
+                                           workflow_id.decode(), queue.decode()))
+                except (ValueError, TypeError, UnicodeDecodeError):
+                    await self.redis.zrem(self.keys.timers(shard), raw)
+        return due, next_due
+
+    async def fire_timer(self, member: TimerMember) -> str:
+        keys = self.keys
+        return _text(await self._run(
+            "fire_timer",
+            [keys.timers(member.shard), keys.meta(member.workflow_id),
+             keys.history(member.workflow_id), keys.queue(member.shard, member.queue)],
+            [member.raw, now_ms()],
+        ))
+
+    # -- task streams --------------------------------------------------------------
+
+    async def ensure_groups(self, queues: Iterable[str]) -> None:
+        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            for shard in range(self.keys.shards):
+                pipe.xgroup_create(self.keys.queue(shard, queue), WORKER_GROUP, id="0",
+                                   mkstream=True)
+        for reply in await pipe.execute(raise_on_error=False):
+            if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
+                raise reply
+
+    def queue_keys(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Task stream key -> (shard, queue name) for every shard of the queues."""
+        return {self.keys.queue(shard, queue): (shard, queue)
+                for queue in queues for shard in range(self.keys.shards)}
+
+    async def read_tasks(
+        self, streams: dict[str, tuple[int, str]], consumer: str, count: int, block_ms: int
+    ) -> list[Task]:
+        reply = await self.redis.xreadgroup(
+            WORKER_GROUP, consumer, {key: ">" for key in streams}, count=count, block=block_ms
+        )
+        tasks: list[Task] = []
+        for stream, entries in reply or []:
+            key = _text(stream)
+            for entry_id, fields in entries:
+                if fields is None:
+                    continue
+                tasks.append(Task(key, streams[key][0], _text(entry_id),
+                                  {_text(k): v for k, v in fields.items()}))
+        return tasks
+
+    async def claim_stale_tasks(
+        self, streams: dict[str, tuple[int, str]], consumer: str, lease_ms: int, count: int
+    ) -> list[tuple[Task, int]]:
+        """Take over tasks idle longer than the lease (their worker died), with how many
+        times each has now been delivered."""
+        claimed: list[tuple[Task, int]] = []
+        for key, (shard, _queue) in streams.items():
+            if len(claimed) >= count:
+                break
+            reply = await self.redis.xautoclaim(
+                key, WORKER_GROUP, consumer, lease_ms, start_id="0-0", count=count - len(claimed)
+            )
+            entries = reply[1]
+            deleted = [d for d in (reply[2] if len(reply) > 2 else [])]
+            live = []
+            for entry_id, fields in entries:
+                if fields is None:  # Redis 6.2 reports a deleted entry as a nil message
+                    deleted.append(entry_id)
+                else:
+                    live.append(Task(key, shard, _text(entry_id),
+                                     {_text(k): v for k, v in fields.items()}))
+            if deleted:
+                await self.redis.xack(key, WORKER_GROUP, *deleted)
+            if not live:
+                continue
+            pending = await self.redis.xpending_range(
+                key, WORKER_GROUP, min=live[0].id, max=live[-1].id, count=len(live) * 4,
+                consumername=consumer,
+            )
+            deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+            claimed.extend((task, deliveries.get(task.id, 1)) for task in live)
+        return claimed
+
+    async def renew_leases(self, tasks: Sequence[Task], consumer: str) -> None:
+        """Reset the idle time of tasks still running here (JUSTID: no delivery counted)."""
+        by_stream: dict[str, list[str]] = {}
+        for task in tasks:
+            by_stream.setdefault(task.queue_key, []).append(task.id)
+        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        for key, ids in by_stream.items():
+            pipe.xclaim(key, WORKER_GROUP, consumer, 0, ids, justid=True)
+        await pipe.execute()
+
+    async def hand_back(self, tasks: Sequence[Task], consumer: str, lease_ms: int) -> None:
+        """Make unfinished tasks claimable by another worker now (on drain)."""
+        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        for task in tasks:
+            pipe.xclaim(task.queue_key, WORKER_GROUP, consumer, 0, [task.id],
+                        idle=lease_ms + 1, justid=True)
+        await pipe.execute()
+
+    async def dead_letter(self, task: Task, reason: str) -> None:
+        workflow_id = task.workflow_id
+        keys = self.keys
+        dead = keys.dead(task.shard)
+        same_shard = bool(workflow_id) and keys.shard_of(workflow_id) == task.shard
+        meta = keys.meta(workflow_id) if same_shard else dead
+        fields: list[Any] = []
+        for name, value in task.fields.items():
+            fields += [name, value]
+        await self._run(
+            "dead_letter", [task.queue_key, dead, meta],
+            [task.id, WORKER_GROUP, reason, task.kind if same_shard else "", *fields],
+        )
+
+    async def acknowledge(self, task: Task) -> None:
+        pipe: Pipeline = self.redis.pipeline(transaction=True)
+        pipe.xack(task.queue_key, WORKER_GROUP, task.id)
+        pipe.xdel(task.queue_key, task.id)
+        await pipe.execute()
+
+
+def _script_source(name: str) -> str:
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()

@@ -1,0 +1,462 @@
+"""The worker: reads tasks from Redis Streams, runs workflow tasks and activities.
+
+Everything it runs is a child of one task group: the task reader, the reclaimer
+of tasks whose worker died, the timer sweeper, lease renewal of running tasks,
+the heartbeat and the metrics endpoint. `stop()` (SIGTERM) drains: reading
+stops, in-flight tasks finish within `drain_seconds`, the rest are handed back.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+from redis.exceptions import RedisError
+
+from .api import NondeterminismPolicy, registered_activity, registered_workflow, registered_workflows
+from .engine import WorkflowInstance, failure_record
+from .errors import NonDeterministicWorkflowError, PayloadError
+from .events import COMMAND_TYPES, Command, Event, EventType, Status
+from .metrics import (
+    ACTIVITY_SECONDS,
+    COMMIT_CONFLICTS,
+    DEAD_LETTERS,
+    IN_FLIGHT,
+    TASKS,
+    TASKS_RECLAIMED,
+    TIMERS_FIRED,
+    WORKFLOW_TASK_SECONDS,
+    WORKFLOWS_CLOSED,
+    serve_metrics,
+)
+from .store import Store, Task, decode, encode
+from .store.store import now_ms
+
+logger = logging.getLogger("loom_redis.worker")
+
+# A workflow task whose commit keeps losing to other writers gives up after this many
+# tries and stays pending, to be retried by the reclaimer.
+MAX_COMMIT_TRIES = 20
+
+
+class Worker:
+    """Runs the workflows and activities registered in this process."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queues: tuple[str, ...] = ("default",),
+        concurrency: int = 16,
+        lease_seconds: float = 30.0,
+        max_deliveries: int = 5,
+        poll_interval: float = 1.0,
+        on_nondeterminism: NondeterminismPolicy = "fail",
+        suspend_retry_seconds: float = 30.0,
+        drain_seconds: float = 30.0,
+        metrics_host: str = "127.0.0.1",
+        metrics_port: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.store = store
+        self.queues = queues
+        self.concurrency = concurrency
+        self.lease_ms = int(lease_seconds * 1000)
+        self.max_deliveries = max_deliveries
+        self.poll_ms = max(int(poll_interval * 1000), 10)
+        self.on_nondeterminism = on_nondeterminism
+        self.suspend_retry_ms = int(suspend_retry_seconds * 1000)
+        self.drain_seconds = drain_seconds
+        self.metrics_host = metrics_host
+        self.metrics_port = metrics_port
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._streams = store.queue_keys(queues)
+        self._slots = anyio.Semaphore(concurrency)
+        self._in_flight: dict[str, Task] = {}
+        self._intake: anyio.CancelScope | None = None
+        self._timer_wakeup = anyio.Event()
+        self._started = anyio.Event()
+        self._ready = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stop()` is called (or the task is cancelled)."""
+        await self.store.ensure_groups(self.queues)
+        await self._publish_definitions()
+        self._intake = anyio.CancelScope()
+        async with anyio.create_task_group() as background:
+            background.start_soon(self._sweep_timers)
+            background.start_soon(self._renew_leases)
+            background.start_soon(self._heartbeat)
+            if self.metrics_port is not None:
+                background.start_soon(
+                    serve_metrics, self.metrics_host, self.metrics_port, lambda: self._ready
+                )
+            async with anyio.create_task_group() as executors:
+                with self._intake:
+                    self._ready = True
+                    self._started.set()
+                    logger.info(
+                        "worker %s reading queues %s (%d shards, concurrency %d)",
+                        self.name, ",".join(self.queues), self.store.keys.shards,
+                        self.concurrency,
+                    )
+                    async with anyio.create_task_group() as intake:
+                        intake.start_soon(self._read_tasks, executors)
+                        intake.start_soon(self._reclaim_tasks, executors)
+                self._ready = False
+                executors.start_soon(self._drain_deadline, executors)
+            background.cancel_scope.cancel()
+        await self._remove_heartbeat()
+        logger.info("worker %s stopped", self.name)
+
+    def stop(self) -> None:
+        """Stop reading new tasks; in-flight ones finish (or are handed back) and run() returns."""
+        if self._intake is not None:
+            self._intake.cancel()
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    async def _drain_deadline(self, executors: TaskGroup) -> None:
+        with anyio.move_on_after(self.drain_seconds):
+            while self._in_flight:
+                await anyio.sleep(0.05)
+            executors.cancel_scope.cancel()
+            return
+        unfinished = list(self._in_flight.values())
+        logger.warning("drain: handing back %d unfinished task(s)", len(unfinished))
+        with anyio.CancelScope(shield=True):
+            await self.store.hand_back(unfinished, self.name, self.lease_ms)
+        executors.cancel_scope.cancel()
+
+    # -- intake ----------------------------------------------------------------------
+
+    async def _take_slots(self) -> int:
+        await self._slots.acquire()
+        taken = 1
+        while taken < 100:
+            try:
+                self._slots.acquire_nowait()
+            except anyio.WouldBlock:
+                break
+            taken += 1
+        return taken
+
+    def _release_slots(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    async def _read_tasks(self, executors: TaskGroup) -> None:
+        while True:
+            slots = await self._take_slots()
+            try:
+                tasks = await self.store.read_tasks(self._streams, self.name, slots, self.poll_ms)
+            except RedisError as exc:
+                self._release_slots(slots)
+                await self._redis_trouble("reading tasks", exc)
+                continue
+            self._release_slots(slots - len(tasks))
+            for task in tasks:
+                self._spawn(executors, task, 1)
+
+    async def _reclaim_tasks(self, executors: TaskGroup) -> None:
+        interval = max(self.lease_ms / 2000, 0.05)
+        while True:
+            await anyio.sleep(interval)
+            slots = await self._take_slots()
+            try:
+                claimed = await self.store.claim_stale_tasks(
+                    self._streams, self.name, self.lease_ms, slots
+                )
+            except RedisError as exc:
+                self._release_slots(slots)
+                await self._redis_trouble("reclaiming tasks", exc)
+                continue
+            self._release_slots(slots - len(claimed))
+            for task, deliveries in claimed:
+                TASKS_RECLAIMED.inc()
+                logger.info("took over task %s (%s) of workflow %s, delivery %d",
+                            task.id, task.kind, task.workflow_id, deliveries)
+                self._spawn(executors, task, deliveries)
+
+    def _spawn(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
+        self._in_flight[task.id] = task
+        IN_FLIGHT.inc()
+        executors.start_soon(self._execute, task, deliveries)
+
+    async def _redis_trouble(self, doing: str, exc: Exception) -> None:
+        self._ready = False
+        logger.warning("Redis error while %s: %s; retrying in 1s", doing, exc)
+        await anyio.sleep(1)
+        self._ready = True
+
+    # -- execution -------------------------------------------------------------------
+
+    async def _execute(self, task: Task, deliveries: int) -> None:
+        queue = self._streams[task.queue_key][1]
+        outcome = "error"
+        try:
+            if deliveries > self.max_deliveries:
+                outcome = "dead"
+                await self._dead_letter(
+                    task,
+                    f"delivered {deliveries} times, over the limit of {self.max_deliveries} "
+                    "(each worker that took it died or lost its lease)",
+                )
+            elif task.kind == "w":
+                outcome = await self._run_workflow_task(task, queue)
+            elif task.kind == "a":
+                outcome = await self._run_activity_task(task, queue)
+            else:
+                outcome = "dead"
+                await self._dead_letter(task, f"unknown task kind {task.kind!r}")
+        except PayloadError as exc:
+            outcome = "dead"
+            await self._dead_letter(task, f"bad payload: {exc}")
+        except RedisError as exc:
+            # Left pending: the reclaimer (here or elsewhere) retries it after the lease.
+            logger.warning("Redis error on task %s of workflow %s: %s",
+                           task.id, task.workflow_id, exc)
+        except Exception:
+            logger.exception("task %s of workflow %s failed unexpectedly; it stays pending "
+                             "and is retried after the lease", task.id, task.workflow_id)
+        finally:
+            self._in_flight.pop(task.id, None)
+            IN_FLIGHT.dec()
+            self._slots.release()
+            TASKS.labels(queue, task.kind or "?", outcome).inc()
+
+    async def _dead_letter(self, task: Task, reason: str) -> None:
+        logger.error("task %s of workflow %r goes to the dead-letter stream: %s",
+                     task.id, task.workflow_id, reason)
+        DEAD_LETTERS.labels(task.kind or "?").inc()
+        await self.store.dead_letter(task, reason)
+
+    # -- workflow tasks --------------------------------------------------------------
+
+    async def _run_workflow_task(self, task: Task, queue: str) -> str:
+        workflow_id = task.workflow_id
+        for _ in range(MAX_COMMIT_TRIES):
+            history = await self.store.read_history(workflow_id)
+            if not history or history[0].type != EventType.WORKFLOW_STARTED:
+                await self._dead_letter(task, f"workflow {workflow_id!r} has no history")
+                return "dead"
+            name = str((history[0].data or {}).get("name", ""))
+            definition = registered_workflow(name)
+            if definition is None:
+                known = ", ".join(sorted(registered_workflows())) or "none"
+                await self._dead_letter(
+                    task, f"unknown workflow name {name!r}: this worker registers {known}; "
+                    "start the worker with the module that defines it"
+                )
+                return "dead"
+            started = time.perf_counter()
+            outcome = await self._replay_and_commit(task, queue, definition.name, history)
+            WORKFLOW_TASK_SECONDS.labels(definition.name).observe(time.perf_counter() - started)
+            if outcome != "conflict":
+                return outcome
+            COMMIT_CONFLICTS.inc()
+        logger.warning("workflow task %s of %s lost %d commits in a row; retrying later",
+                       task.id, workflow_id, MAX_COMMIT_TRIES)
+        return "conflict"
+
+    async def _replay_and_commit(
+        self, task: Task, queue: str, name: str, history: list[Event]
+    ) -> str:
+        workflow_id = task.workflow_id
+        definition = registered_workflow(name)
+        assert definition is not None
+        instance = WorkflowInstance(definition, workflow_id)
+        try:
+            activation = instance.apply(history, now_ms())
+        except NonDeterministicWorkflowError as exc:
+            policy = definition.on_nondeterminism or self.on_nondeterminism
+            return await self._nondeterministic(task, queue, history, exc, policy)
+        except PayloadError as exc:
+            return await self._fail(task, queue, history, exc)
+        status = activation.status
+        meta: dict[str, str | bytes] = {}
+        meta_delete: list[str] = []
+        if status.is_terminal:
+            meta_delete = [f"a:{s}" for s in activation.pending_activities]
+            meta_delete += [f"t:{s}" for s in activation.pending_timers]
+            meta_delete.append("suspended")
+        outcome, _length = await self.store.commit_workflow_task(
+            workflow_id, queue=queue, task_id=task.id, expected_length=len(history),
+            commands=activation.commands, status=status, meta=meta, meta_delete=meta_delete,
+        )
+        if outcome == "ok":
+            if any(c.type == EventType.TIMER_STARTED for c in activation.commands):
+                self._timer_wakeup.set()
+            if status.is_terminal:
+                WORKFLOWS_CLOSED.labels(name, str(status)).inc()
+        return outcome
+
+    async def _nondeterministic(
+        self, task: Task, queue: str, history: list[Event],
+        error: NonDeterministicWorkflowError, policy: NondeterminismPolicy,
+    ) -> str:
+        if policy == "fail":
+            logger.error("%s", error)
+            return await self._fail(task, queue, history, error)
+        due = now_ms() + self.suspend_retry_ms
+        logger.error("%s; workflow suspended, retried at %s", error, time.ctime(due / 1000))
+        member = self.store.timer_member("resume", task.workflow_id, queue, 0)
+        outcome, _ = await self.store.commit_workflow_task(
+            task.workflow_id, queue=queue, task_id=task.id, expected_length=len(history),
+            commands=[], status=Status.SUSPENDED,
+            meta={"suspended": encode(failure_record(error, None))},
+            extra_timers=[(due, member)], keep_task_flag=True,
+        )
+        return "suspended" if outcome == "ok" else outcome
+
+    async def _fail(
+        self, task: Task, queue: str, history: list[Event], error: Exception
+    ) -> str:
+        """Fail the workflow with `error`, whatever its code would do (it cannot run)."""
+        seq = max((e.seq for e in history if e.type in COMMAND_TYPES), default=0) + 1
+        command = Command(EventType.WORKFLOW_FAILED, seq, failure_record(error, None))
+        outcome, _ = await self.store.commit_workflow_task(
+            task.workflow_id, queue=queue, task_id=task.id, expected_length=len(history),
+            commands=[command], status=Status.FAILED, meta_delete=["suspended"],
+        )
+        return "failed" if outcome == "ok" else outcome
+
+    # -- activity tasks --------------------------------------------------------------
+
+    async def _run_activity_task(self, task: Task, queue: str) -> str:
+        workflow_id = task.workflow_id
+        scheduled = decode(task.fields.get("p"), what=f"activity task {task.id}")
+        if not isinstance(scheduled, dict) or "name" not in scheduled:
+            raise PayloadError(f"activity task {task.id} of workflow {workflow_id!r} has no name")
+        name = str(scheduled["name"])
+        definition = registered_activity(name)
+        if definition is None:
+            await self._dead_letter(
+                task, f"unknown activity {name!r} (workflow {workflow_id!r}): no module this "
+                "worker imported registers it"
+            )
+            return "dead"
+        attempt = int(task.fields.get("att", b"1"))
+        timeout = scheduled.get("timeout_seconds")
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(timeout):
+                result = await _call(definition.fn, scheduled.get("args") or [],
+                                     scheduled.get("kwargs") or {})
+            encode(result, what=f"result of activity {name!r}")
+        except Exception as exc:
+            ACTIVITY_SECONDS.labels(name, "failed").observe(time.perf_counter() - started)
+            if isinstance(exc, TimeoutError) and timeout is not None:
+                message = f"timed out after {timeout:g}s"
+            else:
+                message = f"{type(exc).__name__}: {exc}"
+            return await self._activity_failed(task, queue, scheduled, attempt, exc, message)
+        ACTIVITY_SECONDS.labels(name, "completed").observe(time.perf_counter() - started)
+        return await self.store.record_activity_result(
+            task, failed=False, data={"result": result, "attempts": attempt}
+        )
+
+    async def _activity_failed(
+        self, task: Task, queue: str, scheduled: dict[str, Any], attempt: int,
+        error: Exception, message: str,
+    ) -> str:
+        name = scheduled["name"]
+        max_attempts = int(scheduled.get("retry_count") or 0) + 1
+        if attempt < max_attempts:
+            delay = float(scheduled.get("retry_backoff_seconds", 1.0)) * float(
+                scheduled.get("backoff_multiplier", 2.0)
+            ) ** (attempt - 1)
+            delay = min(delay, float(scheduled.get("max_backoff_seconds", 60.0)))
+            logger.warning("activity %s (workflow %s) attempt %d/%d failed: %s; retry in %.2gs",
+                           name, task.workflow_id, attempt, max_attempts, message, delay)
+            outcome = await self.store.schedule_activity_retry(
+                task, queue=queue, attempt=attempt + 1, due_ms=now_ms() + int(delay * 1000)
+            )
+            self._timer_wakeup.set()
+            return "retry" if outcome == "ok" else outcome
+        logger.error("activity %s (workflow %s) failed after %d attempt(s): %s",
+                     name, task.workflow_id, attempt, message)
+        return await self.store.record_activity_result(
+            task, failed=True,
+            data={"error_type": type(error).__name__, "message": message, "attempts": attempt},
+        )
+
+    # -- background ------------------------------------------------------------------
+
+    async def _sweep_timers(self) -> None:
+        while True:
+            try:
+                due, next_due = await self.store.due_timers()
+                for member in due:
+                    outcome = await self.store.fire_timer(member)
+                    if outcome == "ok":
+                        TIMERS_FIRED.labels(member.kind).inc()
+            except RedisError as exc:
+                await self._redis_trouble("sweeping timers", exc)
+                continue
+            if due:
+                continue
+            wait_ms = self.poll_ms if next_due is None else min(self.poll_ms, next_due - now_ms())
+            self._timer_wakeup = anyio.Event()
+            with anyio.move_on_after(max(wait_ms, 1) / 1000):
+                await self._timer_wakeup.wait()
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await anyio.sleep(self.lease_ms / 3000)
+            if self._in_flight:
+                try:
+                    await self.store.renew_leases(list(self._in_flight.values()), self.name)
+                except RedisError as exc:
+                    logger.warning("could not renew leases: %s", exc)
+
+    async def _heartbeat(self) -> None:
+        started = now_ms()
+        while True:
+            info = {
+                "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+                "queues": list(self.queues), "concurrency": self.concurrency,
+                "in_flight": len(self._in_flight), "started_ms": started, "seen_ms": now_ms(),
+            }
+            try:
+                await self.store.redis.hset(self.store.keys.workers(), self.name, encode(info))
+            except RedisError as exc:
+                logger.warning("heartbeat failed: %s", exc)
+            await anyio.sleep(5)
+
+    async def _remove_heartbeat(self) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            try:
+                await self.store.redis.hdel(self.store.keys.workers(), self.name)
+            except RedisError:
+                pass
+
+    async def _publish_definitions(self) -> None:
+        definitions = registered_workflows()
+        if definitions:
+            await self.store.redis.hset(
+                self.store.keys.definitions(),
+                mapping={name: encode(d.describe()) for name, d in definitions.items()},
+            )
+
+
+async def _call(fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args, **kwargs)
+    return await anyio.to_thread.run_sync(
+        functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
+    )
