@@ -1,6 +1,6 @@
 """loom-redis: durable workflows on Redis Streams, with Loom's API.
 
-    import loom_redis as loom
+import loom_redis as loom
 """
 
 from .api import (

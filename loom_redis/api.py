@@ -80,8 +80,7 @@ class WorkflowDefinition:
             "description": self.description,
             "agent": self.agent,
             "steps": [
-                {"name": s.name, "description": s.description, "index": s.index}
-                for s in self.steps
+                {"name": s.name, "description": s.description, "index": s.index} for s in self.steps
             ],
         }
 
@@ -429,9 +428,7 @@ class WorkflowContext(Generic[InputT, StateT]):
         """The workflow's time (UTC): when this workflow task first ran; the same on replay."""
         return self._runtime.now()
 
-    async def activity(
-        self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any
-    ) -> Any:
+    async def activity(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Any:
         """Run an activity on a worker and return its result (raises ActivityFailedError)."""
         definition = activity_definition(fn)
         return await self._runtime.schedule_activity(definition, args, kwargs)

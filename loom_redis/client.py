@@ -77,7 +77,9 @@ class Client:
         return await self.open()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -117,8 +119,13 @@ class Client:
         queue = validate_queue(queue or DEFAULT_QUEUE)
         store = await self._connected()
         created, status = await store.start_workflow(
-            workflow_id, name=definition.name, version=definition.version, queue=queue,
-            owner=owner, agent=definition.agent, total_steps=len(definition.steps),
+            workflow_id,
+            name=definition.name,
+            version=definition.version,
+            queue=queue,
+            owner=owner,
+            agent=definition.agent,
+            total_steps=len(definition.steps),
             workflow_input=input,
         )
         if not created and id_reuse != "return_existing":
@@ -153,8 +160,11 @@ class Client:
         keys = store.keys
         pipe = store.redis.pipeline(transaction=False)
         for shard in range(keys.shards):
-            index = keys.status_index(shard, Status(status.upper())) if status else \
-                keys.started_index(shard)
+            index = (
+                keys.status_index(shard, Status(status.upper()))
+                if status
+                else keys.started_index(shard)
+            )
             pipe.zrevrange(index, 0, limit - 1, withscores=True)
         ranked: list[tuple[float, str]] = []
         for entries in await pipe.execute():
@@ -183,7 +193,7 @@ class Client:
         counts = await pipe.execute()
         shards = store.keys.shards
         return {
-            str(status): sum(counts[i * shards:(i + 1) * shards])
+            str(status): sum(counts[i * shards : (i + 1) * shards])
             for i, status in enumerate(Status)
         }
 
@@ -197,7 +207,8 @@ class Client:
             pipe.zrange(store.keys.owner_index(shard, owner), 0, -1)
         ids = [m.decode() for members in await pipe.execute() for m in members]
         workflows = [
-            progress_entry(info) for info in await self._describe_many(ids)
+            progress_entry(info)
+            for info in await self._describe_many(ids)
             if info["status"] in ACTIVE_STATUSES
         ]
         workflows.sort(key=lambda w: (w["started_ms"], w["workflow_id"]))
@@ -308,7 +319,9 @@ class WorkflowHandle:
         waits, and the workflow ends CANCELLED. A second request is ignored."""
         store = await (await self._get_client())._connected()
         outcome, status = await store.deliver_external(
-            self.workflow_id, EventType.WORKFLOW_CANCEL_REQUESTED, {"reason": reason},
+            self.workflow_id,
+            EventType.WORKFLOW_CANCEL_REQUESTED,
+            {"reason": reason},
             once_field="cancel_requested",
         )
         if outcome != "duplicate":
@@ -320,7 +333,8 @@ class WorkflowHandle:
         if outcome == "closed":
             raise WorkflowExecutionError(
                 f"cannot deliver {what}: workflow {self.workflow_id!r} has already ended "
-                f"({status})", self.workflow_id,
+                f"({status})",
+                self.workflow_id,
             )
 
 

@@ -29,7 +29,6 @@ from typing import Any
 
 from .api import ActivityDefinition, WorkflowContext, WorkflowDefinition
 from .errors import ActivityFailedError, NonDeterministicWorkflowError, SignalTimeoutError
-from .store.codec import encode
 from .events import (
     COMMAND_TYPES,
     STATUS_OF_TERMINAL_EVENT,
@@ -39,6 +38,7 @@ from .events import (
     Status,
     describe_command,
 )
+from .store.codec import encode
 
 logger = logging.getLogger("loom_redis.engine")
 
@@ -268,8 +268,9 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         if not self._replaying:
             # Encoding now raises a bad payload at the line of workflow code that made it.
             command.encoded = encode(
-                data, what=f"{command.describe()} of workflow {self._workflow_id!r} "
-                f"in step {self._current_step!r}"
+                data,
+                what=f"{command.describe()} of workflow {self._workflow_id!r} "
+                f"in step {self._current_step!r}",
             )
         self._next_seq += 1
         self._produced.append(command)
@@ -361,7 +362,9 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any, **_: Any) -> Any:
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any, **_: Any
+    ) -> Any:
         raise RuntimeError(
             "workflow code cannot use asyncio timers (asyncio.sleep, wait_for with a timeout): "
             "use `await ctx.sleep(...)`, which is durable and replays"

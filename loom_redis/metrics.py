@@ -18,7 +18,8 @@ ACTIVITY_SECONDS = Histogram(
     "loom_activity_duration_seconds", "Duration of activity attempts", ["activity", "outcome"]
 )
 WORKFLOW_TASK_SECONDS = Histogram(
-    "loom_workflow_task_duration_seconds", "Duration of workflow tasks (replay and commit)",
+    "loom_workflow_task_duration_seconds",
+    "Duration of workflow tasks (replay and commit)",
     ["workflow"],
 )
 COMMIT_CONFLICTS = Counter(
@@ -55,9 +56,15 @@ async def serve_metrics(host: str, port: int, is_ready: Callable[[], bool]) -> N
                 ready = is_ready()
                 status = b"200 OK" if ready else b"503 Service Unavailable"
                 body = b"ready\n" if ready else b"not ready\n"
-            head = (b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
-                    + b"\r\nContent-Length: " + str(len(body)).encode()
-                    + b"\r\nConnection: close\r\n\r\n")
+            head = (
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: "
+                + ctype
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+            )
             try:
                 await stream.send(head + body)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):

@@ -22,7 +22,12 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
-from .api import NondeterminismPolicy, registered_activity, registered_workflow, registered_workflows
+from .api import (
+    NondeterminismPolicy,
+    registered_activity,
+    registered_workflow,
+    registered_workflows,
+)
 from .engine import WorkflowInstance, failure_record
 from .errors import NonDeterministicWorkflowError, PayloadError
 from .events import COMMAND_TYPES, Command, Event, EventType, Status
@@ -110,7 +115,9 @@ class Worker:
                     self._started.set()
                     logger.info(
                         "worker %s reading queues %s (%d shards, concurrency %d)",
-                        self.name, ",".join(self.queues), self.store.keys.shards,
+                        self.name,
+                        ",".join(self.queues),
+                        self.store.keys.shards,
                         self.concurrency,
                     )
                     async with anyio.create_task_group() as intake:
@@ -188,8 +195,13 @@ class Worker:
             self._release_slots(slots - len(claimed))
             for task, deliveries in claimed:
                 TASKS_RECLAIMED.inc()
-                logger.info("took over task %s (%s) of workflow %s, delivery %d",
-                            task.id, task.kind, task.workflow_id, deliveries)
+                logger.info(
+                    "took over task %s (%s) of workflow %s, delivery %d",
+                    task.id,
+                    task.kind,
+                    task.workflow_id,
+                    deliveries,
+                )
                 self._spawn(executors, task, deliveries)
 
     def _spawn(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
@@ -228,11 +240,16 @@ class Worker:
             await self._dead_letter(task, f"bad payload: {exc}")
         except RedisError as exc:
             # Left pending: the reclaimer (here or elsewhere) retries it after the lease.
-            logger.warning("Redis error on task %s of workflow %s: %s",
-                           task.id, task.workflow_id, exc)
+            logger.warning(
+                "Redis error on task %s of workflow %s: %s", task.id, task.workflow_id, exc
+            )
         except Exception:
-            logger.exception("task %s of workflow %s failed unexpectedly; it stays pending "
-                             "and is retried after the lease", task.id, task.workflow_id)
+            logger.exception(
+                "task %s of workflow %s failed unexpectedly; it stays pending "
+                "and is retried after the lease",
+                task.id,
+                task.workflow_id,
+            )
         finally:
             self._in_flight.pop(task.id, None)
             IN_FLIGHT.dec()
@@ -240,8 +257,12 @@ class Worker:
             TASKS.labels(queue, task.kind or "?", outcome).inc()
 
     async def _dead_letter(self, task: Task, reason: str) -> None:
-        logger.error("task %s of workflow %r goes to the dead-letter stream: %s",
-                     task.id, task.workflow_id, reason)
+        logger.error(
+            "task %s of workflow %r goes to the dead-letter stream: %s",
+            task.id,
+            task.workflow_id,
+            reason,
+        )
         DEAD_LETTERS.labels(task.kind or "?").inc()
         await self.store.dead_letter(task, reason)
 
@@ -259,8 +280,9 @@ class Worker:
             if definition is None:
                 known = ", ".join(sorted(registered_workflows())) or "none"
                 await self._dead_letter(
-                    task, f"unknown workflow name {name!r}: this worker registers {known}; "
-                    "start the worker with the module that defines it"
+                    task,
+                    f"unknown workflow name {name!r}: this worker registers {known}; "
+                    "start the worker with the module that defines it",
                 )
                 return "dead"
             started = time.perf_counter()
@@ -269,8 +291,12 @@ class Worker:
             if outcome != "conflict":
                 return outcome
             COMMIT_CONFLICTS.inc()
-        logger.warning("workflow task %s of %s lost %d commits in a row; retrying later",
-                       task.id, workflow_id, MAX_COMMIT_TRIES)
+        logger.warning(
+            "workflow task %s of %s lost %d commits in a row; retrying later",
+            task.id,
+            workflow_id,
+            MAX_COMMIT_TRIES,
+        )
         return "conflict"
 
     async def _replay_and_commit(
@@ -295,8 +321,14 @@ class Worker:
             meta_delete += [f"t:{s}" for s in activation.pending_timers]
             meta_delete.append("suspended")
         outcome, _length = await self.store.commit_workflow_task(
-            workflow_id, queue=queue, task_id=task.id, expected_length=len(history),
-            commands=activation.commands, status=status, meta=meta, meta_delete=meta_delete,
+            workflow_id,
+            queue=queue,
+            task_id=task.id,
+            expected_length=len(history),
+            commands=activation.commands,
+            status=status,
+            meta=meta,
+            meta_delete=meta_delete,
         )
         if outcome == "ok":
             if any(c.type == EventType.TIMER_STARTED for c in activation.commands):
@@ -306,8 +338,12 @@ class Worker:
         return outcome
 
     async def _nondeterministic(
-        self, task: Task, queue: str, history: list[Event],
-        error: NonDeterministicWorkflowError, policy: NondeterminismPolicy,
+        self,
+        task: Task,
+        queue: str,
+        history: list[Event],
+        error: NonDeterministicWorkflowError,
+        policy: NondeterminismPolicy,
     ) -> str:
         if policy == "fail":
             logger.error("%s", error)
@@ -316,22 +352,30 @@ class Worker:
         logger.error("%s; workflow suspended, retried at %s", error, time.ctime(due / 1000))
         member = self.store.timer_member("resume", task.workflow_id, queue, 0)
         outcome, _ = await self.store.commit_workflow_task(
-            task.workflow_id, queue=queue, task_id=task.id, expected_length=len(history),
-            commands=[], status=Status.SUSPENDED,
+            task.workflow_id,
+            queue=queue,
+            task_id=task.id,
+            expected_length=len(history),
+            commands=[],
+            status=Status.SUSPENDED,
             meta={"suspended": encode(failure_record(error, None))},
-            extra_timers=[(due, member)], keep_task_flag=True,
+            extra_timers=[(due, member)],
+            keep_task_flag=True,
         )
         return "suspended" if outcome == "ok" else outcome
 
-    async def _fail(
-        self, task: Task, queue: str, history: list[Event], error: Exception
-    ) -> str:
+    async def _fail(self, task: Task, queue: str, history: list[Event], error: Exception) -> str:
         """Fail the workflow with `error`, whatever its code would do (it cannot run)."""
         seq = max((e.seq for e in history if e.type in COMMAND_TYPES), default=0) + 1
         command = Command(EventType.WORKFLOW_FAILED, seq, failure_record(error, None))
         outcome, _ = await self.store.commit_workflow_task(
-            task.workflow_id, queue=queue, task_id=task.id, expected_length=len(history),
-            commands=[command], status=Status.FAILED, meta_delete=["suspended"],
+            task.workflow_id,
+            queue=queue,
+            task_id=task.id,
+            expected_length=len(history),
+            commands=[command],
+            status=Status.FAILED,
+            meta_delete=["suspended"],
         )
         return "failed" if outcome == "ok" else outcome
 
@@ -346,8 +390,9 @@ class Worker:
         definition = registered_activity(name)
         if definition is None:
             await self._dead_letter(
-                task, f"unknown activity {name!r} (workflow {workflow_id!r}): no module this "
-                "worker imported registers it"
+                task,
+                f"unknown activity {name!r} (workflow {workflow_id!r}): no module this "
+                "worker imported registers it",
             )
             return "dead"
         attempt = int(task.fields.get("att", b"1"))
@@ -355,8 +400,9 @@ class Worker:
         started = time.perf_counter()
         try:
             with anyio.fail_after(timeout):
-                result = await _call(definition.fn, scheduled.get("args") or [],
-                                     scheduled.get("kwargs") or {})
+                result = await _call(
+                    definition.fn, scheduled.get("args") or [], scheduled.get("kwargs") or {}
+                )
             encode(result, what=f"result of activity {name!r}")
         except Exception as exc:
             ACTIVITY_SECONDS.labels(name, "failed").observe(time.perf_counter() - started)
@@ -371,8 +417,13 @@ class Worker:
         )
 
     async def _activity_failed(
-        self, task: Task, queue: str, scheduled: dict[str, Any], attempt: int,
-        error: Exception, message: str,
+        self,
+        task: Task,
+        queue: str,
+        scheduled: dict[str, Any],
+        attempt: int,
+        error: Exception,
+        message: str,
     ) -> str:
         name = scheduled["name"]
         max_attempts = int(scheduled.get("retry_count") or 0) + 1
@@ -381,17 +432,30 @@ class Worker:
                 scheduled.get("backoff_multiplier", 2.0)
             ) ** (attempt - 1)
             delay = min(delay, float(scheduled.get("max_backoff_seconds", 60.0)))
-            logger.warning("activity %s (workflow %s) attempt %d/%d failed: %s; retry in %.2gs",
-                           name, task.workflow_id, attempt, max_attempts, message, delay)
+            logger.warning(
+                "activity %s (workflow %s) attempt %d/%d failed: %s; retry in %.2gs",
+                name,
+                task.workflow_id,
+                attempt,
+                max_attempts,
+                message,
+                delay,
+            )
             outcome = await self.store.schedule_activity_retry(
                 task, queue=queue, attempt=attempt + 1, due_ms=now_ms() + int(delay * 1000)
             )
             self._timer_wakeup.set()
             return "retry" if outcome == "ok" else outcome
-        logger.error("activity %s (workflow %s) failed after %d attempt(s): %s",
-                     name, task.workflow_id, attempt, message)
+        logger.error(
+            "activity %s (workflow %s) failed after %d attempt(s): %s",
+            name,
+            task.workflow_id,
+            attempt,
+            message,
+        )
         return await self.store.record_activity_result(
-            task, failed=True,
+            task,
+            failed=True,
             data={"error_type": type(error).__name__, "message": message, "attempts": attempt},
         )
 
@@ -428,9 +492,14 @@ class Worker:
         started = now_ms()
         while True:
             info = {
-                "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-                "queues": list(self.queues), "concurrency": self.concurrency,
-                "in_flight": len(self._in_flight), "started_ms": started, "seen_ms": now_ms(),
+                "name": self.name,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(self.queues),
+                "concurrency": self.concurrency,
+                "in_flight": len(self._in_flight),
+                "started_ms": started,
+                "seen_ms": now_ms(),
             }
             try:
                 await self.store.redis.hset(self.store.keys.workers(), self.name, encode(info))

@@ -23,11 +23,15 @@ from ..worker import Worker
 T = TypeVar("T")
 
 url_option = click.option(
-    "--url", envvar="LOOM_REDIS_URL", default=None,
+    "--url",
+    envvar="LOOM_REDIS_URL",
+    default=None,
     help="Redis URL (env LOOM_REDIS_URL, default redis://127.0.0.1:6379/0).",
 )
 namespace_option = click.option(
-    "--namespace", envvar="LOOM_NAMESPACE", default=None,
+    "--namespace",
+    envvar="LOOM_NAMESPACE",
+    default=None,
     help="Namespace (env LOOM_NAMESPACE, default 'default').",
 )
 
@@ -69,8 +73,10 @@ def init(url: str | None, namespace: str | None, shards: int | None) -> None:
 
     async def go() -> None:
         store = await Store.open(url or default_url(), namespace or default_namespace(), shards)
-        click.echo(f"namespace {store.keys.namespace!r} ready on {mask_url(store.url)} "
-                   f"with {store.keys.shards} shards")
+        click.echo(
+            f"namespace {store.keys.namespace!r} ready on {mask_url(store.url)} "
+            f"with {store.keys.shards} shards"
+        )
         await store.close()
 
     _run(go)
@@ -80,27 +86,64 @@ def init(url: str | None, namespace: str | None, shards: int | None) -> None:
 @click.argument("modules", nargs=-1)
 @url_option
 @namespace_option
-@click.option("-c", "--concurrency", type=int, default=None,
-              help="Tasks run at once (default 16).")
+@click.option("-c", "--concurrency", type=int, default=None, help="Tasks run at once (default 16).")
 @click.option("-w", "--workers", type=int, default=None, help="Loom's name for --concurrency.")
 @click.option("-q", "--queue", "queues", multiple=True, help="Task queue(s) (default 'default').")
-@click.option("--poll-interval", type=float, default=1.0, show_default=True,
-              help="Longest wait of one blocking read, seconds.")
-@click.option("--lease", type=float, default=30.0, show_default=True,
-              help="Seconds before a silent worker's task is taken over.")
-@click.option("--max-deliveries", type=int, default=5, show_default=True,
-              help="Deliveries before a task goes to the dead-letter stream.")
-@click.option("--on-nondeterminism", type=click.Choice(["fail", "suspend"]), default="fail",
-              show_default=True, help="What a history the code cannot replay does.")
-@click.option("--metrics-port", type=int, default=None,
-              help="Serve /metrics, /healthz and /readyz on this port.")
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Longest wait of one blocking read, seconds.",
+)
+@click.option(
+    "--lease",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds before a silent worker's task is taken over.",
+)
+@click.option(
+    "--max-deliveries",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Deliveries before a task goes to the dead-letter stream.",
+)
+@click.option(
+    "--on-nondeterminism",
+    type=click.Choice(["fail", "suspend"]),
+    default="fail",
+    show_default=True,
+    help="What a history the code cannot replay does.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve /metrics, /healthz and /readyz on this port.",
+)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--drain", type=float, default=30.0, show_default=True,
-              help="Seconds SIGTERM waits for in-flight tasks before handing them back.")
+@click.option(
+    "--drain",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds SIGTERM waits for in-flight tasks before handing them back.",
+)
 def worker(
-    modules: tuple[str, ...], url: str | None, namespace: str | None, concurrency: int | None,
-    workers: int | None, queues: tuple[str, ...], poll_interval: float, lease: float,
-    max_deliveries: int, on_nondeterminism: str, metrics_port: int | None, metrics_host: str,
+    modules: tuple[str, ...],
+    url: str | None,
+    namespace: str | None,
+    concurrency: int | None,
+    workers: int | None,
+    queues: tuple[str, ...],
+    poll_interval: float,
+    lease: float,
+    max_deliveries: int,
+    on_nondeterminism: str,
+    metrics_port: int | None,
+    metrics_host: str,
     drain: float,
 ) -> None:
     """Run a worker for the workflows and activities defined in MODULES."""
@@ -109,17 +152,24 @@ def worker(
     async def go() -> None:
         store = await Store.open(url or default_url(), namespace or default_namespace())
         runner = Worker(
-            store, queues=queues or ("default",), concurrency=concurrency or workers or 16,
-            lease_seconds=lease, max_deliveries=max_deliveries, poll_interval=poll_interval,
+            store,
+            queues=queues or ("default",),
+            concurrency=concurrency or workers or 16,
+            lease_seconds=lease,
+            max_deliveries=max_deliveries,
+            poll_interval=poll_interval,
             on_nondeterminism="suspend" if on_nondeterminism == "suspend" else "fail",
-            metrics_host=metrics_host, metrics_port=metrics_port, drain_seconds=drain,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            drain_seconds=drain,
         )
 
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
                 async for signum in received:
                     logging.getLogger("loom_redis.worker").info(
-                        "%s: draining", signal.Signals(signum).name)
+                        "%s: draining", signal.Signals(signum).name
+                    )
                     runner.stop()
                     return
 
@@ -150,8 +200,9 @@ def _when(ms: int | None) -> str:
 @click.option("--status", default=None, help="Only this status (RUNNING, FAILED, ...).")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_(url: str | None, namespace: str | None, status: str | None, limit: int,
-          as_json: bool) -> None:
+def list_(
+    url: str | None, namespace: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
     """List the most recently started workflows."""
 
     async def go() -> list[dict[str, Any]]:
@@ -165,8 +216,10 @@ def list_(url: str | None, namespace: str | None, status: str | None, limit: int
     click.echo(f"{'WORKFLOW ID':<34} {'NAME':<22} {'STATUS':<10} {'STEP':<7} STARTED (UTC)")
     for row in rows:
         step = f"{row['current_step']}/{row['total_steps']}"
-        click.echo(f"{row['workflow_id']:<34} {row['workflow_name']:<22} {row['status']:<10} "
-                   f"{step:<7} {_when(row['started_ms'])}")
+        click.echo(
+            f"{row['workflow_id']:<34} {row['workflow_name']:<22} {row['status']:<10} "
+            f"{step:<7} {_when(row['started_ms'])}"
+        )
 
 
 @main.command()
@@ -175,8 +228,9 @@ def list_(url: str | None, namespace: str | None, status: str | None, limit: int
 @namespace_option
 @click.option("--events", is_flag=True, help="Show the full event history.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect(workflow_id: str, url: str | None, namespace: str | None, events: bool,
-            as_json: bool) -> None:
+def inspect(
+    workflow_id: str, url: str | None, namespace: str | None, events: bool, as_json: bool
+) -> None:
     """Show one workflow: status, step, result or error, and optionally its history."""
 
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -189,11 +243,11 @@ def inspect(workflow_id: str, url: str | None, namespace: str | None, events: bo
     if as_json:
         click.echo(json.dumps({**info, "events": history}, default=str, indent=2))
         return
-    for field in ("workflow_id", "workflow_name", "version", "status", "queue", "owner",
-                  "agent"):
+    for field in ("workflow_id", "workflow_name", "version", "status", "queue", "owner", "agent"):
         click.echo(f"{field:<16} {info[field] if info[field] is not None else '-'}")
-    click.echo(f"{'step':<16} {info['current_step']}/{info['total_steps']} "
-               f"{info['step_name'] or ''}")
+    click.echo(
+        f"{'step':<16} {info['current_step']}/{info['total_steps']} {info['step_name'] or ''}"
+    )
     click.echo(f"{'started':<16} {_when(info['started_ms'])}")
     click.echo(f"{'closed':<16} {_when(info['closed_ms'])}")
     click.echo(f"{'input':<16} {json.dumps(info['input'], default=str)}")
@@ -230,8 +284,9 @@ def stats(url: str | None, namespace: str | None) -> None:
 @click.argument("payload", required=False, default="null")
 @url_option
 @namespace_option
-def signal_(workflow_id: str, name: str, payload: str, url: str | None,
-            namespace: str | None) -> None:
+def signal_(
+    workflow_id: str, name: str, payload: str, url: str | None, namespace: str | None
+) -> None:
     """Send signal NAME with a JSON PAYLOAD to a workflow."""
     try:
         value = json.loads(payload)
@@ -251,8 +306,7 @@ def signal_(workflow_id: str, name: str, payload: str, url: str | None,
 @click.option("--reason", default=None)
 @url_option
 @namespace_option
-def cancel(workflow_id: str, reason: str | None, url: str | None,
-           namespace: str | None) -> None:
+def cancel(workflow_id: str, reason: str | None, url: str | None, namespace: str | None) -> None:
     """Request cancellation of a workflow."""
 
     async def go() -> None:

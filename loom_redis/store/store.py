@@ -181,21 +181,50 @@ class Store:
         what = f"input of workflow {workflow_id!r} ({name})"
         encoded_input = encode(workflow_input, what=what)
         started = encode(
-            {"input": workflow_input, "name": name, "version": version,
-             "owner": owner, "queue": queue},
+            {
+                "input": workflow_input,
+                "name": name,
+                "version": version,
+                "owner": owner,
+                "queue": queue,
+            },
             what=what,
         )
-        meta = ["name", name, "version", version, "queue", queue, "owner", owner or "",
-                "agent", agent or "", "input", encoded_input, "total_steps", str(total_steps),
-                "step", "0"]
-        script_keys = [keys.meta(workflow_id), keys.history(workflow_id),
-                       keys.queue(shard, queue), keys.started_index(shard)]
+        meta = [
+            "name",
+            name,
+            "version",
+            version,
+            "queue",
+            queue,
+            "owner",
+            owner or "",
+            "agent",
+            agent or "",
+            "input",
+            encoded_input,
+            "total_steps",
+            str(total_steps),
+            "step",
+            "0",
+        ]
+        script_keys = [
+            keys.meta(workflow_id),
+            keys.history(workflow_id),
+            keys.queue(shard, queue),
+            keys.started_index(shard),
+        ]
         if owner:
             script_keys.append(keys.owner_index(shard, owner))
         reply = await self._run(
-            "start", script_keys,
-            [workflow_id, now_ms(), keys.status_index_prefix(shard),
-             _plan({"meta": meta, "started": started})],
+            "start",
+            script_keys,
+            [
+                workflow_id,
+                now_ms(),
+                keys.status_index_prefix(shard),
+                _plan({"meta": meta, "started": started}),
+            ],
         )
         return _text(reply[0]) == "started", _text(reply[1])
 
@@ -212,8 +241,9 @@ class Store:
         start = f"({after}" if after else "-"
         while True:
             page = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
-            events.extend(self.decode_event(workflow_id, entry_id, fields)
-                          for entry_id, fields in page)
+            events.extend(
+                self.decode_event(workflow_id, entry_id, fields) for entry_id, fields in page
+            )
             if len(page) < HISTORY_PAGE:
                 return events
             start = f"({_text(page[-1][0])}"
@@ -274,27 +304,51 @@ class Store:
                 member = self.timer_member("timer", workflow_id, queue, command.seq)
                 timers.append([str(command.due_ms), member])
             elif command.type == EventType.STEP_STARTED:
-                meta_fields += ["step", str(command.data["index"]), "step_name",
-                                command.data["name"], "step_desc",
-                                command.data.get("description") or ""]
+                meta_fields += [
+                    "step",
+                    str(command.data["index"]),
+                    "step_name",
+                    command.data["name"],
+                    "step_desc",
+                    command.data.get("description") or "",
+                ]
             elif command.type == EventType.WORKFLOW_COMPLETED:
-                meta_fields += ["result", encode(command.data.get("result"), what=what),
-                                "closed", str(now_ms())]
+                meta_fields += [
+                    "result",
+                    encode(command.data.get("result"), what=what),
+                    "closed",
+                    str(now_ms()),
+                ]
             elif command.type in (EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED):
                 meta_fields += ["error", encode(command.data, what=what), "closed", str(now_ms())]
         if mark_task_completed and events:
             events.append([str(EventType.WORKFLOW_TASK_COMPLETED), "0", b""])
         plan = {
-            "events": events, "meta": meta_fields, "meta_del": list(meta_delete),
-            "timers": timers, "tasks": tasks, "status": str(status),
+            "events": events,
+            "meta": meta_fields,
+            "meta_del": list(meta_delete),
+            "timers": timers,
+            "tasks": tasks,
+            "status": str(status),
             "wft": "1" if keep_task_flag else "0",
         }
         reply = await self._run(
             "commit",
-            [keys.meta(workflow_id), keys.history(workflow_id), keys.queue(shard, queue),
-             keys.timers(shard)],
-            [workflow_id, expected_length, task_id, now_ms(), keys.status_index_prefix(shard),
-             WORKER_GROUP, _plan(plan)],
+            [
+                keys.meta(workflow_id),
+                keys.history(workflow_id),
+                keys.queue(shard, queue),
+                keys.timers(shard),
+            ],
+            [
+                workflow_id,
+                expected_length,
+                task_id,
+                now_ms(),
+                keys.status_index_prefix(shard),
+                WORKER_GROUP,
+                _plan(plan),
+            ],
         )
         outcome = _text(reply[0])
         return outcome, int(reply[1]) if outcome != "closed" else 0
@@ -321,12 +375,21 @@ class Store:
         seq = _text(task.fields.get("seq"))
         event_type = EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
         what = f"result of activity seq {seq} of workflow {workflow_id!r}"
-        return _text(await self._run(
-            "activity_result",
-            [self.keys.meta(workflow_id), self.keys.history(workflow_id), task.queue_key],
-            [workflow_id, seq, task.id, now_ms(), str(event_type), encode(data, what=what),
-             WORKER_GROUP],
-        ))
+        return _text(
+            await self._run(
+                "activity_result",
+                [self.keys.meta(workflow_id), self.keys.history(workflow_id), task.queue_key],
+                [
+                    workflow_id,
+                    seq,
+                    task.id,
+                    now_ms(),
+                    str(event_type),
+                    encode(data, what=what),
+                    WORKER_GROUP,
+                ],
+            )
+        )
 
     async def schedule_activity_retry(
         self, task: Task, *, queue: str, attempt: int, due_ms: int
@@ -335,11 +398,13 @@ class Store:
         seq = int(_text(task.fields.get("seq")))
         fields = self.activity_task_fields(workflow_id, seq, attempt, task.fields["p"])
         member = self.timer_member("retry", workflow_id, queue, seq, fields)
-        return _text(await self._run(
-            "activity_retry",
-            [self.keys.meta(workflow_id), task.queue_key, self.keys.timers(task.shard)],
-            [str(seq), task.id, WORKER_GROUP, str(due_ms), member],
-        ))
+        return _text(
+            await self._run(
+                "activity_retry",
+                [self.keys.meta(workflow_id), task.queue_key, self.keys.timers(task.shard)],
+                [str(seq), task.id, WORKER_GROUP, str(due_ms), member],
+            )
+        )
 
     # -- signals and cancellation --------------------------------------------------
 
@@ -354,10 +419,18 @@ class Store:
         shard = self.keys.shard_of(workflow_id)
         reply = await self._run(
             "external",
-            [self.keys.meta(workflow_id), self.keys.history(workflow_id),
-             self.keys.queue(shard, _text(queue))],
-            [workflow_id, now_ms(), str(event_type),
-             encode(data, what=f"{event_type} for workflow {workflow_id!r}"), once_field],
+            [
+                self.keys.meta(workflow_id),
+                self.keys.history(workflow_id),
+                self.keys.queue(shard, _text(queue)),
+            ],
+            [
+                workflow_id,
+                now_ms(),
+                str(event_type),
+                encode(data, what=f"{event_type} for workflow {workflow_id!r}"),
+                once_field,
+            ],
         )
         return _text(reply[0]), _text(reply[1])
 
@@ -379,20 +452,34 @@ class Store:
                     break
                 try:
                     kind, workflow_id, queue, _seq, _task = msgpack.unpackb(raw, raw=True)
-                    due.append(TimerMember(raw, shard, int(score), kind.decode(),
-                                           workflow_id.decode(), queue.decode()))
+                    due.append(
+                        TimerMember(
+                            raw,
+                            shard,
+                            int(score),
+                            kind.decode(),
+                            workflow_id.decode(),
+                            queue.decode(),
+                        )
+                    )
                 except (ValueError, TypeError, UnicodeDecodeError):
                     await self.redis.zrem(self.keys.timers(shard), raw)
         return due, next_due
 
     async def fire_timer(self, member: TimerMember) -> str:
         keys = self.keys
-        return _text(await self._run(
-            "fire_timer",
-            [keys.timers(member.shard), keys.meta(member.workflow_id),
-             keys.history(member.workflow_id), keys.queue(member.shard, member.queue)],
-            [member.raw, now_ms()],
-        ))
+        return _text(
+            await self._run(
+                "fire_timer",
+                [
+                    keys.timers(member.shard),
+                    keys.meta(member.workflow_id),
+                    keys.history(member.workflow_id),
+                    keys.queue(member.shard, member.queue),
+                ],
+                [member.raw, now_ms()],
+            )
+        )
 
     # -- task streams --------------------------------------------------------------
 
@@ -400,16 +487,20 @@ class Store:
         pipe: Pipeline = self.redis.pipeline(transaction=False)
         for queue in queues:
             for shard in range(self.keys.shards):
-                pipe.xgroup_create(self.keys.queue(shard, queue), WORKER_GROUP, id="0",
-                                   mkstream=True)
+                pipe.xgroup_create(
+                    self.keys.queue(shard, queue), WORKER_GROUP, id="0", mkstream=True
+                )
         for reply in await pipe.execute(raise_on_error=False):
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
                 raise reply
 
     def queue_keys(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
         """Task stream key -> (shard, queue name) for every shard of the queues."""
-        return {self.keys.queue(shard, queue): (shard, queue)
-                for queue in queues for shard in range(self.keys.shards)}
+        return {
+            self.keys.queue(shard, queue): (shard, queue)
+            for queue in queues
+            for shard in range(self.keys.shards)
+        }
 
     async def read_tasks(
         self, streams: dict[str, tuple[int, str]], consumer: str, count: int, block_ms: int
@@ -423,8 +514,14 @@ class Store:
             for entry_id, fields in entries:
                 if fields is None:
                     continue
-                tasks.append(Task(key, streams[key][0], _text(entry_id),
-                                  {_text(k): v for k, v in fields.items()}))
+                tasks.append(
+                    Task(
+                        key,
+                        streams[key][0],
+                        _text(entry_id),
+                        {_text(k): v for k, v in fields.items()},
+                    )
+                )
         return tasks
 
     async def claim_stale_tasks(
@@ -446,14 +543,19 @@ class Store:
                 if fields is None:  # Redis 6.2 reports a deleted entry as a nil message
                     deleted.append(entry_id)
                 else:
-                    live.append(Task(key, shard, _text(entry_id),
-                                     {_text(k): v for k, v in fields.items()}))
+                    live.append(
+                        Task(key, shard, _text(entry_id), {_text(k): v for k, v in fields.items()})
+                    )
             if deleted:
                 await self.redis.xack(key, WORKER_GROUP, *deleted)
             if not live:
                 continue
             pending = await self.redis.xpending_range(
-                key, WORKER_GROUP, min=live[0].id, max=live[-1].id, count=len(live) * 4,
+                key,
+                WORKER_GROUP,
+                min=live[0].id,
+                max=live[-1].id,
+                count=len(live) * 4,
                 consumername=consumer,
             )
             deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
@@ -474,8 +576,9 @@ class Store:
         """Make unfinished tasks claimable by another worker now (on drain)."""
         pipe: Pipeline = self.redis.pipeline(transaction=False)
         for task in tasks:
-            pipe.xclaim(task.queue_key, WORKER_GROUP, consumer, 0, [task.id],
-                        idle=lease_ms + 1, justid=True)
+            pipe.xclaim(
+                task.queue_key, WORKER_GROUP, consumer, 0, [task.id], idle=lease_ms + 1, justid=True
+            )
         await pipe.execute()
 
     async def dead_letter(self, task: Task, reason: str) -> None:
@@ -488,7 +591,8 @@ class Store:
         for name, value in task.fields.items():
             fields += [name, value]
         await self._run(
-            "dead_letter", [task.queue_key, dead, meta],
+            "dead_letter",
+            [task.queue_key, dead, meta],
             [task.id, WORKER_GROUP, reason, task.kind if same_shard else "", *fields],
         )
 

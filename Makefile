@@ -1,0 +1,33 @@
+# Every target sets up .venv itself, so a fresh clone needs only `make test` or `make demo`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup lint test test-slow demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check loom_redis tests examples bench
+	$(BIN)/ruff format --check loom_redis tests examples bench
+	$(BIN)/mypy --strict loom_redis
+
+test: lint
+	$(BIN)/pytest -q
+
+# The long chaos and soak runs, excluded from `make test`.
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.demo
+
+clean:
+	rm -rf $(VENV) .loom .pytest_cache .mypy_cache .ruff_cache *.egg-info
