@@ -20,7 +20,7 @@ from .errors import (
     WorkflowStillRunningError,
     error_from_record,
 )
-from .events import TERMINAL_TYPES, Event, EventType, Status
+from .events import Event, EventType, Status
 from .store import Store, decode
 from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
 
@@ -231,7 +231,7 @@ class Client:
             if current != last:
                 last = current
                 yield current
-            streams = {store.keys.history(w["workflow_id"]): "$" for w in current}
+            streams: Any = {store.keys.history(w["workflow_id"]): "$" for w in current}
             if streams:
                 await store.redis.xread(streams, block=int(idle_seconds * 1000), count=1)
             else:
@@ -276,26 +276,25 @@ class WorkflowHandle:
         store = await (await self._get_client())._connected()
         key = store.keys.history(self.workflow_id)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        last_id = "0-0"
+        newest: Any = await store.redis.xrevrange(key, count=1)
+        last_id = newest[0][0].decode() if newest else "0-0"
         while True:
             info = await self.describe()
             status = Status(info["status"])
             if status.is_terminal:
                 return self._outcome(info)
+            block_seconds = 5.0
             if deadline is not None:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     raise WorkflowStillRunningError(self.workflow_id, str(status), timeout)
-                block = max(int(min(remaining, 5.0) * 1000), 1)
-            else:
-                block = 5000
-            # Wake on the terminal event itself instead of polling the status.
-            reply = await store.redis.xread({key: last_id}, block=block, count=100)
+                block_seconds = min(remaining, block_seconds)
+            # Wake as soon as the history moves instead of polling the status.
+            reply: Any = await store.redis.xread(
+                {key: last_id}, block=max(int(block_seconds * 1000), 1), count=1000
+            )
             for _stream, entries in reply or []:
-                for entry_id, fields in entries:
-                    last_id = entry_id.decode()
-                    if fields.get(b"type", b"").decode() in TERMINAL_TYPES:
-                        break
+                last_id = entries[-1][0].decode()
 
     def _outcome(self, info: dict[str, Any]) -> Any:
         status = info["status"]

@@ -352,7 +352,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         finally:
             asyncio.events._set_running_loop(previous)
 
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -362,7 +362,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def call_later(
+    def call_later(  # type: ignore[override]
         self, delay: float, callback: Callable[..., object], *args: Any, **_: Any
     ) -> Any:
         raise RuntimeError(
@@ -370,7 +370,9 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             "use `await ctx.sleep(...)`, which is durable and replays"
         )
 
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any, **_: Any) -> Any:
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Callable[..., object], *args: Any, **_: Any
+    ) -> Any:
         return self.call_later(0, callback)
 
     def time(self) -> float:

@@ -8,6 +8,7 @@ stops, in-flight tasks finish within `drain_seconds`, the rest are handed back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -91,6 +92,7 @@ class Worker:
         self._in_flight: dict[str, Task] = {}
         self._intake: anyio.CancelScope | None = None
         self._timer_wakeup = anyio.Event()
+        self._drained = anyio.Event()
         self._started = anyio.Event()
         self._ready = False
 
@@ -139,8 +141,8 @@ class Worker:
 
     async def _drain_deadline(self, executors: TaskGroup) -> None:
         with anyio.move_on_after(self.drain_seconds):
-            while self._in_flight:
-                await anyio.sleep(0.05)
+            if self._in_flight:
+                await self._drained.wait()
             executors.cancel_scope.cancel()
             return
         unfinished = list(self._in_flight.values())
@@ -252,6 +254,9 @@ class Worker:
             )
         finally:
             self._in_flight.pop(task.id, None)
+            if not self._in_flight:
+                self._drained.set()
+                self._drained = anyio.Event()
             IN_FLIGHT.dec()
             self._slots.release()
             TASKS.labels(queue, task.kind or "?", outcome).inc()
@@ -305,7 +310,7 @@ class Worker:
         workflow_id = task.workflow_id
         definition = registered_workflow(name)
         assert definition is not None
-        instance = WorkflowInstance(definition, workflow_id)
+        instance = WorkflowInstance(definition, workflow_id)  # type: ignore[abstract]
         try:
             activation = instance.apply(history, now_ms())
         except NonDeterministicWorkflowError as exc:
@@ -508,11 +513,12 @@ class Worker:
             await anyio.sleep(5)
 
     async def _remove_heartbeat(self) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-            try:
-                await self.store.redis.hdel(self.store.keys.workers(), self.name)
-            except RedisError:
-                pass
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(2),
+            contextlib.suppress(RedisError),
+        ):
+            await self.store.redis.hdel(self.store.keys.workers(), self.name)
 
     async def _publish_definitions(self) -> None:
         definitions = registered_workflows()

@@ -231,7 +231,7 @@ class Store:
     # -- reads ---------------------------------------------------------------------
 
     async def read_meta(self, workflow_id: str) -> dict[str, bytes]:
-        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.meta(workflow_id))
+        raw: Any = await self.redis.hgetall(self.keys.meta(workflow_id))
         return {k.decode(): v for k, v in raw.items()}
 
     async def read_history(self, workflow_id: str, after: str | None = None) -> list[Event]:
@@ -240,7 +240,7 @@ class Store:
         events: list[Event] = []
         start = f"({after}" if after else "-"
         while True:
-            page = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
+            page: Any = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
             events.extend(
                 self.decode_event(workflow_id, entry_id, fields) for entry_id, fields in page
             )
@@ -505,8 +505,8 @@ class Store:
     async def read_tasks(
         self, streams: dict[str, tuple[int, str]], consumer: str, count: int, block_ms: int
     ) -> list[Task]:
-        reply = await self.redis.xreadgroup(
-            WORKER_GROUP, consumer, {key: ">" for key in streams}, count=count, block=block_ms
+        reply: Any = await self.redis.xreadgroup(
+            WORKER_GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
         )
         tasks: list[Task] = []
         for stream, entries in reply or []:
@@ -550,7 +550,7 @@ class Store:
                 await self.redis.xack(key, WORKER_GROUP, *deleted)
             if not live:
                 continue
-            pending = await self.redis.xpending_range(
+            pending: Any = await self.redis.xpending_range(
                 key,
                 WORKER_GROUP,
                 min=live[0].id,
@@ -564,7 +564,7 @@ class Store:
 
     async def renew_leases(self, tasks: Sequence[Task], consumer: str) -> None:
         """Reset the idle time of tasks still running here (JUSTID: no delivery counted)."""
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[Any]] = {}
         for task in tasks:
             by_stream.setdefault(task.queue_key, []).append(task.id)
         pipe: Pipeline = self.redis.pipeline(transaction=False)
@@ -576,8 +576,9 @@ class Store:
         """Make unfinished tasks claimable by another worker now (on drain)."""
         pipe: Pipeline = self.redis.pipeline(transaction=False)
         for task in tasks:
+            ids: list[Any] = [task.id]
             pipe.xclaim(
-                task.queue_key, WORKER_GROUP, consumer, 0, [task.id], idle=lease_ms + 1, justid=True
+                task.queue_key, WORKER_GROUP, consumer, 0, ids, idle=lease_ms + 1, justid=True
             )
         await pipe.execute()
 
