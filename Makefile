@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+LINTED := loom_redis tests examples $(wildcard bench)
+
 lint: $(STAMP)
-	$(BIN)/ruff check loom_redis tests examples bench
-	$(BIN)/ruff format --check loom_redis tests examples bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict loom_redis
 
 test: lint

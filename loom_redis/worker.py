@@ -177,8 +177,12 @@ class Worker:
                 self._release_slots(slots)
                 await self._redis_trouble("reading tasks", exc)
                 continue
-            self._release_slots(slots - len(tasks))
-            for task in tasks:
+            self._release_slots(max(slots - len(tasks), 0))
+            # COUNT applies to each stream, so a read can bring more tasks than free
+            # slots: they are ours now, so they wait here for a slot.
+            for index, task in enumerate(tasks):
+                if index >= slots:
+                    await self._slots.acquire()
                 self._spawn(executors, task, 1)
 
     async def _reclaim_tasks(self, executors: TaskGroup) -> None:
@@ -319,12 +323,11 @@ class Worker:
         except PayloadError as exc:
             return await self._fail(task, queue, history, exc)
         status = activation.status
-        meta: dict[str, str | bytes] = {}
-        meta_delete: list[str] = []
+        # A task that runs cleanly resumes a suspended workflow.
+        meta_delete = ["suspended"]
         if status.is_terminal:
-            meta_delete = [f"a:{s}" for s in activation.pending_activities]
+            meta_delete += [f"a:{s}" for s in activation.pending_activities]
             meta_delete += [f"t:{s}" for s in activation.pending_timers]
-            meta_delete.append("suspended")
         outcome, _length = await self.store.commit_workflow_task(
             workflow_id,
             queue=queue,
@@ -332,7 +335,6 @@ class Worker:
             expected_length=len(history),
             commands=activation.commands,
             status=status,
-            meta=meta,
             meta_delete=meta_delete,
         )
         if outcome == "ok":

@@ -441,30 +441,24 @@ class Store:
         now = now_ms()
         pipe: Pipeline = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
-            pipe.zrange(self.keys.timers(shard), 0, limit - 1, withscores=True)
+            timers = self.keys.timers(shard)
+            pipe.zrangebyscore(timers, "-inf", now, start=0, num=limit, withscores=True)
+            pipe.zrangebyscore(timers, f"({now}", "+inf", start=0, num=1, withscores=True)
         replies = await pipe.execute()
         due: list[TimerMember] = []
-        next_due: int | None = None
-        for shard, entries in enumerate(replies):
+        ahead = [int(entries[0][1]) for entries in replies[1::2] if entries]
+        for shard, entries in enumerate(replies[0::2]):
             for raw, score in entries:
-                if score > now:
-                    next_due = int(score) if next_due is None else min(next_due, int(score))
-                    break
                 try:
                     kind, workflow_id, queue, _seq, _task = msgpack.unpackb(raw, raw=True)
-                    due.append(
-                        TimerMember(
-                            raw,
-                            shard,
-                            int(score),
-                            kind.decode(),
-                            workflow_id.decode(),
-                            queue.decode(),
-                        )
+                    member = TimerMember(
+                        raw, shard, int(score), kind.decode(), workflow_id.decode(), queue.decode()
                     )
                 except (ValueError, TypeError, UnicodeDecodeError):
                     await self.redis.zrem(self.keys.timers(shard), raw)
-        return due, next_due
+                    continue
+                due.append(member)
+        return due, min(ahead, default=None)
 
     async def fire_timer(self, member: TimerMember) -> str:
         keys = self.keys
