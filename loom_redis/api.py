@@ -263,18 +263,28 @@ class Workflow(Generic[InputT, StateT]):
     async def start(
         cls,
         input: InputT,
+        initial_state: StateT | None = None,
         *,
         workflow_id: str | None = None,
         owner: str | None = None,
         queue: str | None = None,
         id_reuse: IdReusePolicy = "reject",
     ) -> WorkflowHandle:
-        """Start this workflow through the default client (`loom.configure` / LOOM_REDIS_URL)."""
+        """Start this workflow through the default client (`loom.configure` / LOOM_REDIS_URL).
+
+        `initial_state` (a dict) is the state the first step sees.
+        """
         from .client import default_client
 
         client = await default_client()
         return await client.start(
-            cls, input, workflow_id=workflow_id, owner=owner, queue=queue, id_reuse=id_reuse
+            cls,
+            input,
+            initial_state,
+            workflow_id=workflow_id,
+            owner=owner,
+            queue=queue,
+            id_reuse=id_reuse,
         )
 
 
@@ -298,9 +308,9 @@ class WorkflowRuntime(Protocol):
 class WorkflowState(Generic[StateT]):
     """The workflow's durable state: read like a dict, change with `await set/update`."""
 
-    def __init__(self, runtime: WorkflowRuntime) -> None:
+    def __init__(self, runtime: WorkflowRuntime, initial: dict[str, Any] | None = None) -> None:
         self._runtime = runtime
-        self._data: dict[str, Any] = {}
+        self._data: dict[str, Any] = dict(initial or {})
         self._batch_depth = 0
         self._batch_dirty = False
 
@@ -403,10 +413,12 @@ class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 class WorkflowContext(Generic[InputT, StateT]):
     """What a step receives: input, durable state, activities, timers, signals, time."""
 
-    def __init__(self, runtime: WorkflowRuntime, input: InputT) -> None:
+    def __init__(
+        self, runtime: WorkflowRuntime, input: InputT, initial_state: dict[str, Any] | None = None
+    ) -> None:
         self._runtime = runtime
         self.input: InputT = input
-        self.state: WorkflowState[StateT] = WorkflowState(runtime)
+        self.state: WorkflowState[StateT] = WorkflowState(runtime, initial_state)
         self.logger: logging.LoggerAdapter = _ReplayAwareLogger(  # type: ignore[type-arg]
             runtime, logging.getLogger("loom_redis.workflow")
         )

@@ -103,6 +103,7 @@ class Client:
         self,
         workflow: type,
         input: Any = None,
+        initial_state: Any = None,
         *,
         workflow_id: str | None = None,
         owner: str | None = None,
@@ -111,10 +112,17 @@ class Client:
     ) -> WorkflowHandle:
         """Start `workflow` (a `@loom.workflow` class) with `input`; returns its handle.
 
+        `initial_state` (a dict) is the state the first step sees.
+
         A second start with the same `workflow_id` raises WorkflowAlreadyStartedError,
         or returns the existing workflow's handle with `id_reuse="return_existing"`.
         """
         definition = workflow_definition(workflow)
+        if initial_state is not None and not isinstance(initial_state, dict):
+            raise TypeError(
+                f"initial state of workflow {definition.name!r} must be a dict, "
+                f"got {type(initial_state).__name__}"
+            )
         workflow_id = validate_workflow_id(workflow_id or uuid.uuid4().hex)
         queue = validate_queue(queue or DEFAULT_QUEUE)
         store = await self._connected()
@@ -127,6 +135,7 @@ class Client:
             agent=definition.agent,
             total_steps=len(definition.steps),
             workflow_input=input,
+            initial_state=initial_state,
         )
         if not created and id_reuse != "return_existing":
             raise WorkflowAlreadyStartedError(workflow_id, status)

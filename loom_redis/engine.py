@@ -160,7 +160,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
     def _deliver(self, event: Event) -> None:
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == EventType.WORKFLOW_STARTED:
-            self._start(data.get("input"))
+            self._start(data.get("input"), data.get("state"))
         elif event.type in (EventType.ACTIVITY_COMPLETED, EventType.ACTIVITY_FAILED):
             name, future = self._take(self._activities, event)
             if future.done():  # the code stopped waiting (cancelled) before the result came
@@ -222,8 +222,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             "changed in a way its history cannot replay"
         )
 
-    def _start(self, workflow_input: Any) -> None:
-        self._context = WorkflowContext(self, workflow_input)
+    def _start(self, workflow_input: Any, initial_state: dict[str, Any] | None) -> None:
+        self._context = WorkflowContext(self, workflow_input, initial_state)
         self._main = self.create_task(self._run_steps(self._context))
 
     async def _run_steps(self, ctx: WorkflowContext[Any, Any]) -> dict[str, Any]:

@@ -174,6 +174,7 @@ class Store:
         agent: str | None,
         total_steps: int,
         workflow_input: Any,
+        initial_state: dict[str, Any] | None = None,
     ) -> tuple[bool, str]:
         """Create the workflow; returns (created, status) and never writes a second history."""
         keys = self.keys
@@ -183,6 +184,7 @@ class Store:
         started = encode(
             {
                 "input": workflow_input,
+                "state": initial_state,
                 "name": name,
                 "version": version,
                 "owner": owner,
