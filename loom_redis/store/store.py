@@ -67,7 +67,8 @@ def _text(value: bytes | str | None) -> str:
 async def connect_redis(url: str) -> aioredis.Redis:
     """A client for `url`, checked to answer and to be Redis >= 6.2 (or Valkey)."""
     try:
-        client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False)
+        # RESP2 everywhere: reply shapes stay the same across redis-py versions and servers.
+        client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, protocol=2)
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
     try:
@@ -280,8 +281,12 @@ class Store:
         extra_timers: Sequence[tuple[int, bytes]] = (),
         keep_task_flag: bool = False,
         mark_task_completed: bool = True,
+        task_time_ms: int | None = None,
     ) -> tuple[str, int]:
         """Append the commands' events fenced by `expected_length`.
+
+        `task_time_ms` is the workflow time the code ran at (its `ctx.now()`): the
+        WORKFLOW_TASK_COMPLETED event records it, so that replay sees the same time.
 
         Returns ("ok", new length), ("conflict", current length) when the history
         moved since it was read, or ("closed", 0) when the workflow has ended.
@@ -346,7 +351,7 @@ class Store:
                 workflow_id,
                 expected_length,
                 task_id,
-                now_ms(),
+                task_time_ms if task_time_ms is not None else now_ms(),
                 keys.status_index_prefix(shard),
                 WORKER_GROUP,
                 _plan(plan),
