@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test test-slow demo bench clean
+.PHONY: setup lint test test-redis7 test-slow demo clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+# The same suite against Debian's redis-server (7.0), the second real target.
+test-redis7: $(STAMP)
+	LOOM_TEST_SERVER_BINARY=$$(command -v redis-server) $(BIN)/pytest -q
 
 # The long chaos and soak runs, excluded from `make test`.
 test-slow: $(STAMP)

