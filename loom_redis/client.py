@@ -206,6 +206,28 @@ class Client:
             for i, status in enumerate(Status)
         }
 
+    # -- dead letters ------------------------------------------------------------
+
+    async def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Tasks moved to the dead-letter streams, newest first, with their reasons."""
+        store = await self._connected()
+        return [
+            {"id": d.id, "kind": d.kind, "workflow_id": d.workflow_id or None, "reason": d.reason}
+            for d in await store.dead_letters(limit)
+        ]
+
+    async def redrive(self, entry_id: str) -> str:
+        """Put dead-lettered task `entry_id` back on its queue (after fixing its cause).
+
+        Returns 'ok', or 'already-queued' when the workflow already has a task queued
+        (the dead entry is then simply removed); raises LookupError for an unknown id.
+        """
+        store = await self._connected()
+        dead = await store.find_dead_letter(entry_id)
+        if dead is None:
+            raise LookupError(f"no dead-lettered task with id {entry_id!r}")
+        return await store.redrive(dead)
+
     # -- progress ----------------------------------------------------------------
 
     async def get_progress(self, owner: str) -> dict[str, Any]:
@@ -332,8 +354,10 @@ class WorkflowHandle:
             {"reason": reason},
             once_field="cancel_requested",
         )
-        if outcome != "duplicate":
-            self._check_delivered(outcome, status, "cancel")
+        # A repeated cancel is harmless, also once the first one has taken effect.
+        if outcome == "duplicate" or (outcome == "closed" and status == Status.CANCELLED):
+            return
+        self._check_delivered(outcome, status, "cancel")
 
     def _check_delivered(self, outcome: str, status: str, what: str) -> None:
         if outcome == "missing":

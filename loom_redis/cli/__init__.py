@@ -1,4 +1,4 @@
-"""The `loom` command line: worker, init, list, inspect, stats, signal, cancel."""
+"""The `loom` command line: worker, init, list, inspect, stats, signal, cancel, dead."""
 
 from __future__ import annotations
 
@@ -315,3 +315,56 @@ def cancel(workflow_id: str, reason: str | None, url: str | None, namespace: str
 
     _run(go)
     click.echo(f"cancel requested for {workflow_id}")
+
+
+@main.group()
+def dead() -> None:
+    """Tasks that went to the dead-letter stream: list them, put them back."""
+
+
+@dead.command(name="list")
+@url_option
+@namespace_option
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dead_list(url: str | None, namespace: str | None, limit: int, as_json: bool) -> None:
+    """List dead-lettered tasks, newest first, with the reason each was moved."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client(url, namespace) as client:
+            return await client.dead_letters(limit)
+
+    rows = _run(go)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'ID':<18} {'KIND':<9} {'WORKFLOW ID':<34} REASON")
+    for row in rows:
+        click.echo(
+            f"{row['id']:<18} {row['kind']:<9} {row['workflow_id'] or '-':<34} {row['reason']}"
+        )
+
+
+@dead.command(name="retry")
+@click.argument("entry_ids", nargs=-1, required=True)
+@url_option
+@namespace_option
+def dead_retry(entry_ids: tuple[str, ...], url: str | None, namespace: str | None) -> None:
+    """Put dead-lettered tasks back on their queues (once their cause is fixed)."""
+
+    async def go() -> list[tuple[str, str]]:
+        async with _client(url, namespace) as client:
+            outcomes = []
+            for entry_id in entry_ids:
+                try:
+                    outcomes.append((entry_id, await client.redrive(entry_id)))
+                except LookupError as exc:
+                    outcomes.append((entry_id, str(exc)))
+            return outcomes
+
+    failed = False
+    for entry_id, outcome in _run(go):
+        click.echo(f"{entry_id}: {outcome}")
+        failed = failed or outcome not in ("ok", "already-queued")
+    if failed:
+        raise SystemExit(1)

@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "activity_retry",
     "fire_timer",
     "dead_letter",
+    "redrive",
 )
 
 
@@ -108,6 +109,35 @@ class Task:
     @property
     def workflow_id(self) -> str:
         return _text(self.fields.get("wf"))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A task in a dead-letter stream: its original fields plus why and where from."""
+
+    # Fields the dead-letter script adds to the task's own.
+    ANNOTATIONS = ("reason", "queue", "task_id")
+
+    shard: int
+    id: str
+    fields: dict[str, bytes]
+
+    @property
+    def reason(self) -> str:
+        return _text(self.fields.get("reason"))
+
+    @property
+    def workflow_id(self) -> str:
+        return _text(self.fields.get("wf"))
+
+    @property
+    def kind(self) -> str:
+        return {"w": "workflow", "a": "activity"}.get(_text(self.fields.get("k")), "unknown")
+
+
+def _stream_id_order(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
 
 
 @dataclass(frozen=True)
@@ -596,6 +626,51 @@ class Store:
             "dead_letter",
             [task.queue_key, dead, meta],
             [task.id, WORKER_GROUP, reason, task.kind if same_shard else "", *fields],
+        )
+
+    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        """The newest dead-lettered tasks of every shard, newest first."""
+        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.xrevrange(self.keys.dead(shard), count=limit)
+        found: list[DeadLetter] = []
+        for shard, entries in enumerate(await pipe.execute()):
+            for entry_id, raw in entries:
+                fields = {_text(k): v for k, v in raw.items()}
+                found.append(DeadLetter(shard, _text(entry_id), fields))
+        found.sort(key=lambda d: _stream_id_order(d.id), reverse=True)
+        return found[:limit]
+
+    async def find_dead_letter(self, entry_id: str) -> DeadLetter | None:
+        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.xrange(self.keys.dead(shard), min=entry_id, max=entry_id)
+        for shard, entries in enumerate(await pipe.execute(raise_on_error=False)):
+            if isinstance(entries, list) and entries:
+                fields = {_text(k): v for k, v in entries[0][1].items()}
+                return DeadLetter(shard, entry_id, fields)
+        return None
+
+    async def redrive(self, dead: DeadLetter) -> str:
+        """Put a dead-lettered task back on its queue: 'ok', 'missing' or 'already-queued'."""
+        task_fields = {k: v for k, v in dead.fields.items() if k not in DeadLetter.ANNOTATIONS}
+        workflow_id = _text(task_fields.get("wf"))
+        same_shard = bool(workflow_id) and self.keys.shard_of(workflow_id) == dead.shard
+        dead_key = self.keys.dead(dead.shard)
+        kind = _text(task_fields.get("k")) if same_shard else ""
+        flat: list[Any] = []
+        for name, value in task_fields.items():
+            flat += [name, value]
+        return _text(
+            await self._run(
+                "redrive",
+                [
+                    dead_key,
+                    _text(dead.fields["queue"]),
+                    self.keys.meta(workflow_id) if same_shard else dead_key,
+                ],
+                [dead.id, kind, *flat],
+            )
         )
 
     async def acknowledge(self, task: Task) -> None:

@@ -1,0 +1,14 @@
+-- Put a dead-lettered task back on its queue, once: remove it from the dead-letter
+-- stream and enqueue its original fields. A workflow task takes the workflow's task
+-- flag again, unless a task is already queued for that workflow.
+-- KEYS: dead, queue, meta (the dead stream itself when the task names no workflow)
+-- ARGV: dead entry id, kind, field, value, ...
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 'missing' end
+if ARGV[2] == 'w' then
+  if redis.call('HGET', KEYS[3], 'wft') == '1' then return 'already-queued' end
+  redis.call('HSET', KEYS[3], 'wft', '1')
+end
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return 'ok'
