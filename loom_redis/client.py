@@ -123,7 +123,8 @@ class Client:
                 f"initial state of workflow {definition.name!r} must be a dict, "
                 f"got {type(initial_state).__name__}"
             )
-        workflow_id = validate_workflow_id(workflow_id or uuid.uuid4().hex)
+        # Only None means "make one up": an empty id is an error, not a request for a new one.
+        workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
         queue = validate_queue(queue or DEFAULT_QUEUE)
         store = await self._connected()
         created, status = await store.start_workflow(

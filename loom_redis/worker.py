@@ -316,7 +316,8 @@ class Worker:
         assert definition is not None
         instance = WorkflowInstance(definition, workflow_id)  # type: ignore[abstract]
         try:
-            activation = instance.apply(history, now_ms())
+            task_time = now_ms()
+            activation = instance.apply(history, task_time)
         except NonDeterministicWorkflowError as exc:
             policy = definition.on_nondeterminism or self.on_nondeterminism
             return await self._nondeterministic(task, queue, history, exc, policy)
@@ -336,6 +337,9 @@ class Worker:
             commands=activation.commands,
             status=status,
             meta_delete=meta_delete,
+            # The time the code ran at (its ctx.now()), so that replay sees the same.
+            task_time_ms=task_time,
+            consumed_events=activation.ran,
         )
         if outcome == "ok":
             if any(c.type == EventType.TIMER_STARTED for c in activation.commands):

@@ -255,7 +255,10 @@ def inspect(
         click.echo(f"{'result':<16} {json.dumps(info['result'], default=str)}")
     if info["error"]:
         error = info["error"]
-        click.echo(f"{'error':<16} {error.get('type', '')}: {error.get('message', '')}")
+        if "type" in error:
+            click.echo(f"{'error':<16} {error.get('type', '')}: {error.get('message', '')}")
+        else:  # a cancellation's record holds only its reason
+            click.echo(f"{'cancelled':<16} {error.get('reason') or 'no reason given'}")
     for event in history:
         data = json.dumps(event["data"], default=str)
         if len(data) > 100:

@@ -310,8 +310,8 @@ class Store:
         meta_delete: Sequence[str] = (),
         extra_timers: Sequence[tuple[int, bytes]] = (),
         keep_task_flag: bool = False,
-        mark_task_completed: bool = True,
         task_time_ms: int | None = None,
+        consumed_events: bool = False,
     ) -> tuple[str, int]:
         """Append the commands' events fenced by `expected_length`.
 
@@ -358,7 +358,9 @@ class Store:
                 ]
             elif command.type in (EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED):
                 meta_fields += ["error", encode(command.data, what=what), "closed", str(now_ms())]
-        if mark_task_completed and events:
+        # A task that consumed new events closes its batch even when the code produced no
+        # command: replay must feed the code those events apart from later ones, as it ran.
+        if events or consumed_events:
             events.append([str(EventType.WORKFLOW_TASK_COMPLETED), "0", b""])
         plan = {
             "events": events,
