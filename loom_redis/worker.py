@@ -16,6 +16,8 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -54,8 +56,40 @@ logger = logging.getLogger("loom_redis.worker")
 MAX_COMMIT_TRIES = 20
 
 
+@dataclass
+class _Cached:
+    """A workflow instance that has applied exactly the first `length` history events."""
+
+    instance: WorkflowInstance
+    length: int
+    last_id: str
+
+
+@dataclass
+class _Loaded:
+    """An instance and the history events it is about to apply."""
+
+    instance: WorkflowInstance
+    events: list[Event]
+    base_length: int
+    base_last_id: str
+
+    @property
+    def length(self) -> int:
+        """The history length once the events are applied: the commit's fencing token."""
+        return self.base_length + len(self.events)
+
+    @property
+    def last_id(self) -> str:
+        return self.events[-1].id if self.events else self.base_last_id
+
+
 class Worker:
-    """Runs the workflows and activities registered in this process."""
+    """Runs the workflows and activities registered in this process.
+
+    It keeps up to `cache_size` workflow instances between their tasks, so that a
+    task replays only the events newer than the instance it holds.
+    """
 
     def __init__(
         self,
@@ -72,6 +106,7 @@ class Worker:
         metrics_host: str = "127.0.0.1",
         metrics_port: int | None = None,
         name: str | None = None,
+        cache_size: int = 512,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -90,6 +125,8 @@ class Worker:
         self._streams = store.queue_keys(queues)
         self._slots = anyio.Semaphore(concurrency)
         self._in_flight: dict[str, Task] = {}
+        self.cache_size = cache_size
+        self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
         self._timer_wakeup = anyio.Event()
         self._drained = anyio.Event()
@@ -280,26 +317,17 @@ class Worker:
     async def _run_workflow_task(self, task: Task, queue: str) -> str:
         workflow_id = task.workflow_id
         for _ in range(MAX_COMMIT_TRIES):
-            history = await self.store.read_history(workflow_id)
-            if not history or history[0].type != EventType.WORKFLOW_STARTED:
-                await self._dead_letter(task, f"workflow {workflow_id!r} has no history")
-                return "dead"
-            name = str((history[0].data or {}).get("name", ""))
-            definition = registered_workflow(name)
-            if definition is None:
-                known = ", ".join(sorted(registered_workflows())) or "none"
-                await self._dead_letter(
-                    task,
-                    f"unknown workflow name {name!r}: this worker registers {known}; "
-                    "start the worker with the module that defines it",
-                )
+            loaded = await self._load(task)
+            if loaded is None:
                 return "dead"
             started = time.perf_counter()
-            outcome = await self._replay_and_commit(task, queue, definition.name, history)
-            WORKFLOW_TASK_SECONDS.labels(definition.name).observe(time.perf_counter() - started)
-            if outcome != "conflict":
+            outcome = await self._replay_and_commit(task, queue, loaded)
+            name = loaded.instance.definition.name
+            WORKFLOW_TASK_SECONDS.labels(name).observe(time.perf_counter() - started)
+            if outcome == "conflict":
+                COMMIT_CONFLICTS.inc()
+            elif outcome != "reload":
                 return outcome
-            COMMIT_CONFLICTS.inc()
         logger.warning(
             "workflow task %s of %s lost %d commits in a row; retrying later",
             task.id,
@@ -308,32 +336,62 @@ class Worker:
         )
         return "conflict"
 
-    async def _replay_and_commit(
-        self, task: Task, queue: str, name: str, history: list[Event]
-    ) -> str:
+    async def _load(self, task: Task) -> _Loaded | None:
+        """The workflow's instance and the history events it has not applied yet.
+
+        A cached instance (still running this worker's code) needs only the events
+        after the last one it applied; otherwise the whole history is replayed.
+        Returns None when the task went to the dead-letter stream.
+        """
         workflow_id = task.workflow_id
-        definition = registered_workflow(name)
-        assert definition is not None
-        instance = WorkflowInstance(definition, workflow_id)  # type: ignore[abstract]
+        cached = self._instances.pop(workflow_id, None)
+        if cached is not None:
+            definition = cached.instance.definition
+            if registered_workflow(definition.name) is definition:
+                events = await self.store.read_history(workflow_id, after=cached.last_id)
+                return _Loaded(cached.instance, events, cached.length, cached.last_id)
+        history = await self.store.read_history(workflow_id)
+        if not history or history[0].type != EventType.WORKFLOW_STARTED:
+            await self._dead_letter(task, f"workflow {workflow_id!r} has no history")
+            return None
+        name = str((history[0].data or {}).get("name", ""))
+        found = registered_workflow(name)
+        if found is None:
+            known = ", ".join(sorted(registered_workflows())) or "none"
+            await self._dead_letter(
+                task,
+                f"unknown workflow name {name!r}: this worker registers {known}; "
+                "start the worker with the module that defines it",
+            )
+            return None
+        instance = WorkflowInstance(found, workflow_id)  # type: ignore[abstract]
+        return _Loaded(instance, history, 0, "")
+
+    async def _replay_and_commit(self, task: Task, queue: str, loaded: _Loaded) -> str:
+        workflow_id = task.workflow_id
+        instance = loaded.instance
+        definition = instance.definition
         try:
             task_time = now_ms()
-            activation = instance.apply(history, task_time)
-        except NonDeterministicWorkflowError as exc:
+            activation = instance.apply(loaded.events, task_time)
+        except (NonDeterministicWorkflowError, PayloadError) as exc:
+            if loaded.base_length:
+                return "reload"  # judge it on a replay of the whole history
+            if isinstance(exc, PayloadError):
+                return await self._fail(task, queue, loaded.events, exc)
             policy = definition.on_nondeterminism or self.on_nondeterminism
-            return await self._nondeterministic(task, queue, history, exc, policy)
-        except PayloadError as exc:
-            return await self._fail(task, queue, history, exc)
+            return await self._nondeterministic(task, queue, loaded.events, exc, policy)
         status = activation.status
         # A task that runs cleanly resumes a suspended workflow.
         meta_delete = ["suspended"]
         if status.is_terminal:
             meta_delete += [f"a:{s}" for s in activation.pending_activities]
             meta_delete += [f"t:{s}" for s in activation.pending_timers]
-        outcome, _length = await self.store.commit_workflow_task(
+        result = await self.store.commit_workflow_task(
             workflow_id,
             queue=queue,
             task_id=task.id,
-            expected_length=len(history),
+            expected_length=loaded.length,
             commands=activation.commands,
             status=status,
             meta_delete=meta_delete,
@@ -341,12 +399,22 @@ class Worker:
             task_time_ms=task_time,
             consumed_events=activation.ran,
         )
-        if outcome == "ok":
+        if result.outcome == "ok":
             if any(c.type == EventType.TIMER_STARTED for c in activation.commands):
                 self._timer_wakeup.set()
             if status.is_terminal:
-                WORKFLOWS_CLOSED.labels(name, str(status)).inc()
-        return outcome
+                WORKFLOWS_CLOSED.labels(definition.name, str(status)).inc()
+            else:
+                self._keep(workflow_id, instance, result.length, result.last_id or loaded.last_id)
+        return result.outcome
+
+    def _keep(
+        self, workflow_id: str, instance: WorkflowInstance, length: int, last_id: str
+    ) -> None:
+        """Cache an instance that matches the history exactly, evicting the least recent."""
+        self._instances[workflow_id] = _Cached(instance, length, last_id)
+        while len(self._instances) > self.cache_size:
+            self._instances.popitem(last=False)
 
     async def _nondeterministic(
         self,
@@ -362,7 +430,7 @@ class Worker:
         due = now_ms() + self.suspend_retry_ms
         logger.error("%s; workflow suspended, retried at %s", error, time.ctime(due / 1000))
         member = self.store.timer_member("resume", task.workflow_id, queue, 0)
-        outcome, _ = await self.store.commit_workflow_task(
+        result = await self.store.commit_workflow_task(
             task.workflow_id,
             queue=queue,
             task_id=task.id,
@@ -373,13 +441,13 @@ class Worker:
             extra_timers=[(due, member)],
             keep_task_flag=True,
         )
-        return "suspended" if outcome == "ok" else outcome
+        return "suspended" if result.outcome == "ok" else result.outcome
 
     async def _fail(self, task: Task, queue: str, history: list[Event], error: Exception) -> str:
         """Fail the workflow with `error`, whatever its code would do (it cannot run)."""
         seq = max((e.seq for e in history if e.type in COMMAND_TYPES), default=0) + 1
         command = Command(EventType.WORKFLOW_FAILED, seq, failure_record(error, None))
-        outcome, _ = await self.store.commit_workflow_task(
+        result = await self.store.commit_workflow_task(
             task.workflow_id,
             queue=queue,
             task_id=task.id,
@@ -388,7 +456,7 @@ class Worker:
             status=Status.FAILED,
             meta_delete=["suspended"],
         )
-        return "failed" if outcome == "ok" else outcome
+        return "failed" if result.outcome == "ok" else result.outcome
 
     # -- activity tasks --------------------------------------------------------------
 

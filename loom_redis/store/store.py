@@ -112,6 +112,17 @@ class Task:
 
 
 @dataclass(frozen=True)
+class CommitResult:
+    """What a workflow task commit did: "ok", "conflict" or "closed"."""
+
+    outcome: str
+    # The history's length after the commit ("ok") or as found ("conflict").
+    length: int
+    # Id of the last entry the commit appended, "" if it appended none.
+    last_id: str
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """A task in a dead-letter stream: its original fields plus why and where from."""
 
@@ -312,14 +323,14 @@ class Store:
         keep_task_flag: bool = False,
         task_time_ms: int | None = None,
         consumed_events: bool = False,
-    ) -> tuple[str, int]:
+    ) -> CommitResult:
         """Append the commands' events fenced by `expected_length`.
 
         `task_time_ms` is the workflow time the code ran at (its `ctx.now()`): the
         WORKFLOW_TASK_COMPLETED event records it, so that replay sees the same time.
 
-        Returns ("ok", new length), ("conflict", current length) when the history
-        moved since it was read, or ("closed", 0) when the workflow has ended.
+        The outcome is "ok", "conflict" when the history moved since it was read
+        (nothing is written), or "closed" when the workflow has ended.
         """
         keys = self.keys
         shard = keys.shard_of(workflow_id)
@@ -390,7 +401,9 @@ class Store:
             ],
         )
         outcome = _text(reply[0])
-        return outcome, int(reply[1]) if outcome != "closed" else 0
+        if outcome == "closed":
+            return CommitResult(outcome, 0, "")
+        return CommitResult(outcome, int(reply[1]), _text(reply[2]) if len(reply) > 2 else "")
 
     @staticmethod
     def activity_task_fields(workflow_id: str, seq: int, attempt: int, payload: bytes) -> list[Any]:

@@ -1,6 +1,8 @@
 -- Commit a workflow task: append its events, enqueue its activities, add its timers,
 -- update meta and indexes, acknowledge the task. The history length the worker read
 -- is the fencing token: if the history moved since, nothing is written.
+-- Returns {'ok', new length, id of the last appended entry ('' if none)},
+-- {'conflict', current length} or {'closed', status}.
 -- KEYS: meta, history, queue, timers
 -- ARGV: workflow id, expected history length, task id, now (ms), status index prefix,
 --       consumer group, plan {events = {{type, seq, data}}, meta = {k, v, ...},
@@ -17,7 +19,10 @@ end
 local length = redis.call('XLEN', history)
 if length ~= expected then return {'conflict', tostring(length)} end
 local plan = cmsgpack.unpack(ARGV[7])
-for _, event in ipairs(plan.events) do append_event(history, event[1], event[2], now, event[3]) end
+local last_id = ''
+for _, event in ipairs(plan.events) do
+  last_id = append_event(history, event[1], event[2], now, event[3])
+end
 if #plan.meta > 0 then redis.call('HSET', meta, unpack(plan.meta)) end
 if #plan.meta_del > 0 then redis.call('HDEL', meta, unpack(plan.meta_del)) end
 for _, timer in ipairs(plan.timers) do redis.call('ZADD', timers, timer[1], timer[2]) end
@@ -25,4 +30,4 @@ for _, task in ipairs(plan.tasks) do redis.call('XADD', queue, '*', unpack(task)
 set_status(meta, index_prefix, workflow_id, status, plan.status, now)
 redis.call('HSET', meta, 'wft', plan.wft, 'updated', now, 'hlen', length + #plan.events)
 ack(queue, group, task_id)
-return {'ok', tostring(length + #plan.events)}
+return {'ok', tostring(length + #plan.events), last_id}
