@@ -9,13 +9,15 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import re
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
-from .errors import WorkflowDefinitionError
+from .errors import WorkflowDefinitionError, WorkflowInputError
 
 if TYPE_CHECKING:
     from .client import WorkflowHandle
@@ -129,6 +131,84 @@ def _unknown_activity(*_: Any) -> Any:
     raise WorkflowDefinitionError("activity called by name is not registered in this process")
 
 
+def declared_types(cls: type) -> tuple[Any, Any]:
+    """The (input, state) type arguments of `loom.Workflow[...]` in the class's bases,
+    or (None, None) when the class does not give them."""
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            if typing.get_origin(base) is Workflow:
+                args = typing.get_args(base)
+                if len(args) == 2:
+                    return args[0], args[1]
+    return None, None
+
+
+def _is_typeddict(tp: Any) -> bool:
+    # Duck-typed, so that typing_extensions' TypedDict counts as well as typing's.
+    return (
+        isinstance(tp, type)
+        and issubclass(tp, dict)
+        and hasattr(tp, "__required_keys__")
+        and hasattr(tp, "__optional_keys__")
+    )
+
+
+# Under `from __future__ import annotations`, Python < 3.12 does not see NotRequired[...]
+# (the annotation is a string) and lists the key as required.
+_NOT_REQUIRED = re.compile(r"^\s*(typing(_extensions)?\.)?NotRequired\[")
+
+
+def _required_keys(tp: Any) -> set[str]:
+    annotations = getattr(tp, "__annotations__", {})
+    required: set[str] = set()
+    for key in tp.__required_keys__:
+        annotation = annotations.get(key)
+        text = getattr(annotation, "__forward_arg__", annotation)
+        if not (isinstance(text, str) and _NOT_REQUIRED.match(text)):
+            required.add(key)
+    return required
+
+
+def check_start_arguments(
+    definition: WorkflowDefinition, workflow_input: Any, initial_state: Any
+) -> None:
+    """Refuse, naming the keys, an input that does not match the workflow's input
+    TypedDict (a required key missing, an unknown key), or an initial state with keys
+    its state TypedDict does not declare. Only the keys are checked, not their values."""
+    input_type, state_type = declared_types(definition.cls)
+    if _is_typeddict(input_type):
+        _check_keys(definition, "input", input_type, workflow_input, _required_keys(input_type))
+    if initial_state is not None and _is_typeddict(state_type):
+        # A state fills up as the steps run: its keys may all be absent at the start.
+        _check_keys(definition, "initial state", state_type, initial_state, set())
+
+
+def _check_keys(
+    definition: WorkflowDefinition, what: str, tp: Any, value: Any, required: set[str]
+) -> None:
+    declared = set(tp.__required_keys__) | set(tp.__optional_keys__)
+    where = f"{what} of workflow {definition.name!r}"
+    if not isinstance(value, dict):
+        raise WorkflowInputError(
+            f"{where} must be a dict with the keys of {tp.__qualname__}, "
+            f"got {type(value).__name__} {value!r:.80}"
+        )
+    if not declared:  # an empty TypedDict (such as loom.Input itself) declares nothing
+        return
+    problems = []
+    missing = sorted(required - value.keys())
+    if missing:
+        problems.append("missing required key(s) " + ", ".join(map(repr, missing)))
+    unknown = sorted((repr(k) for k in value if k not in declared), key=str)
+    if unknown:
+        problems.append("unknown key(s) " + ", ".join(unknown))
+    if problems:
+        raise WorkflowInputError(
+            f"{where} does not match {tp.__qualname__}: {'; '.join(problems)} "
+            f"(declared keys: {', '.join(map(repr, sorted(declared)))})"
+        )
+
+
 @overload
 def activity(fn: F, /) -> F: ...
 @overload
@@ -160,12 +240,28 @@ def activity(
     multiplied by `backoff_multiplier` each time, at most `max_backoff_seconds`.
     `timeout_seconds` cancels an attempt that runs longer; it counts as a failure.
     """
-    if retry_count < 0:
-        raise WorkflowDefinitionError(f"activity {name!r}: retry_count must be >= 0")
-    if timeout_seconds is not None and timeout_seconds <= 0:
-        raise WorkflowDefinitionError(f"activity {name!r}: timeout_seconds must be > 0")
 
     def decorate(func: F) -> F:
+        # Checked here, where the function is known, so that the error names it.
+        what = f"activity {name or getattr(func, '__qualname__', func)!r}"
+        if not isinstance(retry_count, int) or retry_count < 0:
+            raise WorkflowDefinitionError(
+                f"{what}: retry_count must be a whole number >= 0, got {retry_count!r}"
+            )
+        if timeout_seconds is not None and not timeout_seconds > 0:
+            raise WorkflowDefinitionError(
+                f"{what}: timeout_seconds must be > 0 (or None for no timeout), "
+                f"got {timeout_seconds!r}"
+            )
+        for option, value, least in (
+            ("retry_backoff_seconds", retry_backoff_seconds, 0.0),
+            ("backoff_multiplier", backoff_multiplier, 1.0),
+            ("max_backoff_seconds", max_backoff_seconds, 0.0),
+        ):
+            if not value >= least:
+                raise WorkflowDefinitionError(
+                    f"{what}: {option} must be >= {least:g}, got {value!r}"
+                )
         definition = ActivityDefinition(
             name=name or func.__name__,
             fn=func,
@@ -453,12 +549,17 @@ class WorkflowContext(Generic[InputT, StateT]):
         until: datetime | None = None,
     ) -> None:
         """Wait durably: `delta=timedelta(...)`, `seconds=...` or `until=datetime`."""
-        given = [v is not None for v in (delta, seconds, until)]
-        if sum(given) != 1:
-            raise ValueError("ctx.sleep takes exactly one of delta, seconds or until")
+        given = {"delta": delta, "seconds": seconds, "until": until}
+        passed = {name: value for name, value in given.items() if value is not None}
+        if len(passed) != 1:
+            shown = ", ".join(f"{name}={value!r}" for name, value in passed.items()) or "nothing"
+            raise ValueError(f"ctx.sleep takes exactly one of delta, seconds or until; got {shown}")
         if until is not None:
             if until.tzinfo is None:
-                raise ValueError("ctx.sleep(until=...) needs a timezone-aware datetime")
+                raise ValueError(
+                    f"ctx.sleep(until=...) needs a timezone-aware datetime, got the naive "
+                    f"{until!r}; e.g. datetime.now(UTC) or ctx.now() plus a timedelta"
+                )
             wait = (until - self.now()).total_seconds()
         elif isinstance(delta, timedelta):
             wait = delta.total_seconds()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-from .api import IdReusePolicy, workflow_definition
+from .api import IdReusePolicy, check_start_arguments, workflow_definition
 from .errors import (
     ConfigurationError,
     WorkflowAlreadyStartedError,
@@ -55,7 +55,8 @@ class Client:
 
     def __init__(self, url: str | None = None, namespace: str | None = None) -> None:
         self.url = url or default_url()
-        self.namespace = namespace or default_namespace()
+        # Only None means the default: an empty namespace is an error, not "default".
+        self.namespace = default_namespace() if namespace is None else namespace
         self._store: Store | None = None
 
     @classmethod
@@ -123,9 +124,15 @@ class Client:
                 f"initial state of workflow {definition.name!r} must be a dict, "
                 f"got {type(initial_state).__name__}"
             )
+        if id_reuse not in ("reject", "return_existing"):
+            raise ConfigurationError(
+                f"id_reuse must be 'reject' or 'return_existing', got {id_reuse!r}"
+            )
+        check_start_arguments(definition, input, initial_state)
         # Only None means "make one up": an empty id is an error, not a request for a new one.
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
-        queue = validate_queue(queue or DEFAULT_QUEUE)
+        # Likewise only None means the default queue.
+        queue = validate_queue(DEFAULT_QUEUE if queue is None else queue)
         store = await self._connected()
         created, status = await store.start_workflow(
             workflow_id,

@@ -17,6 +17,14 @@ class RedisUnavailableError(LoomError, ConnectionError):
     """The Redis server cannot be reached or is not supported."""
 
 
+class RedisAuthenticationError(RedisUnavailableError):
+    """Redis refused the user name and password of the URL (or needs some)."""
+
+
+class RedisPermissionError(LoomError, PermissionError):
+    """The Redis (ACL) user lacks a command or key permission an operation needs."""
+
+
 class PayloadError(LoomError, TypeError):
     """A value cannot be encoded to (or decoded from) msgpack."""
 
@@ -27,6 +35,10 @@ class WorkflowDefinitionError(LoomError, TypeError):
 
 class InvalidWorkflowIdError(LoomError, ValueError):
     """A workflow id is empty or too long."""
+
+
+class WorkflowInputError(LoomError, TypeError):
+    """A workflow's input (or initial state) does not match the TypedDict it declares."""
 
 
 class WorkflowNotFoundError(LoomError, LookupError):

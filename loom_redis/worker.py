@@ -124,7 +124,9 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._streams = store.queue_keys(queues)
         self._slots = anyio.Semaphore(concurrency)
-        self._in_flight: dict[str, Task] = {}
+        # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
+        # streams often hold the same id.
+        self._in_flight: dict[tuple[str, str], Task] = {}
         self.cache_size = cache_size
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
@@ -163,6 +165,7 @@ class Worker:
                         intake.start_soon(self._read_tasks, executors)
                         intake.start_soon(self._reclaim_tasks, executors)
                 self._ready = False
+                await self._run_own_pending(executors)
                 executors.start_soon(self._drain_deadline, executors)
             background.cancel_scope.cancel()
         await self._remove_heartbeat()
@@ -214,6 +217,9 @@ class Worker:
                 self._release_slots(slots)
                 await self._redis_trouble("reading tasks", exc)
                 continue
+            except anyio.get_cancelled_exc_class():  # stop(): the drain needs the slots
+                self._release_slots(slots)
+                raise
             self._release_slots(max(slots - len(tasks), 0))
             # COUNT applies to each stream, so a read can bring more tasks than free
             # slots: they are ours now, so they wait here for a slot.
@@ -235,6 +241,9 @@ class Worker:
                 self._release_slots(slots)
                 await self._redis_trouble("reclaiming tasks", exc)
                 continue
+            except anyio.get_cancelled_exc_class():
+                self._release_slots(slots)
+                raise
             self._release_slots(slots - len(claimed))
             for task, deliveries in claimed:
                 TASKS_RECLAIMED.inc()
@@ -247,8 +256,40 @@ class Worker:
                 )
                 self._spawn(executors, task, deliveries)
 
+    async def _run_own_pending(self, executors: TaskGroup) -> None:
+        """Run, as part of the drain, tasks delivered to this worker that it never started.
+
+        A stop that cuts a read (or a reclaim) short, after Redis delivered its tasks to
+        this consumer, would leave them pending on it until the lease ends.
+        """
+        started = set(self._in_flight)  # these may finish while we read: not to run again
+        pending: list[Task] = []
+        try:
+            with anyio.move_on_after(self.drain_seconds):
+                pending = await self.store.read_tasks(self._streams, self.name, 1000, 0, start="0")
+        except RedisError as exc:
+            logger.warning("could not read the tasks pending on this worker: %s", exc)
+            return
+        for task in pending:
+            key = (task.queue_key, task.id)
+            if key in started or key in self._in_flight or not task.fields:
+                continue
+            # In flight from now on: the drain waits for it, or its deadline hands it back.
+            self._in_flight[key] = task
+            IN_FLIGHT.inc()
+            executors.start_soon(self._execute_when_free, task)
+
+    async def _execute_when_free(self, task: Task) -> None:
+        try:
+            await self._slots.acquire()
+        except BaseException:  # cancelled by the drain deadline, which handed it back
+            self._in_flight.pop((task.queue_key, task.id), None)
+            IN_FLIGHT.dec()
+            raise
+        await self._execute(task, 1)
+
     def _spawn(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
-        self._in_flight[task.id] = task
+        self._in_flight[(task.queue_key, task.id)] = task
         IN_FLIGHT.inc()
         executors.start_soon(self._execute, task, deliveries)
 
@@ -294,7 +335,7 @@ class Worker:
                 task.workflow_id,
             )
         finally:
-            self._in_flight.pop(task.id, None)
+            self._in_flight.pop((task.queue_key, task.id), None)
             if not self._in_flight:
                 self._drained.set()
                 self._drained = anyio.Event()

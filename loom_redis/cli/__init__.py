@@ -16,7 +16,9 @@ import click
 
 from ..client import Client, default_namespace, default_url
 from ..errors import LoomError
+from ..events import Status
 from ..store import Store
+from ..store.keys import validate_queue
 from ..store.store import mask_url
 from ..worker import Worker
 
@@ -82,30 +84,56 @@ def init(url: str | None, namespace: str | None, shards: int | None) -> None:
     _run(go)
 
 
+def _check_queues(_ctx: Any, _param: Any, queues: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(validate_queue(queue) for queue in queues)
+    except LoomError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @click.argument("modules", nargs=-1)
 @url_option
 @namespace_option
-@click.option("-c", "--concurrency", type=int, default=None, help="Tasks run at once (default 16).")
-@click.option("-w", "--workers", type=int, default=None, help="Loom's name for --concurrency.")
-@click.option("-q", "--queue", "queues", multiple=True, help="Task queue(s) (default 'default').")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tasks run at once (default 16).",
+)
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Loom's name for --concurrency.",
+)
+@click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    callback=_check_queues,
+    help="Task queue(s) (default 'default').",
+)
 @click.option(
     "--poll-interval",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="Longest wait of one blocking read, seconds.",
 )
 @click.option(
     "--lease",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="Seconds before a silent worker's task is taken over.",
 )
 @click.option(
     "--max-deliveries",
-    type=int,
+    type=click.IntRange(min=1),
     default=5,
     show_default=True,
     help="Deliveries before a task goes to the dead-letter stream.",
@@ -126,7 +154,7 @@ def init(url: str | None, namespace: str | None, shards: int | None) -> None:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option(
     "--drain",
-    type=float,
+    type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
     help="Seconds SIGTERM waits for in-flight tasks before handing them back.",
@@ -197,7 +225,12 @@ def _when(ms: int | None) -> str:
 @main.command(name="list")
 @url_option
 @namespace_option
-@click.option("--status", default=None, help="Only this status (RUNNING, FAILED, ...).")
+@click.option(
+    "--status",
+    type=click.Choice([str(s) for s in Status], case_sensitive=False),
+    default=None,
+    help="Only this status.",
+)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(

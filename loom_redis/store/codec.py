@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgpack
 
-from ..errors import PayloadError
+from ..errors import ConfigurationError, PayloadError
 
-# Payloads above this many bytes are refused when encoded and when decoded.
+# Payloads above this many bytes are refused when encoded and when decoded, unless the
+# environment variable LOOM_MAX_PAYLOAD_BYTES sets another limit.
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
+PAYLOAD_LIMIT_VARIABLE = "LOOM_MAX_PAYLOAD_BYTES"
+
+
+def max_payload_bytes() -> int:
+    """The payload size limit: LOOM_MAX_PAYLOAD_BYTES when set, else MAX_PAYLOAD_BYTES."""
+    raw = os.environ.get(PAYLOAD_LIMIT_VARIABLE, "").strip()
+    if not raw:
+        return MAX_PAYLOAD_BYTES
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigurationError(
+            f"{PAYLOAD_LIMIT_VARIABLE}={raw!r} is invalid: set it to a positive whole number "
+            f"of bytes (default {MAX_PAYLOAD_BYTES})"
+        )
+    return limit
 
 
 def encode(value: Any, *, what: str = "value") -> bytes:
@@ -21,9 +41,11 @@ def encode(value: Any, *, what: str = "value") -> bytes:
             f"{what} cannot be encoded as msgpack ({exc}); use dicts, lists, str, int, "
             "float, bool, None, bytes or timezone-aware datetimes"
         ) from None
-    if len(data) > MAX_PAYLOAD_BYTES:
+    limit = max_payload_bytes()
+    if len(data) > limit:
         raise PayloadError(
-            f"{what} is {len(data)} bytes encoded, over the limit of {MAX_PAYLOAD_BYTES} bytes"
+            f"{what} is {len(data)} bytes encoded, over the limit of {limit} bytes "
+            f"(set by {PAYLOAD_LIMIT_VARIABLE}, default {MAX_PAYLOAD_BYTES})"
         )
     return data
 
@@ -32,9 +54,15 @@ def decode(data: bytes | None, *, what: str = "value") -> Any:
     """Decode msgpack written by `encode`; extension types other than timestamps are refused."""
     if data is None or data == b"":
         return None
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"{what} is {len(data)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
+    limit = max_payload_bytes()
+    if len(data) > limit:
+        raise PayloadError(
+            f"{what} is {len(data)} bytes, over the limit of {limit} bytes "
+            f"(set by {PAYLOAD_LIMIT_VARIABLE})"
+        )
     try:
+        # msgpack bounds every declared length by the size of `data` itself, so a few
+        # bytes cannot make it allocate a huge container.
         return msgpack.unpackb(
             data,
             raw=False,
@@ -42,9 +70,24 @@ def decode(data: bytes | None, *, what: str = "value") -> Any:
             strict_map_key=False,
             ext_hook=_refuse_extension,
         )
+    except _ExtensionRefused as exc:
+        raise PayloadError(
+            f"{what} holds msgpack extension type {exc.code}: only timestamps (type -1) are allowed"
+        ) from None
+    except msgpack.StackError:
+        raise PayloadError(f"{what} nests deeper than the msgpack decoder allows") from None
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
-        raise PayloadError(f"{what} is not valid msgpack ({type(exc).__name__}: {exc})") from None
+        detail = str(exc) or "malformed data"
+        raise PayloadError(
+            f"{what} is not valid msgpack ({type(exc).__name__}: {detail})"
+        ) from None
+
+
+class _ExtensionRefused(ValueError):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"msgpack extension type {code} is not allowed")
+        self.code = code
 
 
 def _refuse_extension(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack extension type {code} is not allowed")
+    raise _ExtensionRefused(code)

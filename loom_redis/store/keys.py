@@ -25,7 +25,8 @@ _QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 def validate_namespace(namespace: str) -> str:
-    if not _NAMESPACE_RE.match(namespace):
+    # fullmatch: `$` would accept a trailing newline.
+    if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
         raise ConfigurationError(
             f"namespace {namespace!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'"
         )
@@ -33,7 +34,7 @@ def validate_namespace(namespace: str) -> str:
 
 
 def validate_queue(queue: str) -> str:
-    if not _QUEUE_RE.match(queue):
+    if not isinstance(queue, str) or not _QUEUE_RE.fullmatch(queue):
         raise ConfigurationError(
             f"task queue {queue!r} is invalid: use 1-128 letters, digits, '_', '.', ':' or '-'"
         )
@@ -42,8 +43,17 @@ def validate_queue(queue: str) -> str:
 
 def validate_workflow_id(workflow_id: str) -> str:
     if not isinstance(workflow_id, str) or not workflow_id:
-        raise InvalidWorkflowIdError(f"workflow id must be a non-empty string, got {workflow_id!r}")
-    size = len(workflow_id.encode())
+        kind = "" if isinstance(workflow_id, str) else f"{type(workflow_id).__name__} "
+        raise InvalidWorkflowIdError(
+            f"workflow id must be a non-empty string, got {kind}{workflow_id!r}"
+        )
+    try:
+        size = len(workflow_id.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidWorkflowIdError(
+            f"workflow id {workflow_id[:40]!r} is not valid Unicode text ({exc.reason} at "
+            f"position {exc.start}): ids are stored as UTF-8"
+        ) from None
     if size > MAX_WORKFLOW_ID_BYTES:
         raise InvalidWorkflowIdError(
             f"workflow id {workflow_id[:40]!r}... is {size} bytes, over the limit of "

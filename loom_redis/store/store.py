@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import ConfigurationError, RedisUnavailableError
+from ..errors import (
+    ConfigurationError,
+    RedisAuthenticationError,
+    RedisPermissionError,
+    RedisUnavailableError,
+)
 from ..events import Command, Event, EventType, Status
 from .codec import decode, encode
 from .keys import WORKER_GROUP, Keyspace, validate_namespace
@@ -40,16 +48,69 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Query parameters redis-py turns into connection options that are secrets
+# (`password`, `ssl_password`, ...).
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by '***', for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL with its password (and any `*password=` query value) replaced by '***',
+    for messages and logs.
+
+    It works on the text, not on a parse of it, so that a URL that does not parse (a
+    bad port, a password with an unescaped '/', '?' or '@', no scheme) is masked all the
+    same: whatever stands between the scheme and the last '@' is user info, and what
+    follows its first ':' is the password.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{host}"
+    return _SECRET_QUERY.sub(r"\1***", scheme + sep + rest)
+
+
+# How Redis words a missing ACL permission: NOPERM replies to a command, and the errors
+# of a script whose commands (or keys) the user may not use (Redis 7.2+ / Valkey, 7.0).
+_ACL_SCRIPT_ERRORS = (
+    "ACL failure in script",
+    "can't run this command or subcommand",
+    "can't access at least one of the keys",
+)
+_DENIED_COMMAND = re.compile(r"permissions to run the '([^']+)' command")
+
+
+def permission_error(exc: RedisError, doing: str, url: str) -> RedisPermissionError | None:
+    """A RedisPermissionError naming what the user lacks, if `exc` is an ACL refusal."""
+    message = str(exc)
+    if not isinstance(exc, NoPermissionError) and not (
+        isinstance(exc, ResponseError) and any(m in message for m in _ACL_SCRIPT_ERRORS)
+    ):
+        return None
+    command = _DENIED_COMMAND.search(message)
+    if command:
+        missing = f"the command {command.group(1).upper()} (ACL rule +{command.group(1)})"
+    elif "key" in message:
+        missing = "access to its keys (ACL rule ~loom:*)"
+    else:
+        missing = "a command one of loom-redis's scripts runs"
+    return RedisPermissionError(
+        f"the Redis user of {mask_url(url)} may not {doing}: it lacks {missing}. "
+        f"Redis said: {message.strip()}. docs/security.md gives the ACL rules loom-redis needs"
+    )
+
+
+@contextlib.contextmanager
+def acl_checked(doing: str, url: str) -> Iterator[None]:
+    """Turn an ACL refusal by Redis inside the block into a RedisPermissionError."""
+    try:
+        yield
+    except ResponseError as exc:
+        denied = permission_error(exc, doing, url)
+        if denied is None:
+            raise
+        raise denied from None
 
 
 def _plan(value: Any) -> bytes:
@@ -62,7 +123,27 @@ def _plan(value: Any) -> bytes:
 def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
-    return value.decode() if isinstance(value, bytes) else value
+    # "replace": a field written by hand with bytes that are not UTF-8 must not crash
+    # the worker that reads it; the replacement characters show in its dead-letter reason.
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+# URL query parameters of redis-py that name files for TLS.
+_TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
+
+
+def _check_tls_files(url: str) -> None:
+    """Name a missing CA, certificate or key file (the SSL error would not say which)."""
+    try:
+        query = parse_qs(urlsplit(url).query)
+    except ValueError:
+        return
+    for option in _TLS_FILE_OPTIONS:
+        for path in query.get(option, []):
+            if not os.path.exists(path):
+                raise ConfigurationError(
+                    f"invalid Redis URL {mask_url(url)!r}: {option} {path!r} does not exist"
+                )
 
 
 async def connect_redis(url: str) -> aioredis.Redis:
@@ -73,7 +154,21 @@ async def connect_redis(url: str) -> aioredis.Redis:
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
     try:
+        _check_tls_files(url)
         info = await client.info("server")
+    except ConfigurationError:
+        await client.aclose()
+        raise
+    except TypeError as exc:  # an option (query parameter) the connection does not take
+        await client.aclose()
+        hint = "; TLS options (ssl_*) need a rediss:// URL" if "ssl_" in str(exc) else ""
+        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}{hint}") from None
+    except AuthenticationError as exc:
+        await client.aclose()
+        raise RedisAuthenticationError(
+            f"Redis at {mask_url(url)} refused the credentials: {exc}; check the user name "
+            "and password of the URL (redis://USER:PASSWORD@HOST:PORT/DB)"
+        ) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await client.aclose()
         raise RedisUnavailableError(
@@ -81,6 +176,9 @@ async def connect_redis(url: str) -> aioredis.Redis:
         ) from None
     except RedisError as exc:
         await client.aclose()
+        denied = permission_error(exc, "run INFO (loom-redis checks the server version)", url)
+        if denied is not None:
+            raise denied from None
         raise RedisUnavailableError(f"Redis at {mask_url(url)} refused: {exc}") from None
     version = str(info.get("redis_version", "0"))
     numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
@@ -182,11 +280,18 @@ class Store:
         redis = await connect_redis(url)
         try:
             keys = Keyspace(namespace)
-            wanted = shards or keys.shards
-            if wanted < 1 or wanted > 4096:
-                raise ConfigurationError(f"shard count must be 1..4096, got {wanted}")
-            await redis.hsetnx(keys.config(), "shards", wanted)
-            stored = int(await redis.hget(keys.config(), "shards") or wanted)
+            # Only None means the default: 0 is an error, not a request for 16 shards.
+            wanted = keys.shards if shards is None else shards
+            if not isinstance(wanted, int) or not 1 <= wanted <= 4096:
+                raise ConfigurationError(f"shard count must be 1..4096, got {wanted!r}")
+            # Read first: a read-only (dashboard) user can open an existing namespace.
+            with acl_checked(f"open namespace {namespace!r}", url):
+                found = await redis.hget(keys.config(), "shards")
+            if found is None:
+                with acl_checked(f"create namespace {namespace!r}", url):
+                    await redis.hsetnx(keys.config(), "shards", wanted)
+                    found = await redis.hget(keys.config(), "shards")
+            stored = int(found or wanted)
             if shards is not None and stored != shards:
                 raise ConfigurationError(
                     f"namespace {namespace!r} was created with {stored} shards, not {shards}; "
@@ -223,6 +328,8 @@ class Store:
         shard = keys.shard_of(workflow_id)
         what = f"input of workflow {workflow_id!r} ({name})"
         encoded_input = encode(workflow_input, what=what)
+        if initial_state is not None:
+            encode(initial_state, what=f"initial state of workflow {workflow_id!r} ({name})")
         started = encode(
             {
                 "input": workflow_input,
@@ -260,16 +367,17 @@ class Store:
         ]
         if owner:
             script_keys.append(keys.owner_index(shard, owner))
-        reply = await self._run(
-            "start",
-            script_keys,
-            [
-                workflow_id,
-                now_ms(),
-                keys.status_index_prefix(shard),
-                _plan({"meta": meta, "started": started}),
-            ],
-        )
+        with acl_checked(f"start workflow {workflow_id!r}", self.url):
+            reply = await self._run(
+                "start",
+                script_keys,
+                [
+                    workflow_id,
+                    now_ms(),
+                    keys.status_index_prefix(shard),
+                    _plan({"meta": meta, "started": started}),
+                ],
+            )
         return _text(reply[0]) == "started", _text(reply[1])
 
     # -- reads ---------------------------------------------------------------------
@@ -469,21 +577,23 @@ class Store:
         if queue is None:
             return "missing", ""
         shard = self.keys.shard_of(workflow_id)
-        reply = await self._run(
-            "external",
-            [
-                self.keys.meta(workflow_id),
-                self.keys.history(workflow_id),
-                self.keys.queue(shard, _text(queue)),
-            ],
-            [
-                workflow_id,
-                now_ms(),
-                str(event_type),
-                encode(data, what=f"{event_type} for workflow {workflow_id!r}"),
-                once_field,
-            ],
-        )
+        doing = "cancel" if event_type == EventType.WORKFLOW_CANCEL_REQUESTED else "signal"
+        with acl_checked(f"{doing} workflow {workflow_id!r}", self.url):
+            reply = await self._run(
+                "external",
+                [
+                    self.keys.meta(workflow_id),
+                    self.keys.history(workflow_id),
+                    self.keys.queue(shard, _text(queue)),
+                ],
+                [
+                    workflow_id,
+                    now_ms(),
+                    str(event_type),
+                    encode(data, what=f"{event_type} for workflow {workflow_id!r}"),
+                    once_field,
+                ],
+            )
         return _text(reply[0]), _text(reply[1])
 
     # -- timers --------------------------------------------------------------------
@@ -538,7 +648,8 @@ class Store:
                 )
         for reply in await pipe.execute(raise_on_error=False):
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
-                raise reply
+                doing = "create the consumer groups of the task queues (XGROUP CREATE)"
+                raise permission_error(reply, doing, self.url) or reply
 
     def queue_keys(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
         """Task stream key -> (shard, queue name) for every shard of the queues."""
@@ -549,10 +660,22 @@ class Store:
         }
 
     async def read_tasks(
-        self, streams: dict[str, tuple[int, str]], consumer: str, count: int, block_ms: int
+        self,
+        streams: dict[str, tuple[int, str]],
+        consumer: str,
+        count: int,
+        block_ms: int,
+        *,
+        start: str = ">",
     ) -> list[Task]:
+        """New tasks (blocking up to `block_ms`), or with start="0" the tasks already
+        delivered to `consumer` and not acknowledged (no blocking)."""
         reply: Any = await self.redis.xreadgroup(
-            WORKER_GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
+            WORKER_GROUP,
+            consumer,
+            dict.fromkeys(streams, start),
+            count=count,
+            block=block_ms if start == ">" else None,
         )
         tasks: list[Task] = []
         for stream, entries in reply or []:
@@ -676,17 +799,18 @@ class Store:
         flat: list[Any] = []
         for name, value in task_fields.items():
             flat += [name, value]
-        return _text(
-            await self._run(
-                "redrive",
-                [
-                    dead_key,
-                    _text(dead.fields["queue"]),
-                    self.keys.meta(workflow_id) if same_shard else dead_key,
-                ],
-                [dead.id, kind, *flat],
+        with acl_checked(f"re-drive dead-lettered task {dead.id}", self.url):
+            return _text(
+                await self._run(
+                    "redrive",
+                    [
+                        dead_key,
+                        _text(dead.fields["queue"]),
+                        self.keys.meta(workflow_id) if same_shard else dead_key,
+                    ],
+                    [dead.id, kind, *flat],
+                )
             )
-        )
 
     async def acknowledge(self, task: Task) -> None:
         pipe: Pipeline = self.redis.pipeline(transaction=True)
