@@ -31,8 +31,13 @@ from .api import (
     registered_workflow,
     registered_workflows,
 )
-from .engine import WorkflowInstance, failure_record
-from .errors import NonDeterministicWorkflowError, PayloadError
+from .engine import WorkflowInstance, clip, failure_record
+from .errors import (
+    ConfigurationError,
+    NonDeterministicWorkflowError,
+    PayloadError,
+    WorkflowExecutionError,
+)
 from .events import COMMAND_TYPES, Command, Event, EventType, Status
 from .metrics import (
     ACTIVITY_SECONDS,
@@ -47,6 +52,8 @@ from .metrics import (
     serve_metrics,
 )
 from .store import Store, Task, decode, encode
+from .store.codec import max_payload_bytes
+from .store.keys import validate_queue
 from .store.store import now_ms
 
 logger = logging.getLogger("loom_redis.worker")
@@ -108,8 +115,7 @@ class Worker:
         name: str | None = None,
         cache_size: int = 512,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        _check_options(queues, concurrency, lease_seconds, max_deliveries, poll_interval)
         self.store = store
         self.queues = queues
         self.concurrency = concurrency
@@ -127,10 +133,14 @@ class Worker:
         # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
+        # Tasks delivered to this worker that wait for a free slot: their lease is renewed
+        # too, or another worker would take them over from this live one.
+        self._waiting: dict[tuple[str, str], Task] = {}
         self.cache_size = cache_size
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
         self._timer_wakeup = anyio.Event()
+        self._capacity_freed = anyio.Event()
         self._drained = anyio.Event()
         self._started = anyio.Event()
         self._ready = False
@@ -161,9 +171,7 @@ class Worker:
                         self.store.keys.shards,
                         self.concurrency,
                     )
-                    async with anyio.create_task_group() as intake:
-                        intake.start_soon(self._read_tasks, executors)
-                        intake.start_soon(self._reclaim_tasks, executors)
+                    await self._take_tasks(executors)
                 self._ready = False
                 await self._run_own_pending(executors)
                 executors.start_soon(self._drain_deadline, executors)
@@ -193,58 +201,49 @@ class Worker:
 
     # -- intake ----------------------------------------------------------------------
 
-    async def _take_slots(self) -> int:
-        await self._slots.acquire()
-        taken = 1
-        while taken < 100:
-            try:
-                self._slots.acquire_nowait()
-            except anyio.WouldBlock:
-                break
-            taken += 1
-        return taken
+    async def _take_tasks(self, executors: TaskGroup) -> None:
+        """Read new tasks and take over stale ones until stop() cancels the intake."""
+        async with anyio.create_task_group() as intake:
+            intake.start_soon(self._read_tasks, executors)
+            intake.start_soon(self._reclaim_tasks, executors)
 
-    def _release_slots(self, count: int) -> None:
-        for _ in range(count):
-            self._slots.release()
+    async def _wait_for_capacity(self) -> int:
+        """Wait until fewer tasks than `concurrency` are accepted; return how many more fit.
+
+        Readers never hold slots while they block, so the reader and the reclaimer
+        both see the whole free capacity.
+        """
+        while (free := self.concurrency - len(self._in_flight)) <= 0:
+            if self._capacity_freed.is_set():
+                self._capacity_freed = anyio.Event()
+            await self._capacity_freed.wait()
+        return free
 
     async def _read_tasks(self, executors: TaskGroup) -> None:
         while True:
-            slots = await self._take_slots()
+            free = await self._wait_for_capacity()
             try:
-                tasks = await self.store.read_tasks(self._streams, self.name, slots, self.poll_ms)
+                tasks = await self.store.read_tasks(self._streams, self.name, free, self.poll_ms)
             except RedisError as exc:
-                self._release_slots(slots)
                 await self._redis_trouble("reading tasks", exc)
                 continue
-            except anyio.get_cancelled_exc_class():  # stop(): the drain needs the slots
-                self._release_slots(slots)
-                raise
-            self._release_slots(max(slots - len(tasks), 0))
-            # COUNT applies to each stream, so a read can bring more tasks than free
-            # slots: they are ours now, so they wait here for a slot.
-            for index, task in enumerate(tasks):
-                if index >= slots:
-                    await self._slots.acquire()
-                self._spawn(executors, task, 1)
+            # COUNT applies to each stream, so a read can bring more tasks than fit:
+            # they are ours now, and wait for a slot.
+            for task in tasks:
+                self._accept(executors, task, 1)
 
     async def _reclaim_tasks(self, executors: TaskGroup) -> None:
         interval = max(self.lease_ms / 2000, 0.05)
         while True:
             await anyio.sleep(interval)
-            slots = await self._take_slots()
+            free = await self._wait_for_capacity()
             try:
                 claimed = await self.store.claim_stale_tasks(
-                    self._streams, self.name, self.lease_ms, slots
+                    self._streams, self.name, self.lease_ms, free
                 )
             except RedisError as exc:
-                self._release_slots(slots)
                 await self._redis_trouble("reclaiming tasks", exc)
                 continue
-            except anyio.get_cancelled_exc_class():
-                self._release_slots(slots)
-                raise
-            self._release_slots(slots - len(claimed))
             for task, deliveries in claimed:
                 TASKS_RECLAIMED.inc()
                 logger.info(
@@ -254,7 +253,7 @@ class Worker:
                     task.workflow_id,
                     deliveries,
                 )
-                self._spawn(executors, task, deliveries)
+                self._accept(executors, task, deliveries)
 
     async def _run_own_pending(self, executors: TaskGroup) -> None:
         """Run, as part of the drain, tasks delivered to this worker that it never started.
@@ -274,24 +273,24 @@ class Worker:
             key = (task.queue_key, task.id)
             if key in started or key in self._in_flight or not task.fields:
                 continue
-            # In flight from now on: the drain waits for it, or its deadline hands it back.
-            self._in_flight[key] = task
-            IN_FLIGHT.inc()
-            executors.start_soon(self._execute_when_free, task)
+            # The drain waits for it, or its deadline hands it back.
+            self._accept(executors, task, 1)
 
-    async def _execute_when_free(self, task: Task) -> None:
+    def _accept(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
+        """Take a delivered task: its lease is renewed from now on, and it runs when a
+        slot is free."""
+        self._in_flight[(task.queue_key, task.id)] = task
+        IN_FLIGHT.inc()
+        executors.start_soon(self._execute_when_free, task, deliveries)
+
+    async def _execute_when_free(self, task: Task, deliveries: int) -> None:
         try:
             await self._slots.acquire()
         except BaseException:  # cancelled by the drain deadline, which handed it back
             self._in_flight.pop((task.queue_key, task.id), None)
             IN_FLIGHT.dec()
             raise
-        await self._execute(task, 1)
-
-    def _spawn(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
-        self._in_flight[(task.queue_key, task.id)] = task
-        IN_FLIGHT.inc()
-        executors.start_soon(self._execute, task, deliveries)
+        await self._execute(task, deliveries)
 
     async def _redis_trouble(self, doing: str, exc: Exception) -> None:
         self._ready = False
@@ -312,6 +311,9 @@ class Worker:
                     f"delivered {deliveries} times, over the limit of {self.max_deliveries} "
                     "(each worker that took it died or lost its lease)",
                 )
+            elif (problem := _malformed(task)) is not None:
+                outcome = "dead"
+                await self._dead_letter(task, problem)
             elif task.kind == "w":
                 outcome = await self._run_workflow_task(task, queue)
             elif task.kind == "a":
@@ -336,12 +338,13 @@ class Worker:
             )
         finally:
             self._in_flight.pop((task.queue_key, task.id), None)
+            self._capacity_freed.set()
             if not self._in_flight:
                 self._drained.set()
                 self._drained = anyio.Event()
             IN_FLIGHT.dec()
             self._slots.release()
-            TASKS.labels(queue, task.kind or "?", outcome).inc()
+            TASKS.labels(queue, _kind_label(task), outcome).inc()
 
     async def _dead_letter(self, task: Task, reason: str) -> None:
         logger.error(
@@ -350,7 +353,7 @@ class Worker:
             task.workflow_id,
             reason,
         )
-        DEAD_LETTERS.labels(task.kind or "?").inc()
+        DEAD_LETTERS.labels(_kind_label(task)).inc()
         await self.store.dead_letter(task, reason)
 
     # -- workflow tasks --------------------------------------------------------------
@@ -358,7 +361,14 @@ class Worker:
     async def _run_workflow_task(self, task: Task, queue: str) -> str:
         workflow_id = task.workflow_id
         for _ in range(MAX_COMMIT_TRIES):
-            loaded = await self._load(task)
+            try:
+                loaded = await self._load(task)
+            except PayloadError as exc:  # a history entry that does not decode
+                outcome = await self._fail_unreadable(task, queue, exc)
+                if outcome != "conflict":
+                    return outcome
+                COMMIT_CONFLICTS.inc()
+                continue
             if loaded is None:
                 return "dead"
             started = time.perf_counter()
@@ -484,6 +494,29 @@ class Worker:
         )
         return "suspended" if result.outcome == "ok" else result.outcome
 
+    async def _fail_unreadable(self, task: Task, queue: str, error: PayloadError) -> str:
+        """Fail a workflow whose history holds an entry that does not decode: it can never
+        be replayed again. Only that workflow fails; the task does not go to the
+        dead-letter stream. The commit is fenced by the history's length (XLEN)."""
+        workflow_id = task.workflow_id
+        self._instances.pop(workflow_id, None)
+        length, last_seq = await self.store.history_summary(workflow_id)
+        failure = WorkflowExecutionError(
+            f"{error}; the workflow cannot be replayed, so it fails", workflow_id
+        )
+        logger.error("workflow %s: %s", workflow_id, failure)
+        command = Command(EventType.WORKFLOW_FAILED, last_seq + 1, failure_record(failure, None))
+        result = await self.store.commit_workflow_task(
+            workflow_id,
+            queue=queue,
+            task_id=task.id,
+            expected_length=length,
+            commands=[command],
+            status=Status.FAILED,
+            meta_delete=["suspended"],
+        )
+        return "failed" if result.outcome == "ok" else result.outcome
+
     async def _fail(self, task: Task, queue: str, history: list[Event], error: Exception) -> str:
         """Fail the workflow with `error`, whatever its code would do (it cannot run)."""
         seq = max((e.seq for e in history if e.type in COMMAND_TYPES), default=0) + 1
@@ -523,13 +556,15 @@ class Worker:
                 result = await _call(
                     definition.fn, scheduled.get("args") or [], scheduled.get("kwargs") or {}
                 )
-            encode(result, what=f"result of activity {name!r}")
+            # The whole record, as it will be written: a result that cannot be written fails
+            # the activity here, with a clear error, instead of leaving its task in limbo.
+            encode({"result": result, "attempts": attempt}, what=f"result of activity {name!r}")
         except Exception as exc:
             ACTIVITY_SECONDS.labels(name, "failed").observe(time.perf_counter() - started)
             if isinstance(exc, TimeoutError) and timeout is not None:
                 message = f"timed out after {timeout:g}s"
             else:
-                message = f"{type(exc).__name__}: {exc}"
+                message = clip(f"{type(exc).__name__}: {exc}")
             return await self._activity_failed(task, queue, scheduled, attempt, exc, message)
         ACTIVITY_SECONDS.labels(name, "completed").observe(time.perf_counter() - started)
         return await self.store.record_activity_result(
@@ -602,9 +637,10 @@ class Worker:
     async def _renew_leases(self) -> None:
         while True:
             await anyio.sleep(self.lease_ms / 3000)
-            if self._in_flight:
+            held = [*self._in_flight.values(), *self._waiting.values()]
+            if held:
                 try:
-                    await self.store.renew_leases(list(self._in_flight.values()), self.name)
+                    await self.store.renew_leases(held, self.name)
                 except RedisError as exc:
                     logger.warning("could not renew leases: %s", exc)
 
@@ -642,6 +678,60 @@ class Worker:
                 self.store.keys.definitions(),
                 mapping={name: encode(d.describe()) for name, d in definitions.items()},
             )
+
+
+def _kind_label(task: Task) -> str:
+    """The task's kind as a metrics label: never a garbage value from a hand-written entry."""
+    return task.kind if task.kind in ("w", "a") else "?"
+
+
+def _malformed(task: Task) -> str | None:
+    """Why a task entry cannot be run (an unknown kind, a field missing or not a number),
+    or None. Such an entry was not written by loom-redis: it goes to the dead-letter stream."""
+    fields = ", ".join(sorted(repr(name) for name in task.fields)) or "none"
+    if task.kind not in ("w", "a"):
+        return (
+            f"task {task.id} has unknown kind {task.kind!r} (field 'k'): expected k=w (a "
+            f"workflow task) or k=a (an activity task); its fields: {fields}"
+        )
+    what = f"{'workflow' if task.kind == 'w' else 'activity'} task {task.id}"
+    if not task.workflow_id:
+        return f"{what} has no 'wf' field (the id of its workflow); its fields: {fields}"
+    if task.kind == "a":
+        what = f"{what} of workflow {task.workflow_id!r}"
+        for name, required in (("seq", True), ("att", False), ("p", True)):
+            value = task.fields.get(name)
+            if value is None:
+                if required:
+                    return f"{what}: field {name!r} is missing; its fields: {fields}"
+            elif name != "p" and not (value.isdigit() and int(value) >= 1):
+                return f"{what}: field {name!r} must be a whole number >= 1, got {value!r}"
+    return None
+
+
+def _check_options(
+    queues: Any, concurrency: int, lease_seconds: float, max_deliveries: int, poll_interval: float
+) -> None:
+    """Refuse worker settings that cannot work, naming the setting and the value."""
+    if isinstance(queues, str):
+        raise ConfigurationError(
+            f"queues must be a tuple of queue names, got the string {queues!r} "
+            f"(write queues=({queues!r},))"
+        )
+    for queue in queues:
+        validate_queue(queue)
+    if not queues:
+        raise ConfigurationError("queues must name at least one task queue")
+    for setting, value, least in (
+        ("concurrency", concurrency, 1),
+        ("max_deliveries", max_deliveries, 1),
+    ):
+        if not isinstance(value, int) or value < least:
+            raise ConfigurationError(f"{setting} must be >= {least}, got {value!r}")
+    for setting, number in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
+        if not number > 0:
+            raise ConfigurationError(f"{setting} must be > 0, got {number!r}")
+    max_payload_bytes()  # a bad LOOM_MAX_PAYLOAD_BYTES stops the worker at its start
 
 
 async def _call(fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

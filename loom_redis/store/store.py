@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -22,13 +23,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import (
     ConfigurationError,
+    PayloadError,
     RedisAuthenticationError,
     RedisPermissionError,
     RedisUnavailableError,
 )
 from ..events import Command, Event, EventType, Status
 from .codec import decode, encode
-from .keys import WORKER_GROUP, Keyspace, validate_namespace
+from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
+
+logger = logging.getLogger("loom_redis.store")
 
 MIN_REDIS_VERSION = (6, 2)
 HISTORY_PAGE = 1000
@@ -41,6 +45,7 @@ SCRIPT_NAMES = (
     "fire_timer",
     "dead_letter",
     "redrive",
+    "dead_timer",
 )
 
 
@@ -150,9 +155,25 @@ async def connect_redis(url: str) -> aioredis.Redis:
     """A client for `url`, checked to answer and to be Redis >= 6.2 (or Valkey)."""
     try:
         # RESP2 everywhere: reply shapes stay the same across redis-py versions and servers.
-        client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, protocol=2)
+        # No socket timeout: blocking reads wait longer than redis-py's default of 5 s
+        # (options in the URL's query string still override these).
+        client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            protocol=2,
+            socket_timeout=None,
+            socket_connect_timeout=10,
+        )
     except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
+        detail = str(exc)
+        if "Port could not be cast" in detail:
+            # urllib quotes the "port", which is the password when the password holds an
+            # unescaped '/', '?' or '#' ("redis://user:pa/ss@host" ends its host at '/').
+            detail = (
+                "its port is not a number (percent-encode any '/', '?', '#' or '@' "
+                "in the user name and password)"
+            )
+        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {detail}") from None
     try:
         _check_tls_files(url)
         info = await client.info("server")
@@ -241,6 +262,8 @@ class DeadLetter:
 
     @property
     def kind(self) -> str:
+        if "timer" in self.fields:  # a corrupt timer member, not a task
+            return "timer"
         return {"w": "workflow", "a": "activity"}.get(_text(self.fields.get("k")), "unknown")
 
 
@@ -398,6 +421,21 @@ class Store:
             )
             if len(page) < HISTORY_PAGE:
                 return events
+            start = f"({_text(page[-1][0])}"
+
+    async def history_summary(self, workflow_id: str) -> tuple[int, int]:
+        """(length, highest seq) of a history, read without decoding its entries, so that a
+        workflow whose history holds a corrupt entry can still be failed (fenced by length)."""
+        key = self.keys.history(workflow_id)
+        length, last_seq, start = 0, 0, "-"
+        while True:
+            page: Any = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
+            length += len(page)
+            for _entry_id, fields in page:
+                with contextlib.suppress(ValueError, TypeError):
+                    last_seq = max(last_seq, int(fields.get(b"seq", b"0")))
+            if len(page) < HISTORY_PAGE:
+                return length, last_seq
             start = f"({_text(page[-1][0])}"
 
     @staticmethod
@@ -611,16 +649,45 @@ class Store:
         ahead = [int(entries[0][1]) for entries in replies[1::2] if entries]
         for shard, entries in enumerate(replies[0::2]):
             for raw, score in entries:
-                try:
-                    kind, workflow_id, queue, _seq, _task = msgpack.unpackb(raw, raw=True)
-                    member = TimerMember(
-                        raw, shard, int(score), kind.decode(), workflow_id.decode(), queue.decode()
+                member = self._timer_member(raw, shard, int(score))
+                if isinstance(member, str):
+                    reason = f"corrupt member of timers of shard {shard}: {member}"
+                    logger.error("timer member %r goes to the dead-letter stream: %s", raw, reason)
+                    await self._run(
+                        "dead_timer",
+                        [self.keys.timers(shard), self.keys.dead(shard)],
+                        [raw, reason],
                     )
-                except (ValueError, TypeError, UnicodeDecodeError):
-                    await self.redis.zrem(self.keys.timers(shard), raw)
                     continue
                 due.append(member)
         return due, min(ahead, default=None)
+
+    def _timer_member(self, raw: bytes, shard: int, score: int) -> TimerMember | str:
+        """The decoded member, or why it is corrupt (it was not written by `timer_member`)."""
+        try:
+            value = msgpack.unpackb(raw, raw=True)
+        except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+            return f"not msgpack ({type(exc).__name__}: {exc or 'malformed data'})"
+        expected = "expected [kind, workflow id, queue, seq, task fields]"
+        if not (
+            isinstance(value, list)
+            and len(value) == 5
+            and all(isinstance(part, bytes) for part in value[:4])
+            and isinstance(value[4], list)
+        ):
+            return f"{_readable(value)!r:.200} is not the {expected}"
+        kind, workflow_id, queue, seq = (_text(part) for part in value[:4])
+        if kind not in ("timer", "retry", "resume"):
+            return f"unknown kind {kind!r} ({expected}, kind timer, retry or resume)"
+        if not workflow_id or self.keys.shard_of(workflow_id) != shard:
+            return f"workflow id {workflow_id!r} does not belong to shard {shard}"
+        try:
+            validate_queue(queue)
+        except ConfigurationError as exc:
+            return str(exc)
+        if not seq.isdigit() or (kind == "retry" and not value[4]):
+            return f"{_readable(value)!r:.200} has a bad seq or task ({expected})"
+        return TimerMember(raw, shard, score, kind, workflow_id, queue)
 
     async def fire_timer(self, member: TimerMember) -> str:
         keys = self.keys
@@ -790,7 +857,21 @@ class Store:
         return None
 
     async def redrive(self, dead: DeadLetter) -> str:
-        """Put a dead-lettered task back on its queue: 'ok', 'missing' or 'already-queued'."""
+        """Put a dead-lettered task back on its queue: 'ok', 'missing' or 'already-queued'.
+
+        Raises PayloadError for an entry that is not a task of this namespace's queues
+        (a corrupt timer member, an entry written by hand)."""
+        queue_key = _text(dead.fields.get("queue"))
+        queue_prefix = self.keys.queue(dead.shard, "")
+        problem = ""
+        if "timer" in dead.fields:
+            problem = "it is a corrupt timer member, not a task"
+        elif not queue_key.startswith(queue_prefix):
+            problem = f"its 'queue' field {queue_key!r} is not a task queue of shard {dead.shard}"
+        elif _text(dead.fields.get("k")) not in ("w", "a"):
+            problem = "its 'k' field is not w (workflow task) or a (activity task)"
+        if problem:
+            raise PayloadError(f"dead-lettered entry {dead.id} cannot be put back: {problem}")
         task_fields = {k: v for k, v in dead.fields.items() if k not in DeadLetter.ANNOTATIONS}
         workflow_id = _text(task_fields.get("wf"))
         same_shard = bool(workflow_id) and self.keys.shard_of(workflow_id) == dead.shard
@@ -805,7 +886,7 @@ class Store:
                     "redrive",
                     [
                         dead_key,
-                        _text(dead.fields["queue"]),
+                        queue_key,
                         self.keys.meta(workflow_id) if same_shard else dead_key,
                     ],
                     [dead.id, kind, *flat],
@@ -817,6 +898,15 @@ class Store:
         pipe.xack(task.queue_key, WORKER_GROUP, task.id)
         pipe.xdel(task.queue_key, task.id)
         await pipe.execute()
+
+
+def _readable(value: Any) -> Any:
+    """A decoded msgpack value with its byte strings shown as text, for messages."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, list | tuple):
+        return [_readable(part) for part in value]
+    return value
 
 
 def _script_source(name: str) -> str:
