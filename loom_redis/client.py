@@ -21,7 +21,7 @@ from .errors import (
     error_from_record,
 )
 from .events import Event, EventType, Status
-from .store import Store, decode
+from .store import Store, decode, encode
 from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -346,6 +346,8 @@ class WorkflowHandle:
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal `name` with `payload`; `wait_for_signal(name)` in the workflow gets it."""
+        # Refused here, naming the signal, before anything is read or written.
+        encode(payload, what=f"payload of signal {name!r} to workflow {self.workflow_id!r}")
         store = await (await self._get_client())._connected()
         outcome, status = await store.deliver_external(
             self.workflow_id, EventType.SIGNAL_RECEIVED, {"name": name, "payload": payload}

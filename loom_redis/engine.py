@@ -403,11 +403,18 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self.call_exception_handler(context)
 
 
+def clip(text: str, limit: int = 2000) -> str:
+    """`text`, cut to `limit` characters: an error message must fit in its event."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} characters cut)"
+
+
 def failure_record(error: BaseException, step: str | None) -> dict[str, Any]:
     """How a workflow failure is stored, so `result()` can raise the same kind of error."""
     record: dict[str, Any] = {
         "type": type(error).__name__,
-        "message": str(error),
+        "message": clip(str(error)),
         "step": step,
         "traceback": "".join(traceback.format_exception(error))[-8000:],
     }

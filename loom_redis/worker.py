@@ -133,9 +133,6 @@ class Worker:
         # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
-        # Tasks delivered to this worker that wait for a free slot: their lease is renewed
-        # too, or another worker would take them over from this live one.
-        self._waiting: dict[tuple[str, str], Task] = {}
         self.cache_size = cache_size
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
@@ -207,13 +204,14 @@ class Worker:
             intake.start_soon(self._read_tasks, executors)
             intake.start_soon(self._reclaim_tasks, executors)
 
-    async def _wait_for_capacity(self) -> int:
-        """Wait until fewer tasks than `concurrency` are accepted; return how many more fit.
+    async def _wait_for_capacity(self, limit: int = 0) -> int:
+        """Wait until fewer tasks than `limit` (default `concurrency`) are accepted; return
+        how many more fit.
 
         Readers never hold slots while they block, so the reader and the reclaimer
         both see the whole free capacity.
         """
-        while (free := self.concurrency - len(self._in_flight)) <= 0:
+        while (free := (limit or self.concurrency) - len(self._in_flight)) <= 0:
             if self._capacity_freed.is_set():
                 self._capacity_freed = anyio.Event()
             await self._capacity_freed.wait()
@@ -222,8 +220,11 @@ class Worker:
     async def _read_tasks(self, executors: TaskGroup) -> None:
         while True:
             free = await self._wait_for_capacity()
+            # Each stream is asked for its share of the free capacity, so that a read
+            # brings fewer than free + streams tasks, not up to free * streams.
+            count = -(-free // len(self._streams))
             try:
-                tasks = await self.store.read_tasks(self._streams, self.name, free, self.poll_ms)
+                tasks = await self.store.read_tasks(self._streams, self.name, count, self.poll_ms)
             except RedisError as exc:
                 await self._redis_trouble("reading tasks", exc)
                 continue
@@ -233,17 +234,30 @@ class Worker:
                 self._accept(executors, task, 1)
 
     async def _reclaim_tasks(self, executors: TaskGroup) -> None:
+        """Take over tasks idle longer than the lease, every half lease, and again at once
+        while a claim comes back full.
+
+        A dead worker's tasks go before new ones: up to `concurrency` of them may wait
+        for a slot beyond the accepted tasks (leased meanwhile), and the reader reads
+        nothing until they have run. Under load, a claim limited to the free capacity
+        would take one or two stale tasks per half lease, and a takeover would wait
+        behind the whole queue.
+        """
         interval = max(self.lease_ms / 2000, 0.05)
+        full = False
         while True:
-            await anyio.sleep(interval)
-            free = await self._wait_for_capacity()
+            if not full:
+                await anyio.sleep(interval)
+            room = await self._wait_for_capacity(2 * self.concurrency)
             try:
                 claimed = await self.store.claim_stale_tasks(
-                    self._streams, self.name, self.lease_ms, free
+                    self._streams, self.name, self.lease_ms, room
                 )
             except RedisError as exc:
+                full = False
                 await self._redis_trouble("reclaiming tasks", exc)
                 continue
+            full = len(claimed) == room
             for task, deliveries in claimed:
                 TASKS_RECLAIMED.inc()
                 logger.info(
@@ -637,10 +651,9 @@ class Worker:
     async def _renew_leases(self) -> None:
         while True:
             await anyio.sleep(self.lease_ms / 3000)
-            held = [*self._in_flight.values(), *self._waiting.values()]
-            if held:
+            if self._in_flight:
                 try:
-                    await self.store.renew_leases(held, self.name)
+                    await self.store.renew_leases(list(self._in_flight.values()), self.name)
                 except RedisError as exc:
                     logger.warning("could not renew leases: %s", exc)
 

@@ -43,6 +43,19 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
         return anyio.run(fn)
     except LoomError as exc:
         raise click.ClickException(str(exc)) from None
+    except BaseExceptionGroup as group:
+        # A loom error raised inside a task group (the worker's startup, e.g. a missing
+        # ACL permission) is as clear an error as one raised outside: no traceback.
+        matched, rest = group.split(LoomError)
+        if matched is None or rest is not None:
+            raise
+        raise click.ClickException(str(_first_leaf(matched))) from None
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _import_modules(modules: tuple[str, ...]) -> None:

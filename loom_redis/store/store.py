@@ -95,7 +95,8 @@ def permission_error(exc: RedisError, doing: str, url: str) -> RedisPermissionEr
         return None
     command = _DENIED_COMMAND.search(message)
     if command:
-        missing = f"the command {command.group(1).upper()} (ACL rule +{command.group(1)})"
+        name = command.group(1)
+        missing = f"the command {name.upper().replace('|', ' ')} (ACL rule +{name})"
     elif "key" in message:
         missing = "access to its keys (ACL rule ~loom:*)"
     else:
@@ -667,7 +668,7 @@ class Store:
         try:
             value = msgpack.unpackb(raw, raw=True)
         except Exception as exc:  # msgpack raises several unrelated types for bad bytes
-            return f"not msgpack ({type(exc).__name__}: {exc or 'malformed data'})"
+            return f"not msgpack ({type(exc).__name__}: {str(exc) or 'malformed data'})"
         expected = "expected [kind, workflow id, queue, seq, task fields]"
         if not (
             isinstance(value, list)
