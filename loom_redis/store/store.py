@@ -894,12 +894,6 @@ class Store:
                 )
             )
 
-    async def acknowledge(self, task: Task) -> None:
-        pipe: Pipeline = self.redis.pipeline(transaction=True)
-        pipe.xack(task.queue_key, WORKER_GROUP, task.id)
-        pipe.xdel(task.queue_key, task.id)
-        await pipe.execute()
-
 
 def _readable(value: Any) -> Any:
     """A decoded msgpack value with its byte strings shown as text, for messages."""
