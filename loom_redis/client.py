@@ -214,6 +214,11 @@ class Client:
             for i, status in enumerate(Status)
         }
 
+    async def workers(self) -> list[dict[str, Any]]:
+        """The running workers as their heartbeats describe them (refreshed every 5 s)."""
+        store = await self._connected()
+        return await store.worker_heartbeats()
+
     # -- dead letters ------------------------------------------------------------
 
     async def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:

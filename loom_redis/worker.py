@@ -61,6 +61,7 @@ logger = logging.getLogger("loom_redis.worker")
 # A workflow task whose commit keeps losing to other writers gives up after this many
 # tries and stays pending, to be retried by the reclaimer.
 MAX_COMMIT_TRIES = 20
+HEARTBEAT_SECONDS = 5
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Worker:
             background.start_soon(self._sweep_timers)
             background.start_soon(self._renew_leases)
             background.start_soon(self._heartbeat)
+            background.start_soon(self._prune_departed_workers)
             if self.metrics_port is not None:
                 background.start_soon(
                     serve_metrics, self.metrics_host, self.metrics_port, lambda: self._ready
@@ -674,7 +676,28 @@ class Worker:
                 await self.store.redis.hset(self.store.keys.workers(), self.name, encode(info))
             except RedisError as exc:
                 logger.warning("heartbeat failed: %s", exc)
-            await anyio.sleep(5)
+            await anyio.sleep(HEARTBEAT_SECONDS)
+
+    async def _prune_departed_workers(self) -> None:
+        """Forget workers that died without saying goodbye: their heartbeats, and their
+        consumers once nothing is pending on them (the reclaimer took their tasks)."""
+        while True:
+            try:
+                heartbeats, consumers = await self.store.prune_departed(
+                    self._streams,
+                    heartbeat_older_than_ms=HEARTBEAT_SECONDS * 1000 * 6,
+                    consumer_idle_ms=max(self.lease_ms * 4, 3_600_000),
+                    keep=self.name,
+                )
+                if heartbeats or consumers:
+                    logger.info(
+                        "forgot %d departed worker heartbeat(s) and %d idle consumer(s)",
+                        heartbeats,
+                        consumers,
+                    )
+            except RedisError as exc:
+                logger.warning("could not prune departed workers: %s", exc)
+            await anyio.sleep(60)
 
     async def _remove_heartbeat(self) -> None:
         with (

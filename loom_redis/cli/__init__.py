@@ -417,3 +417,29 @@ def dead_retry(entry_ids: tuple[str, ...], url: str | None, namespace: str | Non
         failed = failed or outcome not in ("ok", "already-queued")
     if failed:
         raise SystemExit(1)
+
+
+@main.command()
+@url_option
+@namespace_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
+    """List the workers of the namespace from their heartbeats."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client(url, namespace) as client:
+            return await client.workers()
+
+    rows = _run(go)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    now = dt.datetime.now(tz=dt.UTC).timestamp() * 1000
+    click.echo(f"{'WORKER':<36} {'HOST':<20} {'PID':>7} {'QUEUES':<16} {'BUSY':>9} LAST SEEN")
+    for row in rows:
+        busy = f"{row['in_flight']}/{row['concurrency']}"
+        seen = f"{(now - row['seen_ms']) / 1000:.0f}s ago"
+        click.echo(
+            f"{row['name']:<36} {row['host']:<20} {row['pid']:>7} "
+            f"{','.join(row['queues']):<16} {busy:>9} {seen}"
+        )

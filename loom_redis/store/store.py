@@ -834,6 +834,47 @@ class Store:
             [task.id, WORKER_GROUP, reason, task.kind if same_shard else "", *fields],
         )
 
+    async def worker_heartbeats(self) -> list[dict[str, Any]]:
+        """The workers' last heartbeats (name, host, pid, queues, concurrency, ...)."""
+        raw: Any = await self.redis.hgetall(self.keys.workers())
+        beats = [
+            decode(value, what=f"heartbeat of worker {_text(name)!r}")
+            for name, value in raw.items()
+        ]
+        return sorted((b for b in beats if isinstance(b, dict)), key=lambda b: str(b["name"]))
+
+    async def prune_departed(
+        self,
+        streams: dict[str, tuple[int, str]],
+        *,
+        heartbeat_older_than_ms: int,
+        consumer_idle_ms: int,
+        keep: str,
+    ) -> tuple[int, int]:
+        """Delete stale heartbeats, and consumers idle that long with nothing pending
+        (a live worker's blocking reads keep its consumer's idle time short)."""
+        cutoff = now_ms() - heartbeat_older_than_ms
+        stale = [
+            b["name"]
+            for b in await self.worker_heartbeats()
+            if int(b.get("seen_ms", 0)) < cutoff and b["name"] != keep
+        ]
+        if stale:
+            await self.redis.hdel(self.keys.workers(), *stale)
+        removed = 0
+        for key in streams:
+            consumers: Any = await self.redis.xinfo_consumers(key, WORKER_GROUP)
+            for consumer in consumers:
+                name = _text(consumer["name"])
+                if (
+                    name != keep
+                    and consumer["pending"] == 0
+                    and consumer["idle"] > consumer_idle_ms
+                ):
+                    removed += 1
+                    await self.redis.xgroup_delconsumer(key, WORKER_GROUP, name)
+        return len(stale), removed
+
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
         """The newest dead-lettered tasks of every shard, newest first."""
         pipe: Pipeline = self.redis.pipeline(transaction=False)
