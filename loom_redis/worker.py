@@ -17,13 +17,16 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .api import (
     NondeterminismPolicy,
@@ -57,6 +60,8 @@ from .store.keys import validate_queue
 from .store.store import now_ms
 
 logger = logging.getLogger("loom_redis.worker")
+
+T = TypeVar("T")
 
 # A workflow task whose commit keeps losing to other writers gives up after this many
 # tries and stays pending, to be retried by the reclaimer.
@@ -201,65 +206,39 @@ class Worker:
     # -- intake ----------------------------------------------------------------------
 
     async def _take_tasks(self, executors: TaskGroup) -> None:
-        """Read new tasks and take over stale ones until stop() cancels the intake."""
-        async with anyio.create_task_group() as intake:
-            intake.start_soon(self._read_tasks, executors)
-            intake.start_soon(self._reclaim_tasks, executors)
+        """Take over stale tasks and read new ones until stop() cancels the intake.
 
-    async def _wait_for_capacity(self, limit: int = 0) -> int:
-        """Wait until fewer tasks than `limit` (default `concurrency`) are accepted; return
-        how many more fit.
-
-        Readers never hold slots while they block, so the reader and the reclaimer
-        both see the whole free capacity.
+        One loop does both, and a dead worker's tasks go first: they are claimed every
+        half lease, and again at once while a claim comes back full, for all the free
+        capacity, before any new task is read. Under load the slots go to them as they
+        free up, and a claimed task starts at once: it neither waits behind the new
+        tasks (a takeover would take the whole queue's time) nor in a backlog beyond the
+        free capacity (where the death of this worker too would cost it a delivery it
+        never ran, and enough of those send a sound task to the dead-letter stream).
         """
-        while (free := (limit or self.concurrency) - len(self._in_flight)) <= 0:
-            if self._capacity_freed.is_set():
-                self._capacity_freed = anyio.Event()
-            await self._capacity_freed.wait()
-        return free
-
-    async def _read_tasks(self, executors: TaskGroup) -> None:
+        interval = max(self.lease_ms / 2000, 0.05)
+        next_claim = anyio.current_time() + interval
         while True:
             free = await self._wait_for_capacity()
-            # Each stream is asked for its share of the free capacity, so that a read
-            # brings fewer than free + streams tasks, not up to free * streams.
-            count = -(-free // len(self._streams))
+            claimed: list[tuple[Task, int]] = []
+            tasks: list[Task] = []
             try:
-                tasks = await self.store.read_tasks(self._streams, self.name, count, self.poll_ms)
+                if anyio.current_time() >= next_claim:
+                    claimed = await self.store.claim_stale_tasks(
+                        self._streams, self.name, self.lease_ms, free
+                    )
+                    full = len(claimed) == free
+                    next_claim = anyio.current_time() + (0 if full else interval)
+                if not claimed:
+                    # Each stream is asked for its share of the free capacity, so that a
+                    # read brings fewer than free + streams tasks, not up to free * streams.
+                    count = -(-free // len(self._streams))
+                    wait_ms = int((next_claim - anyio.current_time()) * 1000)
+                    block_ms = min(self.poll_ms, max(wait_ms, 10))
+                    tasks = await self.store.read_tasks(self._streams, self.name, count, block_ms)
             except RedisError as exc:
                 await self._redis_trouble("reading tasks", exc)
                 continue
-            # COUNT applies to each stream, so a read can bring more tasks than fit:
-            # they are ours now, and wait for a slot.
-            for task in tasks:
-                self._accept(executors, task, 1)
-
-    async def _reclaim_tasks(self, executors: TaskGroup) -> None:
-        """Take over tasks idle longer than the lease, every half lease, and again at once
-        while a claim comes back full.
-
-        A dead worker's tasks go before new ones: up to `concurrency` of them may wait
-        for a slot beyond the accepted tasks (leased meanwhile), and the reader reads
-        nothing until they have run. Under load, a claim limited to the free capacity
-        would take one or two stale tasks per half lease, and a takeover would wait
-        behind the whole queue.
-        """
-        interval = max(self.lease_ms / 2000, 0.05)
-        full = False
-        while True:
-            if not full:
-                await anyio.sleep(interval)
-            room = await self._wait_for_capacity(2 * self.concurrency)
-            try:
-                claimed = await self.store.claim_stale_tasks(
-                    self._streams, self.name, self.lease_ms, room
-                )
-            except RedisError as exc:
-                full = False
-                await self._redis_trouble("reclaiming tasks", exc)
-                continue
-            full = len(claimed) == room
             for task, deliveries in claimed:
                 TASKS_RECLAIMED.inc()
                 logger.info(
@@ -270,6 +249,22 @@ class Worker:
                     deliveries,
                 )
                 self._accept(executors, task, deliveries)
+            # COUNT applies to each stream, so a read can bring more tasks than fit:
+            # they are ours now, and wait for a slot.
+            for task in tasks:
+                self._accept(executors, task, 1)
+
+    async def _wait_for_capacity(self) -> int:
+        """Wait until fewer tasks than `concurrency` are accepted; return how many more fit.
+
+        The intake never holds slots while it blocks, so a claim sees the whole free
+        capacity.
+        """
+        while (free := self.concurrency - len(self._in_flight)) <= 0:
+            if self._capacity_freed.is_set():
+                self._capacity_freed = anyio.Event()
+            await self._capacity_freed.wait()
+        return free
 
     async def _run_own_pending(self, executors: TaskGroup) -> None:
         """Run, as part of the drain, tasks delivered to this worker that it never started.
@@ -331,7 +326,9 @@ class Worker:
                 outcome = "dead"
                 await self._dead_letter(task, problem)
             elif task.kind == "w":
-                outcome = await self._run_workflow_task(task, queue)
+                outcome = await self._while_unreachable(
+                    task, lambda: self._run_workflow_task(task, queue)
+                )
             elif task.kind == "a":
                 outcome = await self._run_activity_task(task, queue)
             else:
@@ -361,6 +358,33 @@ class Worker:
             IN_FLIGHT.dec()
             self._slots.release()
             TASKS.labels(queue, _kind_label(task), outcome).inc()
+
+    async def _while_unreachable(self, task: Task, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, retried while Redis cannot be reached, for at most one lease.
+
+        A task that only lost its connection (a Redis restart, a failover) carries on
+        here once Redis is back: left pending, it would wait a whole lease, run again
+        elsewhere (an activity a second time), and spend one of its deliveries although
+        no worker died. `call` must be safe to repeat: every transition is fenced or
+        deduplicated by its script.
+        """
+        deadline = anyio.current_time() + self.lease_ms / 1000
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if anyio.current_time() + delay > deadline:
+                    raise
+                logger.warning(
+                    "Redis unreachable on task %s of workflow %s: %s; retrying in %.1fs",
+                    task.id,
+                    task.workflow_id,
+                    exc,
+                    delay,
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _dead_letter(self, task: Task, reason: str) -> None:
         logger.error(
@@ -583,8 +607,12 @@ class Worker:
                 message = clip(f"{type(exc).__name__}: {exc}")
             return await self._activity_failed(task, queue, scheduled, attempt, exc, message)
         ACTIVITY_SECONDS.labels(name, "completed").observe(time.perf_counter() - started)
-        return await self.store.record_activity_result(
-            task, failed=False, data={"result": result, "attempts": attempt}
+        # Recorded once, whatever the retries: a repeat finds it recorded ("duplicate").
+        return await self._while_unreachable(
+            task,
+            lambda: self.store.record_activity_result(
+                task, failed=False, data={"result": result, "attempts": attempt}
+            ),
         )
 
     async def _activity_failed(
@@ -612,8 +640,12 @@ class Worker:
                 message,
                 delay,
             )
-            outcome = await self.store.schedule_activity_retry(
-                task, queue=queue, attempt=attempt + 1, due_ms=now_ms() + int(delay * 1000)
+            due_ms = now_ms() + int(delay * 1000)
+            outcome = await self._while_unreachable(
+                task,
+                lambda: self.store.schedule_activity_retry(
+                    task, queue=queue, attempt=attempt + 1, due_ms=due_ms
+                ),
             )
             self._timer_wakeup.set()
             return "retry" if outcome == "ok" else outcome
@@ -624,10 +656,13 @@ class Worker:
             attempt,
             message,
         )
-        return await self.store.record_activity_result(
+        return await self._while_unreachable(
             task,
-            failed=True,
-            data={"error_type": type(error).__name__, "message": message, "attempts": attempt},
+            lambda: self.store.record_activity_result(
+                task,
+                failed=True,
+                data={"error_type": type(error).__name__, "message": message, "attempts": attempt},
+            ),
         )
 
     # -- background ------------------------------------------------------------------
