@@ -1,0 +1,1 @@
+"""Benchmarks and chaos runs (run by hand: python -m bench.chaos)."""
