@@ -153,6 +153,7 @@ class Worker:
     async def run(self) -> None:
         """Run until `stop()` is called (or the task is cancelled)."""
         await self.store.ensure_groups(self.queues)
+        await self.store.load_scripts()
         await self._publish_definitions()
         self._intake = anyio.CancelScope()
         async with anyio.create_task_group() as background:

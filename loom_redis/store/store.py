@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -16,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -35,6 +38,7 @@ from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 logger = logging.getLogger("loom_redis.store")
 
 MIN_REDIS_VERSION = (6, 2)
+COMMAND_RETRIES = 3
 HISTORY_PAGE = 1000
 SCRIPT_NAMES = (
     "start",
@@ -156,14 +160,18 @@ async def connect_redis(url: str) -> aioredis.Redis:
     """A client for `url`, checked to answer and to be Redis >= 6.2 (or Valkey)."""
     try:
         # RESP2 everywhere: reply shapes stay the same across redis-py versions and servers.
-        # No socket timeout: blocking reads wait longer than redis-py's default of 5 s
-        # (options in the URL's query string still override these).
+        # No socket timeout: blocking reads wait longer than redis-py's default of 5 s.
+        # A command whose connection broke is sent again (a blip costs no error): every
+        # script recognises its own repeat (fencing, request ids, once-fields).
+        # Options in the URL's query string still override these.
         client: aioredis.Redis = aioredis.Redis.from_url(
             url,
             decode_responses=False,
             protocol=2,
             socket_timeout=None,
             socket_connect_timeout=10,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), COMMAND_RETRIES),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
     except ValueError as exc:
         detail = str(exc)
@@ -326,6 +334,12 @@ class Store:
             raise
         return cls(redis, Keyspace(namespace, stored), url)
 
+    async def load_scripts(self) -> None:
+        """Load every Lua script into Redis now, so no transition pays a NOSCRIPT round
+        trip later (workers do this when they start)."""
+        for script in self._scripts.values():
+            await self.redis.script_load(script.script)
+
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -400,6 +414,9 @@ class Store:
                     now_ms(),
                     keys.status_index_prefix(shard),
                     _plan({"meta": meta, "started": started}),
+                    # redis-py retries a command whose reply was lost: the retry must
+                    # recognise its own start.
+                    uuid.uuid4().hex,
                 ],
             )
         return _text(reply[0]) == "started", _text(reply[1])
@@ -611,7 +628,13 @@ class Store:
         self, workflow_id: str, event_type: EventType, data: Any, *, once_field: str = ""
     ) -> tuple[str, str]:
         """Append a signal or cancel request to an open workflow: ('ok'|'missing'|'closed'|
-        'duplicate', status)."""
+        'duplicate', status).
+
+        `once_field` (a meta field) makes the event happen at most once; by default each
+        call gets its own, so that redis-py's retry of a call whose reply was lost does
+        not deliver the event twice.
+        """
+        once_field = once_field or f"once:{uuid.uuid4().hex}"
         queue = await self.redis.hget(self.keys.meta(workflow_id), "queue")
         if queue is None:
             return "missing", ""
