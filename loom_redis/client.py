@@ -27,6 +27,17 @@ from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "default"
 ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
+# What progress reports read of each workflow's meta (not its input or result).
+PROGRESS_FIELDS = (
+    "name",
+    "status",
+    "agent",
+    "step",
+    "total_steps",
+    "step_name",
+    "step_desc",
+    "created",
+)
 
 _settings: dict[str, str | None] = {"url": None, "namespace": None}
 
@@ -189,15 +200,27 @@ class Client:
         ranked.sort(reverse=True)
         return await self._describe_many([wid for _, wid in ranked[:limit]])
 
-    async def _describe_many(self, workflow_ids: list[str]) -> list[dict[str, Any]]:
+    async def _describe_many(
+        self, workflow_ids: list[str], fields: tuple[str, ...] | None = None
+    ) -> list[dict[str, Any]]:
+        """describe() of several workflows in one round trip; with `fields`, only those
+        meta fields are read (the others describe as empty)."""
         store = await self._connected()
         pipe = store.redis.pipeline(transaction=False)
         for workflow_id in workflow_ids:
-            pipe.hgetall(store.keys.meta(workflow_id))
+            if fields:
+                pipe.hmget(store.keys.meta(workflow_id), list(fields))
+            else:
+                pipe.hgetall(store.keys.meta(workflow_id))
         found = []
         for workflow_id, raw in zip(workflow_ids, await pipe.execute(), strict=True):
-            if raw:
-                found.append(describe_meta(workflow_id, {k.decode(): v for k, v in raw.items()}))
+            meta = (
+                {f: v for f, v in zip(fields, raw, strict=True) if v is not None}
+                if fields
+                else {k.decode(): v for k, v in raw.items()}
+            )
+            if meta:
+                found.append(describe_meta(workflow_id, meta))
         return found
 
     async def stats(self) -> dict[str, int]:
@@ -252,7 +275,7 @@ class Client:
         ids = [m.decode() for members in await pipe.execute() for m in members]
         workflows = [
             progress_entry(info)
-            for info in await self._describe_many(ids)
+            for info in await self._describe_many(ids, PROGRESS_FIELDS)
             if info["status"] in ACTIVE_STATUSES
         ]
         workflows.sort(key=lambda w: (w["started_ms"], w["workflow_id"]))

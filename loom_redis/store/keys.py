@@ -102,8 +102,12 @@ class Keyspace:
     def status_index(self, shard: int, status: str) -> str:
         return self.status_index_prefix(shard) + status
 
+    def owner_index_prefix(self, shard: int) -> str:
+        """Scripts append an owner to this prefix to name the index of its open workflows."""
+        return f"{self._tag(shard)}:idx:owner:"
+
     def owner_index(self, shard: int, owner: str) -> str:
-        return f"{self._tag(shard)}:idx:owner:{owner}"
+        return self.owner_index_prefix(shard) + owner
 
     # Namespace-wide keys.
     def config(self) -> str:

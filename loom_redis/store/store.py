@@ -562,6 +562,7 @@ class Store:
                 keys.status_index_prefix(shard),
                 WORKER_GROUP,
                 _plan(plan),
+                keys.owner_index_prefix(shard),
             ],
         )
         outcome = _text(reply[0])

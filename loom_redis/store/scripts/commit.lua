@@ -7,7 +7,8 @@
 -- ARGV: workflow id, expected history length, task id, now (ms), status index prefix,
 --       consumer group, plan {events = {{type, seq, data}}, meta = {k, v, ...},
 --       meta_del = {k, ...}, timers = {{score, member}}, tasks = {{k, v, ...}},
---       status = new status, wft = '0' (or '1' to keep the task flag, when suspending)}
+--       status = new status, wft = '0' (or '1' to keep the task flag, when suspending)},
+--       owner index prefix
 local meta, history, queue, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local workflow_id, expected, task_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now, index_prefix, group = ARGV[4], ARGV[5], ARGV[6]
@@ -28,6 +29,11 @@ if #plan.meta_del > 0 then redis.call('HDEL', meta, unpack(plan.meta_del)) end
 for _, timer in ipairs(plan.timers) do redis.call('ZADD', timers, timer[1], timer[2]) end
 for _, task in ipairs(plan.tasks) do redis.call('XADD', queue, '*', unpack(task)) end
 set_status(meta, index_prefix, workflow_id, status, plan.status, now)
+if TERMINAL[plan.status] then
+  -- An owner's index lists its open workflows only, so progress reads stay small.
+  local owner = redis.call('HGET', meta, 'owner')
+  if owner and owner ~= '' then redis.call('ZREM', ARGV[8] .. owner, workflow_id) end
+end
 redis.call('HSET', meta, 'wft', plan.wft, 'updated', now, 'hlen', length + #plan.events)
 ack(queue, group, task_id)
 return {'ok', tostring(length + #plan.events), last_id}
