@@ -61,9 +61,9 @@ async def test_departed_workers_are_pruned_but_not_their_pending_tasks(
     )
     queue = next(iter(streams))
     await store.redis.xadd(queue, {"k": "w", "wf": "nobody"})
-    # "holder" has a task pending; "idler" read nothing.
+    # "holder" has a task pending; "idler" has none.
     await store.redis.xreadgroup(WORKER_GROUP, "holder", {queue: ">"}, count=1)
-    await store.redis.xreadgroup(WORKER_GROUP, "idler", {queue: ">"}, count=1)
+    await store.redis.xgroup_createconsumer(queue, WORKER_GROUP, "idler")
     heartbeats, consumers = await store.prune_departed(
         streams, heartbeat_older_than_ms=60_000, consumer_idle_ms=-1, keep="me"
     )
