@@ -297,13 +297,20 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         return future
 
     def start_timer(self, seconds: float) -> asyncio.Future[None]:
+        return self._timers[self._start_timer(seconds)]
+
+    def _start_timer(self, seconds: float) -> int:
         due_ms = self._now_ms + round(seconds * 1000)
         command = self._emit(
             EventType.TIMER_STARTED, {"seconds": seconds, "due_ms": due_ms}, due_ms=due_ms
         )
-        future: asyncio.Future[None] = self.create_future()
-        self._timers[command.seq] = future
-        return future
+        self._timers[command.seq] = self.create_future()
+        return command.seq
+
+    def _cancel_timer(self, seq: int) -> None:
+        """Drop a timer nobody waits for any more, so it never fires into history."""
+        if not self._timers.pop(seq).done():
+            self._emit(EventType.TIMER_CANCELLED, {"timer_seq": seq})
 
     def wait_for_signal(self, name: str, timeout: float | None) -> Awaitable[Any]:
         return self._wait_for_signal(name, timeout)
@@ -316,9 +323,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._signal_waiters.setdefault(name, deque()).append(waiter)
         if timeout is None:
             return await waiter
-        timer = self.start_timer(timeout)
+        timer_seq = self._start_timer(timeout)
+        timer = self._timers[timer_seq]
         await asyncio.wait([waiter, timer], return_when=asyncio.FIRST_COMPLETED)
         if waiter.done():
+            self._cancel_timer(timer_seq)
             return waiter.result()
         self._signal_waiters[name].remove(waiter)
         waiter.cancel()

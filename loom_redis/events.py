@@ -18,6 +18,8 @@ class EventType(StrEnum):
     ACTIVITY_FAILED = "ACTIVITY_FAILED"
     TIMER_STARTED = "TIMER_STARTED"
     TIMER_FIRED = "TIMER_FIRED"
+    # A timer the code no longer waits for (a signal came before its timeout).
+    TIMER_CANCELLED = "TIMER_CANCELLED"
     SIGNAL_RECEIVED = "SIGNAL_RECEIVED"
     WORKFLOW_CANCEL_REQUESTED = "WORKFLOW_CANCEL_REQUESTED"
     WORKFLOW_COMPLETED = "WORKFLOW_COMPLETED"
@@ -36,6 +38,7 @@ COMMAND_TYPES = frozenset(
         EventType.STATE_UPDATE,
         EventType.ACTIVITY_SCHEDULED,
         EventType.TIMER_STARTED,
+        EventType.TIMER_CANCELLED,
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
         EventType.WORKFLOW_CANCELLED,

@@ -500,6 +500,7 @@ class Store:
         shard = keys.shard_of(workflow_id)
         events: list[list[Any]] = []
         timers: list[list[Any]] = [[str(due), member] for due, member in extra_timers]
+        cancelled: list[bytes] = []
         tasks: list[list[Any]] = []
         meta_fields: list[Any] = []
         for key, value in (meta or {}).items():
@@ -515,6 +516,10 @@ class Store:
                 meta_fields += [f"t:{command.seq}", "1"]
                 member = self.timer_member("timer", workflow_id, queue, command.seq)
                 timers.append([str(command.due_ms), member])
+            elif command.type == EventType.TIMER_CANCELLED:
+                timer_seq = int(command.data["timer_seq"])
+                meta_delete = [*meta_delete, f"t:{timer_seq}"]
+                cancelled.append(self.timer_member("timer", workflow_id, queue, timer_seq))
             elif command.type == EventType.STEP_STARTED:
                 meta_fields += [
                     "step",
@@ -542,6 +547,7 @@ class Store:
             "meta": meta_fields,
             "meta_del": list(meta_delete),
             "timers": timers,
+            "timers_del": cancelled,
             "tasks": tasks,
             "status": str(status),
             "wft": "1" if keep_task_flag else "0",

@@ -6,7 +6,8 @@
 -- KEYS: meta, history, queue, timers
 -- ARGV: workflow id, expected history length, task id, now (ms), status index prefix,
 --       consumer group, plan {events = {{type, seq, data}}, meta = {k, v, ...},
---       meta_del = {k, ...}, timers = {{score, member}}, tasks = {{k, v, ...}},
+--       meta_del = {k, ...}, timers = {{score, member}}, timers_del = {member, ...},
+--       tasks = {{k, v, ...}},
 --       status = new status, wft = '0' (or '1' to keep the task flag, when suspending)},
 --       owner index prefix
 local meta, history, queue, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -27,6 +28,7 @@ end
 if #plan.meta > 0 then redis.call('HSET', meta, unpack(plan.meta)) end
 if #plan.meta_del > 0 then redis.call('HDEL', meta, unpack(plan.meta_del)) end
 for _, timer in ipairs(plan.timers) do redis.call('ZADD', timers, timer[1], timer[2]) end
+for _, member in ipairs(plan.timers_del) do redis.call('ZREM', timers, member) end
 for _, task in ipairs(plan.tasks) do redis.call('XADD', queue, '*', unpack(task)) end
 set_status(meta, index_prefix, workflow_id, status, plan.status, now)
 if TERMINAL[plan.status] then
