@@ -15,7 +15,7 @@ import anyio
 import click
 
 from ..client import Client, default_namespace, default_url
-from ..errors import LoomError
+from ..errors import LoomError, RedisAuthenticationError, RedisUnavailableError
 from ..events import Status
 from ..store import Store
 from ..store.keys import validate_queue
@@ -172,6 +172,14 @@ def _check_queues(_ctx: Any, _param: Any, queues: tuple[str, ...]) -> tuple[str,
     show_default=True,
     help="Seconds SIGTERM waits for in-flight tasks before handing them back.",
 )
+@click.option(
+    "--wait-for-redis",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    envvar="LOOM_WAIT_FOR_REDIS",
+    help="Seconds to keep trying to reach Redis at start (0: fail at once).",
+)
 def worker(
     modules: tuple[str, ...],
     url: str | None,
@@ -186,12 +194,15 @@ def worker(
     metrics_port: int | None,
     metrics_host: str,
     drain: float,
+    wait_for_redis: float,
 ) -> None:
     """Run a worker for the workflows and activities defined in MODULES."""
     _import_modules(modules)
 
     async def go() -> None:
-        store = await Store.open(url or default_url(), namespace or default_namespace())
+        store = await _open_when_reachable(
+            url or default_url(), namespace or default_namespace(), wait_for_redis
+        )
         runner = Worker(
             store,
             queues=queues or ("default",),
@@ -223,6 +234,25 @@ def worker(
             await store.close()
 
     _run(go)
+
+
+async def _open_when_reachable(url: str, namespace: str, patience: float) -> Store:
+    """Store.open, retried with back-off for up to `patience` seconds while Redis is
+    unreachable (a worker started during a Redis outage waits instead of crash-looping).
+    Wrong credentials and missing permissions fail at once."""
+    deadline = anyio.current_time() + patience
+    delay = 0.2
+    while True:
+        try:
+            return await Store.open(url, namespace)
+        except RedisUnavailableError as exc:
+            if isinstance(exc, RedisAuthenticationError) or (
+                anyio.current_time() + delay > deadline
+            ):
+                raise
+            logging.getLogger("loom_redis.worker").warning("%s; retrying in %.1fs", exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _client(url: str | None, namespace: str | None) -> Client:
