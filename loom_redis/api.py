@@ -45,15 +45,6 @@ class ActivityDefinition:
     backoff_multiplier: float = 2.0
     max_backoff_seconds: float = 60.0
 
-    def backoff_seconds(self, attempt: int) -> float:
-        """Delay before attempt `attempt + 1`, after attempt `attempt` (1-based) failed."""
-        delay = self.retry_backoff_seconds * self.backoff_multiplier ** (attempt - 1)
-        return float(min(delay, self.max_backoff_seconds))
-
-    @property
-    def max_attempts(self) -> int:
-        return self.retry_count + 1
-
 
 @dataclass(frozen=True)
 class StepDefinition:
