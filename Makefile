@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test test-redis7 test-slow demo clean
+.PHONY: setup lint test test-redis7 test-slow demo bench clean
 
 setup: $(STAMP)
 
@@ -35,5 +35,9 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo
 
+# Benchmarks side by side with the peers (run by hand; peers get their own venvs in .bench/).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .loom .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .loom .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,209 @@
+"""loom-redis: the benchmark's workflows and its driver (runs in the project's .venv).
+
+Workers are `python -m loom_redis worker bench.peers.loom_redis --namespace bench`.
+A job of workload A or B is one workflow of `steps` sequential activities that sets
+its result in state at the end; C is one workflow of `count` activities.
+
+Completion times come from Redis itself: the id of a workflow's last history entry
+(the commit that closed it) is the server's clock in ms. Workload D waits for each
+workflow by XREAD BLOCK on its history and takes time.time() when the closing entry
+arrives, which is later than the commit by one wake-up: the figure errs against us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import loom_redis as loom
+from bench.peers.common import (
+    REDIS_URL_ENV,
+    WARM_PREFIX,
+    DoneReader,
+    job_key,
+    parse_args,
+    record_done,
+    write_result,
+)
+from loom_redis.events import Status
+
+NAMESPACE = "bench"
+CLOSING = {b"WORKFLOW_COMPLETED", b"WORKFLOW_FAILED", b"WORKFLOW_CANCELLED"}
+
+
+@loom.activity(name="bench_inc")
+async def bench_inc(value: int) -> int:
+    return value + 1
+
+
+@loom.activity(name="bench_c_step")
+async def bench_c_step(index: int) -> int:
+    # Keyed by the time too: the seed runs every repeated call with the first one's
+    # arguments (it finds an activity's arguments by name), so the index may repeat.
+    record_done(f"c{index:06d}-{time.time_ns()}")
+    return index + 1
+
+
+@loom.workflow(name="bench_chain")
+class ChainWorkflow(loom.Workflow[dict, dict]):
+    """`steps` sequential activities, then one state key: the job of workloads A, B, D."""
+
+    @loom.step()
+    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+        value = 0
+        for _ in range(int(ctx.input["steps"])):
+            value = await ctx.activity(bench_inc, value)
+        await ctx.state.set("value", value)
+
+
+@loom.workflow(name="bench_long")
+class LongWorkflow(loom.Workflow[dict, dict]):
+    """Workload C: `count` sequential activities in one workflow."""
+
+    @loom.step()
+    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+        value = 0
+        for index in range(int(ctx.input["count"])):
+            value = await ctx.activity(bench_c_step, index)
+        await ctx.state.set("value", value)
+
+
+class Driver:
+    def __init__(self, client: loom.Client) -> None:
+        self.client = client
+        self.store = client.store
+        self.redis: Any = client.store.redis
+        # Commands this driver sends only to watch the run, subtracted from the costs.
+        self.own = Counter[str]()
+
+    async def completed_count(self) -> int:
+        keys = self.store.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.shards):
+            pipe.zcard(keys.status_index(shard, Status.COMPLETED))
+            pipe.zcard(keys.status_index(shard, Status.FAILED))
+        self.own["zcard"] += 2 * keys.shards
+        return sum(await pipe.execute())
+
+    async def wait_count(self, target: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while await self.completed_count() < target:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def close_times(self, ids: list[str]) -> tuple[dict[str, float], int]:
+        """When each closed workflow's closing commit landed (server clock, ms), and
+        how many of them did not complete."""
+        found: dict[str, float] = {}
+        failed = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for workflow_id in chunk:
+                pipe.xrevrange(self.store.keys.history(workflow_id), count=2)
+            self.own["xrevrange"] += len(chunk)
+            for workflow_id, entries in zip(chunk, await pipe.execute(), strict=True):
+                for entry_id, fields in entries:
+                    if fields.get(b"type") in CLOSING:
+                        found[workflow_id] = int(entry_id.split(b"-")[0]) / 1000
+                        failed += fields[b"type"] != b"WORKFLOW_COMPLETED"
+        return found, failed
+
+    async def batch(self, prefix: str, count: int, steps: int, timeout: float) -> dict[str, Any]:
+        before = await self.completed_count()
+        enqueued: dict[str, float] = {}
+        for index in range(count):
+            key = job_key(prefix, index)
+            enqueued[key] = time.time()
+            await self.client.start(ChainWorkflow, {"steps": steps}, workflow_id=key)
+        await self.wait_count(before + count, timeout)
+        done, failed = await self.close_times(list(enqueued))
+        return {"enqueued": enqueued, "done": done, "extra": {"failed": failed}}
+
+    async def one_at_a_time(self, count: int, timeout: float) -> dict[str, Any]:
+        enqueued: dict[str, float] = {}
+        done: dict[str, float] = {}
+        failed = 0
+        deadline = time.monotonic() + timeout
+        for index in range(count):
+            if time.monotonic() > deadline:
+                break
+            key = job_key("D", index)
+            history = self.store.keys.history(key)
+            enqueued[key] = time.time()
+            await self.client.start(ChainWorkflow, {"steps": 1}, workflow_id=key)
+            last = "0-0"
+            while key not in done and time.monotonic() < deadline:
+                reply = await self.redis.xread({history: last}, block=1000, count=100)
+                for _stream, entries in reply or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        if fields.get(b"type") in CLOSING:
+                            done[key] = time.time()
+                            failed += fields[b"type"] != b"WORKFLOW_COMPLETED"
+            await asyncio.sleep(0.01)
+        return {"enqueued": enqueued, "done": done, "extra": {"failed": failed}}
+
+    async def long_workflow(self, count: int, timeout: float) -> dict[str, Any]:
+        started = time.time()
+        handle = await self.client.start(LongWorkflow, {"count": count}, workflow_id="C")
+        reader = DoneReader()
+        # Polled every 0.2 s, as the seed's is: a waiting result() would read the meta
+        # after each event, a cost of its own.
+        deadline = time.monotonic() + timeout
+        status = await handle.status()
+        while not Status(status).is_terminal and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            status = await handle.status()
+        done = reader.poll()
+        steps = sorted(t for key, t in done.items() if key.startswith("c"))
+        return {"enqueued": {"C": started}, "steps": steps, "extra": {"status": status}}
+
+    async def memory(self, ids: list[str]) -> dict[str, Any]:
+        """MEMORY USAGE of the meta hash and history stream of a sample of workflows."""
+        sample = ids[:: max(1, len(ids) // 50)]
+        pipe = self.redis.pipeline(transaction=False)
+        for workflow_id in sample:
+            pipe.memory_usage(self.store.keys.meta(workflow_id), samples=0)
+            pipe.memory_usage(self.store.keys.history(workflow_id), samples=0)
+            pipe.xlen(self.store.keys.history(workflow_id))
+        self.own["memory|usage"] += 2 * len(sample)
+        self.own["xlen"] += len(sample)
+        replies = await pipe.execute()
+        return {
+            "meta_bytes": sum(replies[0::3]) / len(sample),
+            "history_bytes": sum(replies[1::3]) / len(sample),
+            "events": sum(replies[2::3]) / len(sample),
+        }
+
+
+async def drive(argv: list[str]) -> None:
+    args = parse_args(argv)
+
+    url = os.environ[REDIS_URL_ENV]
+    async with loom.Client.connect(url, namespace=NAMESPACE) as client:
+        driver = Driver(client)
+        if args.workload == "warm":
+            result = await driver.batch(WARM_PREFIX, args.count, args.steps, args.timeout)
+        elif args.workload == "D":
+            result = await driver.one_at_a_time(args.count, args.timeout)
+        elif args.workload == "C":
+            result = await driver.long_workflow(args.count, args.timeout)
+        else:
+            result = await driver.batch(args.workload, args.count, args.steps, args.timeout)
+            if args.stats:
+                result["extra"]["memory"] = await driver.memory(list(result["enqueued"]))
+        # What this driver sent only to watch the run: bench/run.py leaves it out of
+        # the commands per step (the starts are the workload's own).
+        result.setdefault("extra", {})["own_commands"] = dict(driver.own)
+        write_result(args.out, **result)
+
+
+if __name__ == "__main__":
+    asyncio.run(drive(sys.argv[1:]))
