@@ -56,8 +56,8 @@ from .metrics import (
 )
 from .store import Store, Task, decode, encode
 from .store.codec import max_payload_bytes
+from .store.connection import now_ms
 from .store.keys import validate_queue
-from .store.store import now_ms
 
 logger = logging.getLogger("loom_redis.worker")
 

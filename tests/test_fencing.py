@@ -9,8 +9,8 @@ import loom_redis as loom
 from loom_redis.engine import WorkflowInstance
 from loom_redis.events import EventType, Status
 from loom_redis.store import Store
+from loom_redis.store.connection import now_ms
 from loom_redis.store.keys import WORKER_GROUP
-from loom_redis.store.store import now_ms
 from loom_redis.testing import running_worker
 
 pytestmark = pytest.mark.anyio

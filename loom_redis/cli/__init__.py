@@ -18,8 +18,8 @@ from ..client import Client, default_namespace, default_url
 from ..errors import LoomError, RedisAuthenticationError, RedisUnavailableError
 from ..events import Status
 from ..store import Store
+from ..store.connection import mask_url
 from ..store.keys import validate_queue
-from ..store.store import mask_url
 from ..worker import Worker
 
 T = TypeVar("T")

@@ -1,10 +1,11 @@
-"""Redis storage: the keyspace, the Lua transitions and the msgpack codec.
+"""Redis storage: the keyspace, the connection, the Lua transitions and the msgpack codec.
 
 `Store` is the only code that talks to Redis; it never imports user code.
 """
 
 from .codec import decode, encode
+from .connection import connect_redis
 from .keys import Keyspace
-from .store import Store, Task, TimerMember, connect_redis
+from .store import Store, Task, TimerMember
 
 __all__ = ["Keyspace", "Store", "Task", "TimerMember", "connect_redis", "decode", "encode"]

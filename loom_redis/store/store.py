@@ -4,41 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
-import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from ..errors import (
     ConfigurationError,
     PayloadError,
-    RedisAuthenticationError,
-    RedisPermissionError,
-    RedisUnavailableError,
 )
 from ..events import Command, Event, EventType, Status
 from .codec import decode, encode
+from .connection import acl_checked, connect_redis, now_ms, permission_error
 from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 
 logger = logging.getLogger("loom_redis.store")
 
-MIN_REDIS_VERSION = (6, 2)
-COMMAND_RETRIES = 3
 HISTORY_PAGE = 1000
 SCRIPT_NAMES = (
     "start",
@@ -51,76 +39,6 @@ SCRIPT_NAMES = (
     "redrive",
     "dead_timer",
 )
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-# Query parameters redis-py turns into connection options that are secrets
-# (`password`, `ssl_password`, ...).
-_SECRET_QUERY = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (and any `*password=` query value) replaced by '***',
-    for messages and logs.
-
-    It works on the text, not on a parse of it, so that a URL that does not parse (a
-    bad port, a password with an unescaped '/', '?' or '@', no scheme) is masked all the
-    same: whatever stands between the scheme and the last '@' is user info, and what
-    follows its first ':' is the password.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, host = rest.rpartition("@")
-    if at and ":" in userinfo:
-        rest = f"{userinfo.partition(':')[0]}:***@{host}"
-    return _SECRET_QUERY.sub(r"\1***", scheme + sep + rest)
-
-
-# How Redis words a missing ACL permission: NOPERM replies to a command, and the errors
-# of a script whose commands (or keys) the user may not use (Redis 7.2+ / Valkey, 7.0).
-_ACL_SCRIPT_ERRORS = (
-    "ACL failure in script",
-    "can't run this command or subcommand",
-    "can't access at least one of the keys",
-)
-_DENIED_COMMAND = re.compile(r"permissions to run the '([^']+)' command")
-
-
-def permission_error(exc: RedisError, doing: str, url: str) -> RedisPermissionError | None:
-    """A RedisPermissionError naming what the user lacks, if `exc` is an ACL refusal."""
-    message = str(exc)
-    if not isinstance(exc, NoPermissionError) and not (
-        isinstance(exc, ResponseError) and any(m in message for m in _ACL_SCRIPT_ERRORS)
-    ):
-        return None
-    command = _DENIED_COMMAND.search(message)
-    if command:
-        name = command.group(1)
-        missing = f"the command {name.upper().replace('|', ' ')} (ACL rule +{name})"
-    elif "key" in message:
-        missing = "access to its keys (ACL rule ~loom:*)"
-    else:
-        missing = "a command one of loom-redis's scripts runs"
-    return RedisPermissionError(
-        f"the Redis user of {mask_url(url)} may not {doing}: it lacks {missing}. "
-        f"Redis said: {message.strip()}. docs/security.md gives the ACL rules loom-redis needs"
-    )
-
-
-@contextlib.contextmanager
-def acl_checked(doing: str, url: str) -> Iterator[None]:
-    """Turn an ACL refusal by Redis inside the block into a RedisPermissionError."""
-    try:
-        yield
-    except ResponseError as exc:
-        denied = permission_error(exc, doing, url)
-        if denied is None:
-            raise
-        raise denied from None
 
 
 def _plan(value: Any) -> bytes:
@@ -136,89 +54,6 @@ def _text(value: bytes | str | None) -> str:
     # "replace": a field written by hand with bytes that are not UTF-8 must not crash
     # the worker that reads it; the replacement characters show in its dead-letter reason.
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-# URL query parameters of redis-py that name files for TLS.
-_TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
-
-
-def _check_tls_files(url: str) -> None:
-    """Name a missing CA, certificate or key file (the SSL error would not say which)."""
-    try:
-        query = parse_qs(urlsplit(url).query)
-    except ValueError:
-        return
-    for option in _TLS_FILE_OPTIONS:
-        for path in query.get(option, []):
-            if not os.path.exists(path):
-                raise ConfigurationError(
-                    f"invalid Redis URL {mask_url(url)!r}: {option} {path!r} does not exist"
-                )
-
-
-async def connect_redis(url: str) -> aioredis.Redis:
-    """A client for `url`, checked to answer and to be Redis >= 6.2 (or Valkey)."""
-    try:
-        # RESP2 everywhere: reply shapes stay the same across redis-py versions and servers.
-        # No socket timeout: blocking reads wait longer than redis-py's default of 5 s.
-        # A command whose connection broke is sent again (a blip costs no error): every
-        # script recognises its own repeat (fencing, request ids, once-fields).
-        # Options in the URL's query string still override these.
-        client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            protocol=2,
-            socket_timeout=None,
-            socket_connect_timeout=10,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), COMMAND_RETRIES),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-    except ValueError as exc:
-        detail = str(exc)
-        if "Port could not be cast" in detail:
-            # urllib quotes the "port", which is the password when the password holds an
-            # unescaped '/', '?' or '#' ("redis://user:pa/ss@host" ends its host at '/').
-            detail = (
-                "its port is not a number (percent-encode any '/', '?', '#' or '@' "
-                "in the user name and password)"
-            )
-        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {detail}") from None
-    try:
-        _check_tls_files(url)
-        info = await client.info("server")
-    except ConfigurationError:
-        await client.aclose()
-        raise
-    except TypeError as exc:  # an option (query parameter) the connection does not take
-        await client.aclose()
-        hint = "; TLS options (ssl_*) need a rediss:// URL" if "ssl_" in str(exc) else ""
-        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}{hint}") from None
-    except AuthenticationError as exc:
-        await client.aclose()
-        raise RedisAuthenticationError(
-            f"Redis at {mask_url(url)} refused the credentials: {exc}; check the user name "
-            "and password of the URL (redis://USER:PASSWORD@HOST:PORT/DB)"
-        ) from None
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        await client.aclose()
-        raise RedisUnavailableError(
-            f"cannot reach Redis at {mask_url(url)}: {exc}; set LOOM_REDIS_URL or pass url="
-        ) from None
-    except RedisError as exc:
-        await client.aclose()
-        denied = permission_error(exc, "run INFO (loom-redis checks the server version)", url)
-        if denied is not None:
-            raise denied from None
-        raise RedisUnavailableError(f"Redis at {mask_url(url)} refused: {exc}") from None
-    version = str(info.get("redis_version", "0"))
-    numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if numbers < MIN_REDIS_VERSION:
-        await client.aclose()
-        raise RedisUnavailableError(
-            f"Redis at {mask_url(url)} is version {version}; loom-redis needs Redis >= 6.2 "
-            "or Valkey >= 7.2"
-        )
-    return client
 
 
 @dataclass(frozen=True)
