@@ -120,6 +120,7 @@ class Worker:
         metrics_port: int | None = None,
         name: str | None = None,
         cache_size: int = 512,
+        timer_scan_seconds: float = 5.0,
     ) -> None:
         _check_options(queues, concurrency, lease_seconds, max_deliveries, poll_interval)
         self.store = store
@@ -140,6 +141,7 @@ class Worker:
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
         self.cache_size = cache_size
+        self.timer_scan_ms = max(int(timer_scan_seconds * 1000), 10)
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
         self._timer_wakeup = anyio.Event()
@@ -533,6 +535,7 @@ class Worker:
             extra_timers=[(due, member)],
             keep_task_flag=True,
         )
+        self._timer_wakeup.set()
         return "suspended" if result.outcome == "ok" else result.outcome
 
     async def _fail_unreadable(self, task: Task, queue: str, error: PayloadError) -> str:
@@ -669,7 +672,14 @@ class Worker:
     # -- background ------------------------------------------------------------------
 
     async def _sweep_timers(self) -> None:
+        """Fire due timers, then sleep until the next one is due.
+
+        Timers this worker's own commits add wake it at once; every `timer_scan_seconds`
+        it also looks for timers whose worker died (any worker may fire any timer).
+        """
         while True:
+            # Made before the scan, so that a timer added during it is not missed.
+            self._timer_wakeup = anyio.Event()
             try:
                 due, next_due = await self.store.due_timers()
                 for member in due:
@@ -681,8 +691,9 @@ class Worker:
                 continue
             if due:
                 continue
-            wait_ms = self.poll_ms if next_due is None else min(self.poll_ms, next_due - now_ms())
-            self._timer_wakeup = anyio.Event()
+            wait_ms = self.timer_scan_ms
+            if next_due is not None:
+                wait_ms = min(wait_ms, next_due - now_ms())
             with anyio.move_on_after(max(wait_ms, 1) / 1000):
                 await self._timer_wakeup.wait()
 
