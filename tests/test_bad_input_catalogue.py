@@ -557,9 +557,12 @@ CASES = [
     ),
     Case(
         "payload-limit-setting-invalid",
-        lambda env: start(env, EchoWorkflow, {"text": "a"}),
+        # Checked when a client (or worker) connects, not at the first large payload.
+        lambda env: with_client(
+            env.url, env.namespace, lambda other: other.start(EchoWorkflow, {"text": "a"})
+        ),
         loom.ConfigurationError,
-        ("LOOM_MAX_PAYLOAD_BYTES='two megs'", "positive whole number of bytes"),
+        ("LOOM_MAX_PAYLOAD_BYTES='two megs'", "whole number of bytes >= 1024"),
         environ={"LOOM_MAX_PAYLOAD_BYTES": "two megs"},
     ),
     Case(

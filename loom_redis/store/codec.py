@@ -13,6 +13,9 @@ from ..errors import ConfigurationError, PayloadError
 # environment variable LOOM_MAX_PAYLOAD_BYTES sets another limit.
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 PAYLOAD_LIMIT_VARIABLE = "LOOM_MAX_PAYLOAD_BYTES"
+# No limit may be set below this, so that payloads up to this size (nearly all of them)
+# skip reading the environment: a lookup per event was a measurable share of a worker.
+MIN_PAYLOAD_LIMIT = 1024
 
 
 def max_payload_bytes() -> int:
@@ -24,10 +27,10 @@ def max_payload_bytes() -> int:
         limit = int(raw)
     except ValueError:
         limit = 0
-    if limit < 1:
+    if limit < MIN_PAYLOAD_LIMIT:
         raise ConfigurationError(
-            f"{PAYLOAD_LIMIT_VARIABLE}={raw!r} is invalid: set it to a positive whole number "
-            f"of bytes (default {MAX_PAYLOAD_BYTES})"
+            f"{PAYLOAD_LIMIT_VARIABLE}={raw!r} is invalid: set it to a whole number of bytes "
+            f">= {MIN_PAYLOAD_LIMIT} (default {MAX_PAYLOAD_BYTES})"
         )
     return limit
 
@@ -41,8 +44,7 @@ def encode(value: Any, *, what: str = "value") -> bytes:
             f"{what} cannot be encoded as msgpack ({exc}); use dicts, lists, str, int, "
             "float, bool, None, bytes or timezone-aware datetimes"
         ) from None
-    limit = max_payload_bytes()
-    if len(data) > limit:
+    if len(data) > MIN_PAYLOAD_LIMIT and len(data) > (limit := max_payload_bytes()):
         raise PayloadError(
             f"{what} is {len(data)} bytes encoded, over the limit of {limit} bytes "
             f"(set by {PAYLOAD_LIMIT_VARIABLE}, default {MAX_PAYLOAD_BYTES})"
@@ -54,8 +56,7 @@ def decode(data: bytes | None, *, what: str = "value") -> Any:
     """Decode msgpack written by `encode`; extension types other than timestamps are refused."""
     if data is None or data == b"":
         return None
-    limit = max_payload_bytes()
-    if len(data) > limit:
+    if len(data) > MIN_PAYLOAD_LIMIT and len(data) > (limit := max_payload_bytes()):
         raise PayloadError(
             f"{what} is {len(data)} bytes, over the limit of {limit} bytes "
             f"(set by {PAYLOAD_LIMIT_VARIABLE})"

@@ -21,7 +21,7 @@ from ..errors import (
     PayloadError,
 )
 from ..events import Command, Event, EventType, Status
-from .codec import decode, encode
+from .codec import decode, encode, max_payload_bytes
 from .connection import acl_checked, connect_redis, now_ms, permission_error
 from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 
@@ -144,6 +144,7 @@ class Store:
     async def open(cls, url: str, namespace: str, shards: int | None = None) -> Store:
         """Connect and read the namespace's shard count (creating it on first use)."""
         validate_namespace(namespace)
+        max_payload_bytes()  # a bad LOOM_MAX_PAYLOAD_BYTES fails here, not at some large payload
         redis = await connect_redis(url)
         try:
             keys = Keyspace(namespace)
