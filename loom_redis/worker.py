@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -80,17 +81,25 @@ class _Cached:
 
 @dataclass
 class _Loaded:
-    """An instance and the history events it is about to apply."""
+    """An instance and the history events it is about to apply.
+
+    `completing` is set when the only event is an activity's outcome that this worker
+    holds and the commit is to record (`completing_data` encoded): it is in no history
+    yet.
+    """
 
     instance: WorkflowInstance
     events: list[Event]
     base_length: int
     base_last_id: str
+    completing: Event | None = None
+    completing_data: bytes = b""
 
     @property
     def length(self) -> int:
-        """The history length once the events are applied: the commit's fencing token."""
-        return self.base_length + len(self.events)
+        """The history length once the events are applied: the commit's fencing token
+        (an outcome being completed is in no history yet)."""
+        return self.base_length + len(self.events) - (self.completing is not None)
 
     @property
     def last_id(self) -> str:
@@ -140,6 +149,9 @@ class Worker:
         # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
+        # Tasks that a finishing task's transition delivered to this worker (keyed like
+        # `_in_flight`, by the finishing task): each runs next, in the same slot.
+        self._follow_ups: dict[tuple[str, str], Task] = {}
         self.cache_size = cache_size
         self.timer_scan_ms = max(int(timer_scan_seconds * 1000), 10)
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
@@ -256,6 +268,10 @@ class Worker:
             # they are ours now, and wait for a slot.
             for task in tasks:
                 self._accept(executors, task, 1)
+            if claimed or tasks:
+                # The tasks start (up to their first round trip) before the next read is
+                # sent: on an idle worker that read would delay each task by its cost.
+                await anyio.lowlevel.checkpoint()
 
     async def _wait_for_capacity(self) -> int:
         """Wait until fewer tasks than `concurrency` are accepted; return how many more fit.
@@ -304,7 +320,26 @@ class Worker:
             self._in_flight.pop((task.queue_key, task.id), None)
             IN_FLIGHT.dec()
             raise
-        await self._execute(task, deliveries)
+        try:
+            follow_up = await self._execute(task, deliveries)
+            while follow_up is not None:
+                follow_up = await self._execute(follow_up, 1)
+        finally:
+            self._slots.release()
+
+    def _take_next_for(self) -> str:
+        """The consumer name a finishing transition may deliver the queue's next task to,
+        or "" while draining or while accepted tasks wait for a slot."""
+        if self._intake is None or self._intake.cancel_called:
+            return ""
+        return self.name if len(self._in_flight) <= self.concurrency else ""
+
+    def _adopt(self, finishing: Task, follow_up: Task | None) -> None:
+        """Take the task a transition of `finishing` delivered: it runs next in its slot."""
+        if follow_up is not None:
+            self._in_flight[(follow_up.queue_key, follow_up.id)] = follow_up
+            IN_FLIGHT.inc()
+            self._follow_ups[(finishing.queue_key, finishing.id)] = follow_up
 
     async def _redis_trouble(self, doing: str, exc: Exception) -> None:
         self._ready = False
@@ -314,7 +349,8 @@ class Worker:
 
     # -- execution -------------------------------------------------------------------
 
-    async def _execute(self, task: Task, deliveries: int) -> None:
+    async def _execute(self, task: Task, deliveries: int) -> Task | None:
+        """Run one task; returns the task its transition delivered to run next, if any."""
         queue = self._streams[task.queue_key][1]
         outcome = "error"
         try:
@@ -359,8 +395,8 @@ class Worker:
                 self._drained.set()
                 self._drained = anyio.Event()
             IN_FLIGHT.dec()
-            self._slots.release()
             TASKS.labels(queue, _kind_label(task), outcome).inc()
+        return self._follow_ups.pop((task.queue_key, task.id), None)
 
     async def _while_unreachable(self, task: Task, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`, retried while Redis cannot be reached, for at most one lease.
@@ -403,9 +439,11 @@ class Worker:
 
     async def _run_workflow_task(self, task: Task, queue: str) -> str:
         workflow_id = task.workflow_id
-        for _ in range(MAX_COMMIT_TRIES):
+        for attempt in range(MAX_COMMIT_TRIES):
             try:
-                loaded = await self._load(task)
+                # What the task carries was the history when it was queued: good for a
+                # first try only, as a conflict means the history has moved since.
+                loaded = await self._load(task, use_carried=attempt == 0)
             except PayloadError as exc:  # a history entry that does not decode
                 outcome = await self._fail_unreadable(task, queue, exc)
                 if outcome != "conflict":
@@ -414,10 +452,7 @@ class Worker:
                 continue
             if loaded is None:
                 return "dead"
-            started = time.perf_counter()
             outcome = await self._replay_and_commit(task, queue, loaded)
-            name = loaded.instance.definition.name
-            WORKFLOW_TASK_SECONDS.labels(name).observe(time.perf_counter() - started)
             if outcome == "conflict":
                 COMMIT_CONFLICTS.inc()
             elif outcome != "reload":
@@ -430,11 +465,13 @@ class Worker:
         )
         return "conflict"
 
-    async def _load(self, task: Task) -> _Loaded | None:
+    async def _load(self, task: Task, *, use_carried: bool) -> _Loaded | None:
         """The workflow's instance and the history events it has not applied yet.
 
         A cached instance (still running this worker's code) needs only the events
-        after the last one it applied; otherwise the whole history is replayed.
+        after the last one it applied; otherwise the whole history is replayed. Events
+        the task brings along (`use_carried`) save reading them; the commit's fence
+        catches any that came after.
         Returns None when the task went to the dead-letter stream.
         """
         workflow_id = task.workflow_id
@@ -442,9 +479,14 @@ class Worker:
         if cached is not None:
             definition = cached.instance.definition
             if registered_workflow(definition.name) is definition:
-                events = await self.store.read_history(workflow_id, after=cached.last_id)
+                preloaded = task.preloaded if use_carried else None
+                if preloaded is not None and preloaded[0] == cached.last_id:
+                    events = preloaded[1]
+                else:
+                    events = await self.store.read_history(workflow_id, after=cached.last_id)
                 return _Loaded(cached.instance, events, cached.length, cached.last_id)
-        history = await self.store.read_history(workflow_id)
+        carried = self.store.carried_history(task) if use_carried else None
+        history = carried or await self.store.read_history(workflow_id)
         if not history or history[0].type != EventType.WORKFLOW_STARTED:
             await self._dead_letter(task, f"workflow {workflow_id!r} has no history")
             return None
@@ -462,11 +504,20 @@ class Worker:
         return _Loaded(instance, history, 0, "")
 
     async def _replay_and_commit(self, task: Task, queue: str, loaded: _Loaded) -> str:
+        started = time.perf_counter()
+        try:
+            return await self._replay_and_commit_timed(task, queue, loaded)
+        finally:
+            name = loaded.instance.definition.name
+            WORKFLOW_TASK_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+    async def _replay_and_commit_timed(self, task: Task, queue: str, loaded: _Loaded) -> str:
         workflow_id = task.workflow_id
         instance = loaded.instance
         definition = instance.definition
+        completing = loaded.completing
         try:
-            task_time = now_ms()
+            task_time = completing.time_ms if completing is not None else now_ms()
             activation = instance.apply(loaded.events, task_time)
         except (NonDeterministicWorkflowError, PayloadError) as exc:
             if loaded.base_length:
@@ -492,7 +543,11 @@ class Worker:
             # The time the code ran at (its ctx.now()), so that replay sees the same.
             task_time_ms=task_time,
             consumed_events=activation.ran,
+            take_next_for=self._take_next_for(),
+            completing=completing,
+            completing_data=loaded.completing_data,
         )
+        self._adopt(task, result.next_task)
         if result.outcome == "ok":
             if any(c.type == EventType.TIMER_STARTED for c in activation.commands):
                 self._timer_wakeup.set()
@@ -611,13 +666,65 @@ class Worker:
                 message = clip(f"{type(exc).__name__}: {exc}")
             return await self._activity_failed(task, queue, scheduled, attempt, exc, message)
         ACTIVITY_SECONDS.labels(name, "completed").observe(time.perf_counter() - started)
-        # Recorded once, whatever the retries: a repeat finds it recorded ("duplicate").
-        return await self._while_unreachable(
-            task,
-            lambda: self.store.record_activity_result(
-                task, failed=False, data={"result": result, "attempts": attempt}
-            ),
+        return await self._record_activity(
+            task, failed=False, data={"result": result, "attempts": attempt}
         )
+
+    async def _record_activity(self, task: Task, *, failed: bool, data: dict[str, Any]) -> str:
+        """Record the activity's outcome, once whatever the retries (a repeat finds it
+        recorded: "duplicate").
+
+        When this worker holds the workflow's instance, the outcome and the workflow
+        task it wakes are one commit. Otherwise (or if that commit finds the history
+        moved), the outcome alone is recorded and the queue's next task taken: with no
+        backlog, the workflow task it requested, with the history this worker's
+        instance lacks.
+        """
+        outcome = await self._while_unreachable(
+            task, lambda: self._complete_in_place(task, failed=failed, data=data)
+        )
+        if outcome is not None:
+            return outcome
+        cached = self._instances.get(task.workflow_id)
+
+        async def record() -> str:
+            recorded = await self.store.record_activity_result(
+                task,
+                failed=failed,
+                data=data,
+                take_next_for=self._take_next_for(),
+                history_after=cached.last_id if cached is not None else "",
+            )
+            self._adopt(task, recorded.next_task)
+            return recorded.outcome
+
+        return await self._while_unreachable(task, record)
+
+    async def _complete_in_place(
+        self, task: Task, *, failed: bool, data: dict[str, Any]
+    ) -> str | None:
+        """Feed the activity's outcome to the cached instance of its workflow and commit
+        both in one transition; None when there is no such instance or the commit could
+        not be made (the history moved, a workflow task is queued, replay disagreed)."""
+        workflow_id = task.workflow_id
+        cached = self._instances.pop(workflow_id, None)
+        if cached is None:
+            return None
+        definition = cached.instance.definition
+        if registered_workflow(definition.name) is not definition:
+            return None
+        seq = int(task.fields["seq"])
+        event_type = EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
+        encoded = encode(data, what=f"result of activity seq {seq} of workflow {workflow_id!r}")
+        # The instance gets the outcome as a replay would: decoded from what is written.
+        event = Event("", event_type, seq, now_ms(), decode(encoded))
+        loaded = _Loaded(cached.instance, [event], cached.length, cached.last_id, event, encoded)
+        queue = self._streams[task.queue_key][1]
+        outcome = await self._replay_and_commit(task, queue, loaded)
+        if outcome in ("conflict", "reload"):
+            return None
+        # The commit acknowledged the activity task: "closed" dropped its outcome.
+        return "dropped" if outcome == "closed" else outcome
 
     async def _activity_failed(
         self,
@@ -660,13 +767,10 @@ class Worker:
             attempt,
             message,
         )
-        return await self._while_unreachable(
+        return await self._record_activity(
             task,
-            lambda: self.store.record_activity_result(
-                task,
-                failed=True,
-                data={"error_type": type(error).__name__, "message": message, "attempts": attempt},
-            ),
+            failed=True,
+            data={"error_type": type(error).__name__, "message": message, "attempts": attempt},
         )
 
     # -- background ------------------------------------------------------------------

@@ -245,14 +245,14 @@ async def test_duplicate_activity_completion_is_dropped(
         # The workflow is open and waits for a signal: a second completion (or a late
         # failure) of the same activity is a duplicate and appends nothing.
         before = snapshot(await handle.history())
-        outcome = await store.record_activity_result(
+        recorded = await store.record_activity_result(
             task, failed=False, data={"result": "second", "attempts": 1}
         )
-        assert outcome == "duplicate"
-        outcome = await store.record_activity_result(
+        assert recorded.outcome == "duplicate"
+        recorded = await store.record_activity_result(
             task, failed=True, data={"error_type": "X", "message": "late", "attempts": 1}
         )
-        assert outcome == "duplicate"
+        assert recorded.outcome == "duplicate"
         assert snapshot(await handle.history()) == before
 
         await handle.signal("go", "now")
@@ -260,10 +260,10 @@ async def test_duplicate_activity_completion_is_dropped(
 
     # After the workflow closed, a late completion is dropped.
     final = snapshot(await handle.history())
-    outcome = await store.record_activity_result(
+    recorded = await store.record_activity_result(
         task, failed=False, data={"result": "third", "attempts": 2}
     )
-    assert outcome == "dropped"
+    assert recorded.outcome == "dropped"
     assert snapshot(await handle.history()) == final
     completed = [e for e in await handle.history() if e.type == EventType.ACTIVITY_COMPLETED]
     assert [(e.seq, e.data["result"]) for e in completed] == [(scheduled.seq, "first")]

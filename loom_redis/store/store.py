@@ -6,7 +6,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -28,6 +28,11 @@ from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 logger = logging.getLogger("loom_redis.store")
 
 HISTORY_PAGE = 1000
+# At most this many history entries come with a workflow task delivered by a transition.
+PRELOAD_PAGE = 100
+# A workflow's first task carries its WORKFLOW_STARTED event up to this size (the queue
+# entry lives only until the task is done), so the worker need not read the history.
+CARRY_BYTES = 16 * 1024
 SCRIPT_NAMES = (
     "start",
     "commit",
@@ -64,6 +69,9 @@ class Task:
     shard: int
     id: str
     fields: dict[str, bytes]
+    # For a workflow task delivered with an activity's result: (entry id, the workflow's
+    # history entries after it), read in that same round trip.
+    preloaded: tuple[str, list[Event]] | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> str:
@@ -83,6 +91,17 @@ class CommitResult:
     length: int
     # Id of the last entry the commit appended, "" if it appended none.
     last_id: str
+    # The queue's next task, delivered to the committing worker (see `take_next`).
+    next_task: Task | None = None
+
+
+@dataclass(frozen=True)
+class ActivityRecorded:
+    """What recording an activity's outcome did: "ok", "duplicate" or "dropped", and the
+    queue's next task, delivered to the recording worker (see `take_next`)."""
+
+    outcome: str
+    next_task: Task | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,20 @@ class DeadLetter:
         if "timer" in self.fields:  # a corrupt timer member, not a task
             return "timer"
         return {"w": "workflow", "a": "activity"}.get(_text(self.fields.get("k")), "unknown")
+
+
+def _field_map(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A stream entry's fields as a script returns them (k, v, k, v, ...)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _taken(queue_key: str, shard: int, entry: Any) -> Task | None:
+    """The task a script delivered with `take_next` ({id, fields} or nil)."""
+    if not entry:
+        return None
+    entry_id, flat = entry
+    fields = {_text(k): v for k, v in _field_map(flat).items()}
+    return Task(queue_key, shard, _text(entry_id), fields)
 
 
 def _stream_id_order(entry_id: str) -> tuple[int, int]:
@@ -249,7 +282,7 @@ class Store:
                     workflow_id,
                     now_ms(),
                     keys.status_index_prefix(shard),
-                    _plan({"meta": meta, "started": started}),
+                    _plan({"meta": meta, "started": started, "carry": len(started) <= CARRY_BYTES}),
                     # redis-py retries a command whose reply was lost: the retry must
                     # recognise its own start.
                     uuid.uuid4().hex,
@@ -293,6 +326,20 @@ class Store:
             start = f"({_text(page[-1][0])}"
 
     @staticmethod
+    def carried_history(task: Task) -> list[Event] | None:
+        """The history a workflow's first task carries (its WORKFLOW_STARTED event), as it
+        was when the task was queued; None if the task carries none."""
+        entry_id = task.fields.get("started_id")
+        if entry_id is None:
+            return None
+        fields = {b"type": b"WORKFLOW_STARTED", b"t": task.fields.get("started_t", b"")}
+        fields[b"d"] = task.fields.get("started", b"")
+        try:
+            return [Store.decode_event(task.workflow_id, entry_id, fields)]
+        except PayloadError:  # a copy spoilt in the queue: the history itself may be fine
+            return None
+
+    @staticmethod
     def decode_event(workflow_id: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
         event_id = _text(entry_id)
         what = f"history entry {event_id} of workflow {workflow_id!r}"
@@ -301,8 +348,6 @@ class Store:
             seq = int(fields.get(b"seq", b"0"))
             time_ms = int(fields[b"t"])
         except (KeyError, ValueError) as exc:
-            from ..errors import PayloadError
-
             raise PayloadError(f"{what} is malformed ({exc!r})") from None
         return Event(event_id, event_type, seq, time_ms, decode(fields.get(b"d"), what=what))
 
@@ -323,11 +368,22 @@ class Store:
         keep_task_flag: bool = False,
         task_time_ms: int | None = None,
         consumed_events: bool = False,
+        take_next_for: str = "",
+        completing: Event | None = None,
+        completing_data: bytes = b"",
     ) -> CommitResult:
         """Append the commands' events fenced by `expected_length`.
 
         `task_time_ms` is the workflow time the code ran at (its `ctx.now()`): the
         WORKFLOW_TASK_COMPLETED event records it, so that replay sees the same time.
+        With `take_next_for` (a consumer), the queue's next task is delivered to it in
+        the same round trip (`CommitResult.next_task`).
+
+        `completing` is an activity's outcome (ACTIVITY_COMPLETED or ACTIVITY_FAILED,
+        `completing_data` encoded) that the commit appends first, recording it and the
+        workflow task it wakes in one transition; `task_id` is then the activity task.
+        The outcome is "conflict" if a workflow task is queued or the outcome is
+        already recorded.
 
         The outcome is "ok", "conflict" when the history moved since it was read
         (nothing is written), or "closed" when the workflow has ended.
@@ -341,6 +397,9 @@ class Store:
         meta_fields: list[Any] = []
         for key, value in (meta or {}).items():
             meta_fields += [key, value]
+        if completing is not None:
+            events.append([str(completing.type), str(completing.seq), completing_data])
+            meta_delete = [*meta_delete, f"a:{completing.seq}"]
         for command in commands:
             what = f"{command.describe()} of workflow {workflow_id!r} in step {command.step!r}"
             encoded = command.encoded or encode(command.data, what=what)
@@ -388,6 +447,8 @@ class Store:
             "status": str(status),
             "wft": "1" if keep_task_flag else "0",
         }
+        if completing is not None:
+            plan["activity"] = str(completing.seq)
         reply = await self._run(
             "commit",
             [
@@ -405,12 +466,18 @@ class Store:
                 WORKER_GROUP,
                 _plan(plan),
                 keys.owner_index_prefix(shard),
+                take_next_for,
             ],
         )
         outcome = _text(reply[0])
+        queue_key = keys.queue(shard, queue)
         if outcome == "closed":
-            return CommitResult(outcome, 0, "")
-        return CommitResult(outcome, int(reply[1]), _text(reply[2]) if len(reply) > 2 else "")
+            return CommitResult(outcome, 0, "", _taken(queue_key, shard, reply[2]))
+        if outcome == "conflict":
+            return CommitResult(outcome, int(reply[1]), "")
+        return CommitResult(
+            outcome, int(reply[1]), _text(reply[2]), _taken(queue_key, shard, reply[3])
+        )
 
     @staticmethod
     def activity_task_fields(workflow_id: str, seq: int, attempt: int, payload: bytes) -> list[Any]:
@@ -426,29 +493,52 @@ class Store:
     # -- activities ----------------------------------------------------------------
 
     async def record_activity_result(
-        self, task: Task, *, failed: bool, data: dict[str, Any]
-    ) -> str:
-        """ACTIVITY_COMPLETED (or, when `failed`, ACTIVITY_FAILED) once; 'ok', 'duplicate'
-        or 'dropped'."""
+        self,
+        task: Task,
+        *,
+        failed: bool,
+        data: dict[str, Any],
+        take_next_for: str = "",
+        history_after: str = "",
+    ) -> ActivityRecorded:
+        """ACTIVITY_COMPLETED (or, when `failed`, ACTIVITY_FAILED) once.
+
+        With `take_next_for` (a consumer), the queue's next task is delivered to it in
+        the same round trip; when that is this workflow's task and `history_after` (the
+        last entry id of the instance the worker holds) is given, the task comes with
+        the history entries after it (`Task.preloaded`).
+        """
         workflow_id = task.workflow_id
         seq = _text(task.fields.get("seq"))
         event_type = EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
         what = f"result of activity seq {seq} of workflow {workflow_id!r}"
-        return _text(
-            await self._run(
-                "activity_result",
-                [self.keys.meta(workflow_id), self.keys.history(workflow_id), task.queue_key],
-                [
-                    workflow_id,
-                    seq,
-                    task.id,
-                    now_ms(),
-                    str(event_type),
-                    encode(data, what=what),
-                    WORKER_GROUP,
-                ],
-            )
+        reply = await self._run(
+            "activity_result",
+            [self.keys.meta(workflow_id), self.keys.history(workflow_id), task.queue_key],
+            [
+                workflow_id,
+                seq,
+                task.id,
+                now_ms(),
+                str(event_type),
+                encode(data, what=what),
+                WORKER_GROUP,
+                take_next_for,
+                history_after,
+                PRELOAD_PAGE,
+            ],
         )
+        next_task = _taken(task.queue_key, task.shard, reply[1])
+        if next_task is not None and reply[2]:
+            try:
+                events = [self.decode_event(workflow_id, i, _field_map(f)) for i, f in reply[2]]
+                if len(events) == PRELOAD_PAGE:
+                    events += await self.read_history(workflow_id, after=events[-1].id)
+            except PayloadError:
+                # The workflow task reads the history itself, and fails the workflow.
+                return ActivityRecorded(_text(reply[0]), next_task)
+            next_task = replace(next_task, preloaded=(history_after, events))
+        return ActivityRecorded(_text(reply[0]), next_task)
 
     async def schedule_activity_retry(
         self, task: Task, *, queue: str, attempt: int, due_ms: int

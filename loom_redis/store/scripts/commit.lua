@@ -1,26 +1,35 @@
 -- Commit a workflow task: append its events, enqueue its activities, add its timers,
 -- update meta and indexes, acknowledge the task. The history length the worker read
 -- is the fencing token: if the history moved since, nothing is written.
--- Returns {'ok', new length, id of the last appended entry ('' if none)},
--- {'conflict', current length} or {'closed', status}.
+-- Returns {'ok', new length, id of the last appended entry ('' if none), next task},
+-- {'conflict', current length} or {'closed', status, next task}; the next task (see
+-- take_next) is {id, fields} or nil.
 -- KEYS: meta, history, queue, timers
 -- ARGV: workflow id, expected history length, task id, now (ms), status index prefix,
 --       consumer group, plan {events = {{type, seq, data}}, meta = {k, v, ...},
 --       meta_del = {k, ...}, timers = {{score, member}}, timers_del = {member, ...},
 --       tasks = {{k, v, ...}},
---       status = new status, wft = '0' (or '1' to keep the task flag, when suspending)},
---       owner index prefix
+--       status = new status, wft = '0' (or '1' to keep the task flag, when suspending),
+--       activity = seq of the activity whose outcome is the first event (or nil)},
+--       owner index prefix, consumer to take the next task for ('' for none)
 local meta, history, queue, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local workflow_id, expected, task_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now, index_prefix, group = ARGV[4], ARGV[5], ARGV[6]
 local status, seen = open_status(meta)
 if not status then
   ack(queue, group, task_id)
-  return {'closed', seen or ''}
+  return {'closed', seen or '', take_next(queue, group, ARGV[9])}
 end
 local length = redis.call('XLEN', history)
 if length ~= expected then return {'conflict', tostring(length)} end
 local plan = cmsgpack.unpack(ARGV[7])
+-- A commit that also records an activity's outcome (plan.activity = its seq) runs where
+-- no workflow task is queued and the activity still waits for its outcome; it acks the
+-- activity task.
+if plan.activity and (redis.call('HGET', meta, 'wft') == '1'
+    or redis.call('HGET', meta, 'a:' .. plan.activity) ~= '1') then
+  return {'conflict', tostring(length)}
+end
 local last_id = ''
 for _, event in ipairs(plan.events) do
   last_id = append_event(history, event[1], event[2], now, event[3])
@@ -38,4 +47,4 @@ if TERMINAL[plan.status] then
 end
 redis.call('HSET', meta, 'wft', plan.wft, 'updated', now, 'hlen', length + #plan.events)
 ack(queue, group, task_id)
-return {'ok', tostring(length + #plan.events), last_id}
+return {'ok', tostring(length + #plan.events), last_id, take_next(queue, group, ARGV[9])}
