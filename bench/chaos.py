@@ -358,7 +358,7 @@ def count_ends(path: Path) -> int:
 
 
 def queue_keys(store: Store) -> list[str]:
-    return [store.keys.queue(shard, QUEUE) for shard in range(store.keys.shards)]
+    return list(store.queue_keys([QUEUE]))
 
 
 async def in_flight_of(store: Store, pid: int) -> set[tuple[str, str]]:
@@ -396,18 +396,19 @@ async def still_pending(store: Store, tasks: set[tuple[str, str]]) -> set[tuple[
 async def leftovers(store: Store) -> dict[str, int]:
     """What is left in task streams, their PELs, the timer zsets and dead-letter streams."""
     pipe = store.redis.pipeline(transaction=False)
-    for shard in range(store.keys.shards):
-        key = store.keys.queue(shard, QUEUE)
+    for key in queue_keys(store):
         pipe.xlen(key)
         pipe.xpending(key, WORKER_GROUP)
+    for shard in range(store.keys.shards):
         pipe.zcard(store.keys.timers(shard))
         pipe.xlen(store.keys.dead(shard))
     replies = await pipe.execute()
+    streams = 2 * len(queue_keys(store))
     totals = {"queued": 0, "pending": 0, "timers": 0, "dead": 0}
-    for index in range(0, len(replies), 4):
-        queued, pending, timers, dead = replies[index : index + 4]
+    for queued, pending in zip(replies[0:streams:2], replies[1:streams:2], strict=True):
         totals["queued"] += int(queued)
         totals["pending"] += int(pending["pending"])
+    for timers, dead in zip(replies[streams::2], replies[streams + 1 :: 2], strict=True):
         totals["timers"] += int(timers)
         totals["dead"] += int(dead)
     return totals

@@ -269,8 +269,10 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             # Encoding now raises a bad payload at the line of workflow code that made it.
             command.encoded = encode(
                 data,
-                what=f"{command.describe()} of workflow {self._workflow_id!r} "
-                f"in step {self._current_step!r}",
+                what=lambda: (
+                    f"{command.describe()} of workflow {self._workflow_id!r} "
+                    f"in step {command.step!r}"
+                ),
             )
         self._next_seq += 1
         self._produced.append(command)

@@ -311,9 +311,9 @@ class Worker:
         slot is free."""
         self._in_flight[(task.queue_key, task.id)] = task
         IN_FLIGHT.inc()
-        executors.start_soon(self._execute_when_free, task, deliveries)
+        executors.start_soon(self._execute_when_free, executors, task, deliveries)
 
-    async def _execute_when_free(self, task: Task, deliveries: int) -> None:
+    async def _execute_when_free(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
         try:
             await self._slots.acquire()
         except BaseException:  # cancelled by the drain deadline, which handed it back
@@ -322,17 +322,21 @@ class Worker:
             raise
         try:
             follow_up = await self._execute(task, deliveries)
-            while follow_up is not None:
+            # A follow-up runs in this slot at once, unless accepted tasks wait for a
+            # slot: then it waits behind them (it is already counted in flight).
+            while follow_up is not None and len(self._in_flight) <= self.concurrency:
                 follow_up = await self._execute(follow_up, 1)
+            if follow_up is not None:
+                executors.start_soon(self._execute_when_free, executors, follow_up, 1)
         finally:
             self._slots.release()
 
     def _take_next_for(self) -> str:
-        """The consumer name a finishing transition may deliver the queue's next task to,
-        or "" while draining or while accepted tasks wait for a slot."""
+        """The consumer name a finishing transition may deliver the queue's next task to
+        (it replaces the finishing task in flight), or "" while draining."""
         if self._intake is None or self._intake.cancel_called:
             return ""
-        return self.name if len(self._in_flight) <= self.concurrency else ""
+        return self.name
 
     def _adopt(self, finishing: Task, follow_up: Task | None) -> None:
         """Take the task a transition of `finishing` delivered: it runs next in its slot."""
@@ -407,12 +411,14 @@ class Worker:
         no worker died. `call` must be safe to repeat: every transition is fenced or
         deduplicated by its script.
         """
-        deadline = anyio.current_time() + self.lease_ms / 1000
+        deadline: float | None = None
         delay = 0.1
         while True:
             try:
                 return await call()
             except (RedisConnectionError, RedisTimeoutError) as exc:
+                if deadline is None:
+                    deadline = anyio.current_time() + self.lease_ms / 1000
                 if anyio.current_time() + delay > deadline:
                     raise
                 logger.warning(
@@ -546,6 +552,7 @@ class Worker:
             take_next_for=self._take_next_for(),
             completing=completing,
             completing_data=loaded.completing_data,
+            task_stream=task.queue_key,
         )
         self._adopt(task, result.next_task)
         if result.outcome == "ok":
@@ -651,10 +658,12 @@ class Worker:
         timeout = scheduled.get("timeout_seconds")
         started = time.perf_counter()
         try:
-            with anyio.fail_after(timeout):
-                result = await _call(
-                    definition.fn, scheduled.get("args") or [], scheduled.get("kwargs") or {}
-                )
+            call = _call(definition.fn, scheduled.get("args") or [], scheduled.get("kwargs") or {})
+            if timeout is None:
+                result = await call
+            else:
+                with anyio.fail_after(timeout):
+                    result = await call
             # The whole record, as it will be written: a result that cannot be written fails
             # the activity here, with a clear error, instead of leaving its task in limbo.
             encode({"result": result, "attempts": attempt}, what=f"result of activity {name!r}")

@@ -217,7 +217,7 @@ def replayed_task(store: Store, workflow_id: str, scheduled: Event, queue: str) 
         str(k): v if isinstance(v, bytes) else str(v).encode()
         for k, v in zip(fields[::2], fields[1::2], strict=True)
     }
-    return Task(store.keys.queue(shard, queue), shard, "1-1", as_bytes)
+    return Task(store.keys.activity_queue(shard, queue), shard, "1-1", as_bytes)
 
 
 def snapshot(history: list[Event]) -> list[tuple[str, str, int]]:
@@ -327,8 +327,8 @@ async def test_sigterm_during_long_activity_drains_and_records_it(
 async def pending_tasks(store: Store) -> int:
     """Task stream entries delivered to some worker and not acknowledged, over all shards."""
     total = 0
-    for shard in range(store.keys.shards):
-        summary = await store.redis.xpending(store.keys.queue(shard, "default"), "workers")
+    for stream in store.queue_keys(["default"]):
+        summary = await store.redis.xpending(stream, "workers")
         total += int(summary["pending"])
     return total
 
@@ -403,7 +403,7 @@ async def test_tasks_with_the_same_id_in_two_shards_keep_their_own_leases(
         with anyio.fail_after(10):
             while not RUNS[slow_id]:
                 await anyio.sleep(0.01)
-        slow_queue = store.keys.queue(0, "default")
+        slow_queue = store.keys.activity_queue(0, "default")
         pending = await store.redis.xpending_range(slow_queue, "workers", "-", "+", 10)
         assert len(pending) == 1
         task_id = pending[0]["message_id"].decode()

@@ -64,7 +64,7 @@ async def test_the_second_of_two_racing_commits_is_rejected(client: loom.Client)
     assert len(after) == commits[0].length
     assert [e.type for e in after].count(EventType.ACTIVITY_SCHEDULED) == 1
     queued = await store.redis.xlen(
-        store.keys.queue(store.keys.shard_of(handle.workflow_id), "default")
+        store.keys.activity_queue(store.keys.shard_of(handle.workflow_id), "default")
     )
     assert queued == 1  # the one activity task, not two
     pending = await store.redis.xpending(task.queue_key, WORKER_GROUP)  # type: ignore[attr-defined]

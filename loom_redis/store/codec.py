@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -35,30 +36,40 @@ def max_payload_bytes() -> int:
     return limit
 
 
-def encode(value: Any, *, what: str = "value") -> bytes:
-    """Encode `value` as msgpack; `what` names it in the error (e.g. "input of workflow 'x'")."""
+# What a payload is, for its errors: a string, or a function that makes it (for a name
+# costly to make for every payload, since it is needed only on an error).
+Name = str | Callable[[], str]
+
+
+def _named(what: Name) -> str:
+    return what if isinstance(what, str) else what()
+
+
+def encode(value: Any, *, what: Name = "value") -> bytes:
+    """Encode `value` as msgpack; `what` names it in the error (e.g. "input of workflow 'x'"),
+    or makes that name when called (for a name costly to make for every payload)."""
     try:
         data: bytes = msgpack.packb(value, use_bin_type=True, datetime=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise PayloadError(
-            f"{what} cannot be encoded as msgpack ({exc}); use dicts, lists, str, int, "
+            f"{_named(what)} cannot be encoded as msgpack ({exc}); use dicts, lists, str, int, "
             "float, bool, None, bytes or timezone-aware datetimes"
         ) from None
     if len(data) > MIN_PAYLOAD_LIMIT and len(data) > (limit := max_payload_bytes()):
         raise PayloadError(
-            f"{what} is {len(data)} bytes encoded, over the limit of {limit} bytes "
+            f"{_named(what)} is {len(data)} bytes encoded, over the limit of {limit} bytes "
             f"(set by {PAYLOAD_LIMIT_VARIABLE}, default {MAX_PAYLOAD_BYTES})"
         )
     return data
 
 
-def decode(data: bytes | None, *, what: str = "value") -> Any:
+def decode(data: bytes | None, *, what: Name = "value") -> Any:
     """Decode msgpack written by `encode`; extension types other than timestamps are refused."""
     if data is None or data == b"":
         return None
     if len(data) > MIN_PAYLOAD_LIMIT and len(data) > (limit := max_payload_bytes()):
         raise PayloadError(
-            f"{what} is {len(data)} bytes, over the limit of {limit} bytes "
+            f"{_named(what)} is {len(data)} bytes, over the limit of {limit} bytes "
             f"(set by {PAYLOAD_LIMIT_VARIABLE})"
         )
     try:
@@ -73,14 +84,15 @@ def decode(data: bytes | None, *, what: str = "value") -> Any:
         )
     except _ExtensionRefused as exc:
         raise PayloadError(
-            f"{what} holds msgpack extension type {exc.code}: only timestamps (type -1) are allowed"
+            f"{_named(what)} holds msgpack extension type {exc.code}: "
+            "only timestamps (type -1) are allowed"
         ) from None
     except msgpack.StackError:
-        raise PayloadError(f"{what} nests deeper than the msgpack decoder allows") from None
+        raise PayloadError(f"{_named(what)} nests deeper than the msgpack decoder allows") from None
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         detail = str(exc) or "malformed data"
         raise PayloadError(
-            f"{what} is not valid msgpack ({type(exc).__name__}: {detail})"
+            f"{_named(what)} is not valid msgpack ({type(exc).__name__}: {detail})"
         ) from None
 
 

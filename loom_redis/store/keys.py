@@ -82,9 +82,18 @@ class Keyspace:
     def meta(self, workflow_id: str) -> str:
         return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:m"
 
-    # Per-shard keys.
+    # Per-shard keys. A task queue is two streams: workflow tasks, and activity tasks
+    # (so that a commit can take the activity it just scheduled: see take_next).
     def queue(self, shard: int, queue: str) -> str:
         return f"{self._tag(shard)}:q:{queue}"
+
+    def activity_queue(self, shard: int, queue: str) -> str:
+        return f"{self._tag(shard)}:qa:{queue}"
+
+    @staticmethod
+    def queue_of(stream: str) -> str:
+        """The queue name of a task stream key (either kind)."""
+        return stream.partition("}:")[2].partition(":")[2]
 
     def timers(self, shard: int) -> str:
         return f"{self._tag(shard)}:timers"

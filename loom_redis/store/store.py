@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,7 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ..errors import (
     ConfigurationError,
@@ -130,18 +131,23 @@ class DeadLetter:
         return {"w": "workflow", "a": "activity"}.get(_text(self.fields.get("k")), "unknown")
 
 
+def _describe(command: Command, workflow_id: str) -> str:
+    """How errors name a command's payload."""
+    return f"{command.describe()} of workflow {workflow_id!r} in step {command.step!r}"
+
+
 def _field_map(flat: list[bytes]) -> dict[bytes, bytes]:
     """A stream entry's fields as a script returns them (k, v, k, v, ...)."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _taken(queue_key: str, shard: int, entry: Any) -> Task | None:
-    """The task a script delivered with `take_next` ({id, fields} or nil)."""
-    if not entry:
+def _taken(shard: int, taken: Any) -> Task | None:
+    """The task a script delivered with `take_next` ({stream, {id, fields}} or nil)."""
+    if not taken:
         return None
-    entry_id, flat = entry
+    stream, (entry_id, flat) = taken
     fields = {_text(k): v for k, v in _field_map(flat).items()}
-    return Task(queue_key, shard, _text(entry_id), fields)
+    return Task(_text(stream), shard, _text(entry_id), fields)
 
 
 def _stream_id_order(entry_id: str) -> tuple[int, int]:
@@ -213,7 +219,12 @@ class Store:
         await self.redis.aclose()
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._scripts[name](keys=list(keys), args=list(args))
+        script = self._scripts[name]
+        try:
+            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed server: load it, once
+            await self.redis.script_load(script.script)
+            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
 
     # -- start ---------------------------------------------------------------------
 
@@ -342,13 +353,16 @@ class Store:
     @staticmethod
     def decode_event(workflow_id: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
         event_id = _text(entry_id)
-        what = f"history entry {event_id} of workflow {workflow_id!r}"
+
+        def what() -> str:
+            return f"history entry {event_id} of workflow {workflow_id!r}"
+
         try:
             event_type = EventType(_text(fields[b"type"]))
             seq = int(fields.get(b"seq", b"0"))
             time_ms = int(fields[b"t"])
         except (KeyError, ValueError) as exc:
-            raise PayloadError(f"{what} is malformed ({exc!r})") from None
+            raise PayloadError(f"{what()} is malformed ({exc!r})") from None
         return Event(event_id, event_type, seq, time_ms, decode(fields.get(b"d"), what=what))
 
     # -- workflow task commit ------------------------------------------------------
@@ -371,6 +385,7 @@ class Store:
         take_next_for: str = "",
         completing: Event | None = None,
         completing_data: bytes = b"",
+        task_stream: str = "",
     ) -> CommitResult:
         """Append the commands' events fenced by `expected_length`.
 
@@ -381,7 +396,8 @@ class Store:
 
         `completing` is an activity's outcome (ACTIVITY_COMPLETED or ACTIVITY_FAILED,
         `completing_data` encoded) that the commit appends first, recording it and the
-        workflow task it wakes in one transition; `task_id` is then the activity task.
+        workflow task it wakes in one transition; `task_id` is then the activity task,
+        in `task_stream` (by default the task is in the queue's workflow task stream).
         The outcome is "conflict" if a workflow task is queued or the outcome is
         already recorded.
 
@@ -401,7 +417,7 @@ class Store:
             events.append([str(completing.type), str(completing.seq), completing_data])
             meta_delete = [*meta_delete, f"a:{completing.seq}"]
         for command in commands:
-            what = f"{command.describe()} of workflow {workflow_id!r} in step {command.step!r}"
+            what = functools.partial(_describe, command, workflow_id)
             encoded = command.encoded or encode(command.data, what=what)
             events.append([str(command.type), str(command.seq), encoded])
             if command.type == EventType.ACTIVITY_SCHEDULED:
@@ -449,13 +465,16 @@ class Store:
         }
         if completing is not None:
             plan["activity"] = str(completing.seq)
+        workflow_stream = keys.queue(shard, queue)
         reply = await self._run(
             "commit",
             [
                 keys.meta(workflow_id),
                 keys.history(workflow_id),
-                keys.queue(shard, queue),
+                task_stream or workflow_stream,
                 keys.timers(shard),
+                keys.activity_queue(shard, queue),
+                workflow_stream,
             ],
             [
                 workflow_id,
@@ -470,14 +489,11 @@ class Store:
             ],
         )
         outcome = _text(reply[0])
-        queue_key = keys.queue(shard, queue)
         if outcome == "closed":
-            return CommitResult(outcome, 0, "", _taken(queue_key, shard, reply[2]))
+            return CommitResult(outcome, 0, "", _taken(shard, reply[2]))
         if outcome == "conflict":
             return CommitResult(outcome, int(reply[1]), "")
-        return CommitResult(
-            outcome, int(reply[1]), _text(reply[2]), _taken(queue_key, shard, reply[3])
-        )
+        return CommitResult(outcome, int(reply[1]), _text(reply[2]), _taken(shard, reply[3]))
 
     @staticmethod
     def activity_task_fields(workflow_id: str, seq: int, attempt: int, payload: bytes) -> list[Any]:
@@ -512,9 +528,16 @@ class Store:
         seq = _text(task.fields.get("seq"))
         event_type = EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
         what = f"result of activity seq {seq} of workflow {workflow_id!r}"
+        queue = self.keys.queue_of(task.queue_key)
         reply = await self._run(
             "activity_result",
-            [self.keys.meta(workflow_id), self.keys.history(workflow_id), task.queue_key],
+            [
+                self.keys.meta(workflow_id),
+                self.keys.history(workflow_id),
+                task.queue_key,
+                self.keys.activity_queue(task.shard, queue),
+                self.keys.queue(task.shard, queue),
+            ],
             [
                 workflow_id,
                 seq,
@@ -528,7 +551,7 @@ class Store:
                 PRELOAD_PAGE,
             ],
         )
-        next_task = _taken(task.queue_key, task.shard, reply[1])
+        next_task = _taken(task.shard, reply[1])
         if next_task is not None and reply[2]:
             try:
                 events = [self.decode_event(workflow_id, i, _field_map(f)) for i, f in reply[2]]
@@ -655,7 +678,10 @@ class Store:
                     keys.timers(member.shard),
                     keys.meta(member.workflow_id),
                     keys.history(member.workflow_id),
-                    keys.queue(member.shard, member.queue),
+                    # A retry puts an activity task back; the others wake the workflow.
+                    (keys.activity_queue if member.kind == "retry" else keys.queue)(
+                        member.shard, member.queue
+                    ),
                 ],
                 [member.raw, now_ms()],
             )
@@ -665,21 +691,20 @@ class Store:
 
     async def ensure_groups(self, queues: Iterable[str]) -> None:
         pipe: Pipeline = self.redis.pipeline(transaction=False)
-        for queue in queues:
-            for shard in range(self.keys.shards):
-                pipe.xgroup_create(
-                    self.keys.queue(shard, queue), WORKER_GROUP, id="0", mkstream=True
-                )
+        for stream in self.queue_keys(queues):
+            pipe.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
         for reply in await pipe.execute(raise_on_error=False):
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
                 doing = "create the consumer groups of the task queues (XGROUP CREATE)"
                 raise permission_error(reply, doing, self.url) or reply
 
     def queue_keys(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
-        """Task stream key -> (shard, queue name) for every shard of the queues."""
+        """Task stream key -> (shard, queue name) for every shard of the queues, both
+        kinds of stream."""
         return {
-            self.keys.queue(shard, queue): (shard, queue)
+            stream(shard, queue): (shard, queue)
             for queue in queues
+            for stream in (self.keys.queue, self.keys.activity_queue)
             for shard in range(self.keys.shards)
         }
 
@@ -860,11 +885,11 @@ class Store:
         Raises PayloadError for an entry that is not a task of this namespace's queues
         (a corrupt timer member, an entry written by hand)."""
         queue_key = _text(dead.fields.get("queue"))
-        queue_prefix = self.keys.queue(dead.shard, "")
+        prefixes = (self.keys.queue(dead.shard, ""), self.keys.activity_queue(dead.shard, ""))
         problem = ""
         if "timer" in dead.fields:
             problem = "it is a corrupt timer member, not a task"
-        elif not queue_key.startswith(queue_prefix):
+        elif not queue_key.startswith(prefixes):
             problem = f"its 'queue' field {queue_key!r} is not a task queue of shard {dead.shard}"
         elif _text(dead.fields.get("k")) not in ("w", "a"):
             problem = "its 'k' field is not w (workflow task) or a (activity task)"

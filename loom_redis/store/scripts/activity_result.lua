@@ -5,7 +5,7 @@
 -- workflow's task and the worker holds the workflow's instance up to entry `after`, the
 -- history entries past it come along (at most `page` of them), so the task needs no read.
 -- Returns {outcome ('ok', 'duplicate' or 'dropped'), next task or nil, entries}.
--- KEYS: meta, history, queue
+-- KEYS: meta, history, the task's stream, activity stream, workflow stream
 -- ARGV: workflow id, seq, task id, now (ms), event type, data, consumer group,
 --       consumer to take the next task for ('' for none), after ('' for none), page
 local meta, queue, group = KEYS[1], KEYS[3], ARGV[7]
@@ -17,12 +17,12 @@ elseif redis.call('HDEL', meta, 'a:' .. ARGV[2]) == 0 then
   outcome = 'duplicate'
 else
   append_event(KEYS[2], ARGV[5], ARGV[2], ARGV[4], ARGV[6])
-  request_workflow_task(meta, queue, ARGV[1])
+  request_workflow_task(meta, KEYS[5], ARGV[1])
 end
-local next_task = take_next(queue, group, ARGV[8])
+local next_task = take_next(group, ARGV[8], KEYS[4], KEYS[5])
 local entries = {}
 if next_task and ARGV[9] ~= '' then
-  local fields = next_task[2]
+  local fields = next_task[2][2]
   for i = 1, #fields, 2 do
     if fields[i] == 'wf' and fields[i + 1] == ARGV[1] then
       entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[9], '+', 'COUNT', ARGV[10])

@@ -3,8 +3,8 @@
 -- is the fencing token: if the history moved since, nothing is written.
 -- Returns {'ok', new length, id of the last appended entry ('' if none), next task},
 -- {'conflict', current length} or {'closed', status, next task}; the next task (see
--- take_next) is {id, fields} or nil.
--- KEYS: meta, history, queue, timers
+-- take_next) is {stream, {id, fields}} or nil.
+-- KEYS: meta, history, the task's stream, timers, activity stream, workflow stream
 -- ARGV: workflow id, expected history length, task id, now (ms), status index prefix,
 --       consumer group, plan {events = {{type, seq, data}}, meta = {k, v, ...},
 --       meta_del = {k, ...}, timers = {{score, member}}, timers_del = {member, ...},
@@ -13,12 +13,13 @@
 --       activity = seq of the activity whose outcome is the first event (or nil)},
 --       owner index prefix, consumer to take the next task for ('' for none)
 local meta, history, queue, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local activities, workflows = KEYS[5], KEYS[6]
 local workflow_id, expected, task_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now, index_prefix, group = ARGV[4], ARGV[5], ARGV[6]
 local status, seen = open_status(meta)
 if not status then
   ack(queue, group, task_id)
-  return {'closed', seen or '', take_next(queue, group, ARGV[9])}
+  return {'closed', seen or '', take_next(group, ARGV[9], activities, workflows)}
 end
 local length = redis.call('XLEN', history)
 if length ~= expected then return {'conflict', tostring(length)} end
@@ -38,7 +39,7 @@ if #plan.meta > 0 then redis.call('HSET', meta, unpack(plan.meta)) end
 if #plan.meta_del > 0 then redis.call('HDEL', meta, unpack(plan.meta_del)) end
 for _, timer in ipairs(plan.timers) do redis.call('ZADD', timers, timer[1], timer[2]) end
 for _, member in ipairs(plan.timers_del) do redis.call('ZREM', timers, member) end
-for _, task in ipairs(plan.tasks) do redis.call('XADD', queue, '*', unpack(task)) end
+for _, task in ipairs(plan.tasks) do redis.call('XADD', activities, '*', unpack(task)) end
 set_status(meta, index_prefix, workflow_id, status, plan.status, now)
 if TERMINAL[plan.status] then
   -- An owner's index lists its open workflows only, so progress reads stay small.
@@ -47,4 +48,5 @@ if TERMINAL[plan.status] then
 end
 redis.call('HSET', meta, 'wft', plan.wft, 'updated', now, 'hlen', length + #plan.events)
 ack(queue, group, task_id)
-return {'ok', tostring(length + #plan.events), last_id, take_next(queue, group, ARGV[9])}
+return {'ok', tostring(length + #plan.events), last_id,
+  take_next(group, ARGV[9], activities, workflows)}

@@ -37,16 +37,17 @@ local function open_status(meta)
   return status, status
 end
 
--- Deliver the queue's next task to the worker that is finishing one, in the same round
--- trip: with no backlog that is the task this transition just queued (the activity a
--- commit scheduled, the workflow task a result requested), so a workflow's chain stays
--- on the worker holding its instance. Under a backlog it is the oldest waiting task,
--- as a read would have been. An empty consumer takes nothing. Returns {id, fields} or
--- false.
-local function take_next(queue, group, consumer)
+-- Deliver the next task of a queue to the worker that is finishing one, in the same
+-- round trip: activity tasks first (a commit takes the activity it just scheduled, so a
+-- workflow's chain stays on the worker holding its instance), then workflow tasks (with
+-- no backlog, the one the transition just requested). An empty consumer takes nothing.
+-- Returns {stream, {id, fields}} or false.
+local function take_next(group, consumer, activities, workflows)
   if consumer == '' then return false end
-  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
-    'STREAMS', queue, '>')
-  if not reply then return false end
-  return reply[1][2][1]
+  for _, stream in ipairs({activities, workflows}) do
+    local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+      'STREAMS', stream, '>')
+    if reply then return {stream, reply[1][2][1]} end
+  end
+  return false
 end
