@@ -3,14 +3,18 @@ every message, and ACL refusals turned into errors that name the missing permiss
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
@@ -179,3 +183,59 @@ async def connect_redis(url: str) -> aioredis.Redis:
             "or Valkey >= 7.2"
         )
     return client
+
+
+class DirectLane:
+    """Sends commands on connections of its own, made like the client's (URL, TLS,
+    credentials, RESP2), without redis-py's per-command layers (pool lock, observability
+    hooks, response callbacks, pure-Python packing): for the Lua transitions, every step
+    of every workflow. A command whose connection broke is sent again, with the client's
+    retry policy; every script recognises its own repeat.
+    """
+
+    # Idle connections kept for the next command; a burst opens more, closed after use.
+    KEEP = 64
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._retry: Retry = client.get_retry() or Retry(ExponentialWithJitterBackoff(), 0)
+        self._idle: list[AbstractConnection] = []
+
+    async def execute(self, *args: Any) -> Any:
+        packed = hiredis.pack_command(args)
+        return await self._retry.call_with_retry(lambda: self._send(packed), _ignore)
+
+    async def _send(self, packed: bytes) -> Any:
+        pool = self._pool
+        connection = (
+            self._idle.pop() if self._idle else pool.connection_class(**pool.connection_kwargs)
+        )
+        try:
+            if not connection.is_connected:
+                await connection.connect()  # type: ignore[no-untyped-call]  # redis-py's
+            await connection.send_packed_command(packed, check_health=False)
+            reply = await connection.read_response()
+        except (RedisConnectionError, RedisTimeoutError, OSError, asyncio.CancelledError):
+            # A reply may still be on its way: the connection is of no further use.
+            await connection.disconnect()
+            raise
+        except RedisError:  # an error reply: the connection is fine
+            await self._keep(connection)
+            raise
+        await self._keep(connection)
+        return reply
+
+    async def _keep(self, connection: AbstractConnection) -> None:
+        if len(self._idle) < self.KEEP:
+            self._idle.append(connection)
+        else:
+            await connection.disconnect()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
+
+
+async def _ignore(_error: Exception) -> None:
+    """Retry callback: the failed connection was already dropped."""

@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..events import Command, Event, EventType, Status
 from .codec import decode, encode, max_payload_bytes
-from .connection import acl_checked, connect_redis, now_ms, permission_error
+from .connection import DirectLane, acl_checked, connect_redis, now_ms, permission_error
 from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 
 logger = logging.getLogger("loom_redis.store")
@@ -174,6 +174,7 @@ class Store:
         self.redis = redis
         self.keys = keys
         self.url = url
+        self._lane = DirectLane(redis)
         lib = _script_source("lib")
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
@@ -216,15 +217,16 @@ class Store:
             await self.redis.script_load(script.script)
 
     async def close(self) -> None:
+        await self._lane.aclose()
         await self.redis.aclose()
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
         try:
-            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._lane.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted or flushed server: load it, once
             await self.redis.script_load(script.script)
-            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._lane.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     # -- start ---------------------------------------------------------------------
 
