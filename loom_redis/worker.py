@@ -889,22 +889,25 @@ def _kind_label(task: Task) -> str:
 def _malformed(task: Task) -> str | None:
     """Why a task entry cannot be run (an unknown kind, a field missing or not a number),
     or None. Such an entry was not written by loom-redis: it goes to the dead-letter stream."""
-    fields = ", ".join(sorted(repr(name) for name in task.fields)) or "none"
+
+    def fields() -> str:  # made only for a reason: most tasks are sound
+        return ", ".join(sorted(repr(name) for name in task.fields)) or "none"
+
     if task.kind not in ("w", "a"):
         return (
             f"task {task.id} has unknown kind {task.kind!r} (field 'k'): expected k=w (a "
-            f"workflow task) or k=a (an activity task); its fields: {fields}"
+            f"workflow task) or k=a (an activity task); its fields: {fields()}"
         )
     what = f"{'workflow' if task.kind == 'w' else 'activity'} task {task.id}"
     if not task.workflow_id:
-        return f"{what} has no 'wf' field (the id of its workflow); its fields: {fields}"
+        return f"{what} has no 'wf' field (the id of its workflow); its fields: {fields()}"
     if task.kind == "a":
         what = f"{what} of workflow {task.workflow_id!r}"
         for name, required in (("seq", True), ("att", False), ("p", True)):
             value = task.fields.get(name)
             if value is None:
                 if required:
-                    return f"{what}: field {name!r} is missing; its fields: {fields}"
+                    return f"{what}: field {name!r} is missing; its fields: {fields()}"
             elif name != "p" and not (value.isdigit() and int(value) >= 1):
                 return f"{what}: field {name!r} must be a whole number >= 1, got {value!r}"
     return None
