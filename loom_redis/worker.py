@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -145,7 +145,10 @@ class Worker:
         self.metrics_port = metrics_port
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._streams = store.queue_keys(queues)
-        self._slots = anyio.Semaphore(concurrency)
+        # Accepted tasks that wait for one of the `concurrency` executors, and the
+        # executors waiting for one.
+        self._queued: deque[tuple[Task, int]] = deque()
+        self._idle_executors: deque[anyio.Event] = deque()
         # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
@@ -180,6 +183,8 @@ class Worker:
                     serve_metrics, self.metrics_host, self.metrics_port, lambda: self._ready
                 )
             async with anyio.create_task_group() as executors:
+                for _ in range(self.concurrency):
+                    executors.start_soon(self._executor)
                 with self._intake:
                     self._ready = True
                     self._started.set()
@@ -190,9 +195,9 @@ class Worker:
                         self.store.keys.shards,
                         self.concurrency,
                     )
-                    await self._take_tasks(executors)
+                    await self._take_tasks()
                 self._ready = False
-                await self._run_own_pending(executors)
+                await self._run_own_pending()
                 executors.start_soon(self._drain_deadline, executors)
             background.cancel_scope.cancel()
         await self._remove_heartbeat()
@@ -217,10 +222,14 @@ class Worker:
         with anyio.CancelScope(shield=True):
             await self.store.hand_back(unfinished, self.name, self.lease_ms)
         executors.cancel_scope.cancel()
+        for task, _deliveries in self._queued:
+            self._in_flight.pop((task.queue_key, task.id), None)
+            IN_FLIGHT.dec()
+        self._queued.clear()
 
     # -- intake ----------------------------------------------------------------------
 
-    async def _take_tasks(self, executors: TaskGroup) -> None:
+    async def _take_tasks(self) -> None:
         """Take over stale tasks and read new ones until stop() cancels the intake.
 
         One loop does both, and a dead worker's tasks go first: they are claimed every
@@ -263,11 +272,11 @@ class Worker:
                     task.workflow_id,
                     deliveries,
                 )
-                self._accept(executors, task, deliveries)
+                self._accept(task, deliveries)
             # COUNT applies to each stream, so a read can bring more tasks than fit:
             # they are ours now, and wait for a slot.
             for task in tasks:
-                self._accept(executors, task, 1)
+                self._accept(task, 1)
             if claimed or tasks:
                 # The tasks start (up to their first round trip) before the next read is
                 # sent: on an idle worker that read would delay each task by its cost.
@@ -285,7 +294,7 @@ class Worker:
             await self._capacity_freed.wait()
         return free
 
-    async def _run_own_pending(self, executors: TaskGroup) -> None:
+    async def _run_own_pending(self) -> None:
         """Run, as part of the drain, tasks delivered to this worker that it never started.
 
         A stop that cuts a read (or a reclaim) short, after Redis delivered its tasks to
@@ -304,37 +313,35 @@ class Worker:
             if key in started or key in self._in_flight or not task.fields:
                 continue
             # The drain waits for it, or its deadline hands it back.
-            self._accept(executors, task, 1)
+            self._accept(task, 1)
 
-    def _accept(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
-        """Take a delivered task: its lease is renewed from now on, and it runs when a
-        slot is free."""
+    def _accept(self, task: Task, deliveries: int) -> None:
+        """Take a delivered task: its lease is renewed from now on, and it runs when an
+        executor is free."""
         self._in_flight[(task.queue_key, task.id)] = task
         IN_FLIGHT.inc()
-        executors.start_soon(self._execute_when_free, executors, task, deliveries)
+        self._queue(task, deliveries)
 
-    async def _execute_when_free(self, executors: TaskGroup, task: Task, deliveries: int) -> None:
-        try:
-            if self._slots.value:
-                # Without the yield of acquire(): the task's first round trip goes out
-                # before the intake's next read.
-                self._slots.acquire_nowait()
-            else:
-                await self._slots.acquire()
-        except BaseException:  # cancelled by the drain deadline, which handed it back
-            self._in_flight.pop((task.queue_key, task.id), None)
-            IN_FLIGHT.dec()
-            raise
-        try:
+    def _queue(self, task: Task, deliveries: int) -> None:
+        self._queued.append((task, deliveries))
+        if self._idle_executors:
+            self._idle_executors.popleft().set()
+
+    async def _executor(self) -> None:
+        """Run accepted tasks one at a time; `concurrency` of these run."""
+        while True:
+            while not self._queued:
+                woken = anyio.Event()
+                self._idle_executors.append(woken)
+                await woken.wait()
+            task, deliveries = self._queued.popleft()
             follow_up = await self._execute(task, deliveries)
-            # A follow-up runs in this slot at once, unless accepted tasks wait for a
-            # slot: then it waits behind them (it is already counted in flight).
-            while follow_up is not None and len(self._in_flight) <= self.concurrency:
+            # A follow-up runs here at once, unless accepted tasks wait for an executor:
+            # then it waits behind them (it is already counted in flight).
+            while follow_up is not None and not self._queued:
                 follow_up = await self._execute(follow_up, 1)
             if follow_up is not None:
-                executors.start_soon(self._execute_when_free, executors, follow_up, 1)
-        finally:
-            self._slots.release()
+                self._queue(follow_up, 1)
 
     def _take_next_for(self) -> str:
         """The consumer name a finishing transition may deliver the queue's next task to
