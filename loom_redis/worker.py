@@ -149,6 +149,8 @@ class Worker:
         # executors waiting for one.
         self._queued: deque[tuple[Task, int]] = deque()
         self._idle_executors: deque[anyio.Event] = deque()
+        # Since when the intake has been waiting for capacity to read new tasks.
+        self._capacity_wanted_since: float | None = None
         # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
@@ -233,27 +235,28 @@ class Worker:
         """Take over stale tasks and read new ones until stop() cancels the intake.
 
         One loop does both, and a dead worker's tasks go first: they are claimed every
-        half lease, and again at once while a claim comes back full, for all the free
-        capacity, before any new task is read. Under load the slots go to them as they
-        free up, and a claimed task starts at once: it neither waits behind the new
-        tasks (a takeover would take the whole queue's time) nor in a backlog beyond the
-        free capacity (where the death of this worker too would cost it a delivery it
-        never ran, and enough of those send a sound task to the dead-letter stream).
+        half lease, busy or not, up to `concurrency` at a time (and again at once while
+        a claim comes back full and capacity is left), and they go to the front of the
+        local queue. So a claimed task starts as soon as an executor is free: it waits
+        neither behind new tasks nor behind the follow-ups of running workflows (a
+        takeover would take that long), and a worker holds at most `concurrency`
+        claimed tasks it has not started (should it die too, each costs a delivery).
+        New tasks are read only for free capacity.
         """
         interval = max(self.lease_ms / 2000, 0.05)
         next_claim = anyio.current_time() + interval
         while True:
-            free = await self._wait_for_capacity()
+            free = await self._wait_for_capacity(until=next_claim)
             claimed: list[tuple[Task, int]] = []
             tasks: list[Task] = []
             try:
                 if anyio.current_time() >= next_claim:
                     claimed = await self.store.claim_stale_tasks(
-                        self._streams, self.name, self.lease_ms, free
+                        self._streams, self.name, self.lease_ms, self.concurrency
                     )
-                    full = len(claimed) == free
-                    next_claim = anyio.current_time() + (0 if full else interval)
-                if not claimed:
+                    again = len(claimed) == self.concurrency and free > len(claimed)
+                    next_claim = anyio.current_time() + (0 if again else interval)
+                if not claimed and free > 0:
                     # Each stream is asked for its share of the free capacity, so that a
                     # read brings fewer than free + streams tasks, not up to free * streams.
                     count = -(-free // len(self._streams))
@@ -263,7 +266,7 @@ class Worker:
             except RedisError as exc:
                 await self._redis_trouble("reading tasks", exc)
                 continue
-            for task, deliveries in claimed:
+            for task, deliveries in reversed(claimed):
                 TASKS_RECLAIMED.inc()
                 logger.info(
                     "took over task %s (%s) of workflow %s, delivery %d",
@@ -272,9 +275,9 @@ class Worker:
                     task.workflow_id,
                     deliveries,
                 )
-                self._accept(task, deliveries)
+                self._accept(task, deliveries, first=True)
             # COUNT applies to each stream, so a read can bring more tasks than fit:
-            # they are ours now, and wait for a slot.
+            # they are ours now, and wait for an executor.
             for task in tasks:
                 self._accept(task, 1)
             if claimed or tasks:
@@ -282,16 +285,19 @@ class Worker:
                 # sent: on an idle worker that read would delay each task by its cost.
                 await anyio.lowlevel.checkpoint()
 
-    async def _wait_for_capacity(self) -> int:
-        """Wait until fewer tasks than `concurrency` are accepted; return how many more fit.
-
-        The intake never holds slots while it blocks, so a claim sees the whole free
-        capacity.
-        """
-        while (free := self.concurrency - len(self._in_flight)) <= 0:
-            if self._capacity_freed.is_set():
-                self._capacity_freed = anyio.Event()
-            await self._capacity_freed.wait()
+    async def _wait_for_capacity(self, *, until: float) -> int:
+        """Wait until fewer tasks than `concurrency` are accepted, or until the time
+        `until`; return how many more fit (<= 0 when the time came first)."""
+        with anyio.move_on_at(until):
+            while self.concurrency - len(self._in_flight) <= 0:
+                if self._capacity_wanted_since is None:
+                    self._capacity_wanted_since = anyio.current_time()
+                if self._capacity_freed.is_set():
+                    self._capacity_freed = anyio.Event()
+                await self._capacity_freed.wait()
+        free = self.concurrency - len(self._in_flight)
+        if free > 0:
+            self._capacity_wanted_since = None
         return free
 
     async def _run_own_pending(self) -> None:
@@ -315,15 +321,18 @@ class Worker:
             # The drain waits for it, or its deadline hands it back.
             self._accept(task, 1)
 
-    def _accept(self, task: Task, deliveries: int) -> None:
+    def _accept(self, task: Task, deliveries: int, *, first: bool = False) -> None:
         """Take a delivered task: its lease is renewed from now on, and it runs when an
-        executor is free."""
+        executor is free (before the tasks already waiting, if `first`)."""
         self._in_flight[(task.queue_key, task.id)] = task
         IN_FLIGHT.inc()
-        self._queue(task, deliveries)
+        self._queue(task, deliveries, first=first)
 
-    def _queue(self, task: Task, deliveries: int) -> None:
-        self._queued.append((task, deliveries))
+    def _queue(self, task: Task, deliveries: int, *, first: bool = False) -> None:
+        if first:
+            self._queued.appendleft((task, deliveries))
+        else:
+            self._queued.append((task, deliveries))
         if self._idle_executors:
             self._idle_executors.popleft().set()
 
@@ -345,8 +354,13 @@ class Worker:
 
     def _take_next_for(self) -> str:
         """The consumer name a finishing transition may deliver the queue's next task to
-        (it replaces the finishing task in flight), or "" while draining."""
+        (it replaces the finishing task in flight), or "": while draining, and once the
+        intake has waited a poll interval for capacity, so that the follow-ups of
+        running workflows do not keep new tasks waiting in Redis for ever."""
         if self._intake is None or self._intake.cancel_called:
+            return ""
+        wanted = self._capacity_wanted_since
+        if wanted is not None and anyio.current_time() - wanted > self.poll_ms / 1000:
             return ""
         return self.name
 

@@ -33,6 +33,22 @@ async def gate(name: str) -> str:
     return f"{name} passed"
 
 
+@loom.activity(name="follow_pause")
+async def pause(index: int) -> int:
+    await anyio.sleep(0.02)
+    return index + 1
+
+
+@loom.workflow(name="FollowLongChain")
+class LongChain(loom.Workflow[dict, dict]):
+    @loom.step()
+    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+        value = 0
+        for _ in range(ctx.input["steps"]):
+            value = await ctx.activity(pause, value)
+        await ctx.state.set("value", value)
+
+
 @loom.workflow(name="FollowGateThenSignal")
 class GateThenSignal(loom.Workflow[dict, dict]):
     @loom.step()
@@ -150,3 +166,19 @@ async def test_a_draining_worker_takes_no_next_task(
         assert pending["pending"] == 0, (key, pending)
     async with running_worker(redis_url, namespace):
         assert await handle.result(timeout=10) == {"result": ["drain-1 passed", "drain-2 passed"]}
+
+
+async def test_a_long_chain_does_not_keep_new_work_waiting(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    """With one executor busy with a chain whose every step hands it the next one, a
+    workflow started meanwhile still gets read and run before the chain ends."""
+    async with running_worker(redis_url, namespace, concurrency=1, poll_interval=0.2):
+        chain = await client.start(LongChain, {"steps": 100})
+        with anyio.fail_after(10):
+            while not (await chain.describe())["current_step"]:
+                await anyio.sleep(0.01)
+        short = await client.start(LongChain, {"steps": 1})
+        assert await short.result(timeout=20) == {"value": 1}
+        assert (await chain.describe())["status"] == "RUNNING"
+        assert await chain.result(timeout=60) == {"value": 100}
