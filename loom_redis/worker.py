@@ -155,7 +155,7 @@ class Worker:
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
         # Tasks that a finishing task's transition delivered to this worker (keyed like
-        # `_in_flight`, by the finishing task): each runs next, in the same slot.
+        # `_in_flight`, by the finishing task): each runs next, on the same executor.
         self._follow_ups: dict[tuple[str, str], Task] = {}
         self.cache_size = cache_size
         self.timer_scan_ms = max(int(timer_scan_seconds * 1000), 10)
@@ -365,7 +365,7 @@ class Worker:
         return self.name
 
     def _adopt(self, finishing: Task, follow_up: Task | None) -> None:
-        """Take the task a transition of `finishing` delivered: it runs next in its slot."""
+        """Take the task a transition of `finishing` delivered: it runs next, on the same executor."""
         if follow_up is not None:
             self._in_flight[(follow_up.queue_key, follow_up.id)] = follow_up
             IN_FLIGHT.inc()
