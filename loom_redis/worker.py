@@ -365,7 +365,8 @@ class Worker:
         return self.name
 
     def _adopt(self, finishing: Task, follow_up: Task | None) -> None:
-        """Take the task a transition of `finishing` delivered: it runs next, on the same executor."""
+        """Take the task a transition of `finishing` delivered: it runs next, on the same
+        executor."""
         if follow_up is not None:
             self._in_flight[(follow_up.queue_key, follow_up.id)] = follow_up
             IN_FLIGHT.inc()
