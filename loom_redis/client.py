@@ -13,6 +13,7 @@ from typing import Any
 from .api import IdReusePolicy, check_start_arguments, workflow_definition
 from .errors import (
     ConfigurationError,
+    PayloadError,
     WorkflowAlreadyStartedError,
     WorkflowCancelledError,
     WorkflowExecutionError,
@@ -20,7 +21,7 @@ from .errors import (
     WorkflowStillRunningError,
     error_from_record,
 )
-from .events import Event, EventType, Status
+from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import Store, decode, encode
 from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
 
@@ -343,25 +344,43 @@ class WorkflowHandle:
         store = await (await self._get_client())._connected()
         key = store.keys.history(self.workflow_id)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        newest: Any = await store.redis.xrevrange(key, count=1)
+        # A closed workflow's history ends with its closing event and the
+        # WORKFLOW_TASK_COMPLETED after it.
+        newest: Any = await store.redis.xrevrange(key, count=2)
+        if not newest:
+            await self.describe()  # no such workflow: raises WorkflowNotFoundError
+        entries = list(reversed(newest))
         last_id = newest[0][0].decode() if newest else "0-0"
         while True:
-            info = await self.describe()
-            status = Status(info["status"])
-            if status.is_terminal:
-                return self._outcome(info)
+            for entry_id, fields in entries:
+                last_id = entry_id.decode()
+                if fields.get(b"type", b"").decode() in TERMINAL_TYPES:
+                    return self._outcome(await self._closing_record(store, entry_id, fields))
             block_seconds = 5.0
             if deadline is not None:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
+                    status = (await self.describe())["status"]
                     raise WorkflowStillRunningError(self.workflow_id, str(status), timeout)
                 block_seconds = min(remaining, block_seconds)
             # Wake as soon as the history moves instead of polling the status.
             reply: Any = await store.redis.xread(
                 {key: last_id}, block=max(int(block_seconds * 1000), 1), count=1000
             )
-            for _stream, entries in reply or []:
-                last_id = entries[-1][0].decode()
+            entries = [entry for _stream, stream_entries in reply or [] for entry in stream_entries]
+
+    async def _closing_record(
+        self, store: Store, entry_id: bytes, fields: dict[bytes, bytes]
+    ) -> dict[str, Any]:
+        """The status and result or error of a closed workflow, from its closing event
+        (from its meta if that event does not decode)."""
+        try:
+            event = store.decode_event(self.workflow_id, entry_id, fields)
+        except PayloadError:
+            return await self.describe()
+        if event.type == EventType.WORKFLOW_COMPLETED:
+            return {"status": Status.COMPLETED, "result": (event.data or {}).get("result")}
+        return {"status": STATUS_OF_TERMINAL_EVENT[event.type], "error": event.data}
 
     def _outcome(self, info: dict[str, Any]) -> Any:
         status = info["status"]
