@@ -146,7 +146,7 @@ class Client:
         # Likewise only None means the default queue.
         queue = validate_queue(DEFAULT_QUEUE if queue is None else queue)
         store = await self._connected()
-        created, status = await store.start_workflow(
+        created, status, started_id = await store.start_workflow(
             workflow_id,
             name=definition.name,
             version=definition.version,
@@ -159,7 +159,7 @@ class Client:
         )
         if not created and id_reuse != "return_existing":
             raise WorkflowAlreadyStartedError(workflow_id, status)
-        return WorkflowHandle(self, workflow_id)
+        return WorkflowHandle(self, workflow_id, history_from=started_id)
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
         """The handle of an existing workflow (its methods raise WorkflowNotFoundError if
@@ -309,9 +309,12 @@ class Client:
 class WorkflowHandle:
     """Control and observe one workflow."""
 
-    def __init__(self, client: Client | None, workflow_id: str) -> None:
+    def __init__(self, client: Client | None, workflow_id: str, *, history_from: str = "") -> None:
         self._client = client
         self.workflow_id = workflow_id
+        # The id of the workflow's WORKFLOW_STARTED entry, when this handle started it:
+        # result() then waits for what comes after without reading the history first.
+        self._history_from = history_from
 
     async def _get_client(self) -> Client:
         """This handle's client, or the default one of the running loop."""
@@ -344,13 +347,17 @@ class WorkflowHandle:
         store = await (await self._get_client())._connected()
         key = store.keys.history(self.workflow_id)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        # A closed workflow's history ends with its closing event and the
-        # WORKFLOW_TASK_COMPLETED after it.
-        newest: Any = await store.redis.xrevrange(key, count=2)
-        if not newest:
-            await self.describe()  # no such workflow: raises WorkflowNotFoundError
-        entries = list(reversed(newest))
-        last_id = newest[0][0].decode() if newest else "0-0"
+        if self._history_from:
+            entries: list[Any] = []
+            last_id = self._history_from
+        else:
+            # A closed workflow's history ends with its closing event and the
+            # WORKFLOW_TASK_COMPLETED after it.
+            newest: Any = await store.redis.xrevrange(key, count=2)
+            if not newest:
+                await self.describe()  # no such workflow: raises WorkflowNotFoundError
+            entries = list(reversed(newest))
+            last_id = newest[0][0].decode() if newest else "0-0"
         while True:
             for entry_id, fields in entries:
                 last_id = entry_id.decode()

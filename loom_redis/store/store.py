@@ -242,8 +242,10 @@ class Store:
         total_steps: int,
         workflow_input: Any,
         initial_state: dict[str, Any] | None = None,
-    ) -> tuple[bool, str]:
-        """Create the workflow; returns (created, status) and never writes a second history."""
+    ) -> tuple[bool, str, str]:
+        """Create the workflow; returns (created, status, the history entry id of its
+        WORKFLOW_STARTED if this call wrote it, else "") and never writes a second
+        history."""
         keys = self.keys
         shard = keys.shard_of(workflow_id)
         what = f"input of workflow {workflow_id!r} ({name})"
@@ -301,7 +303,8 @@ class Store:
                     uuid.uuid4().hex,
                 ],
             )
-        return _text(reply[0]) == "started", _text(reply[1])
+        started_id = _text(reply[2]) if len(reply) > 2 else ""
+        return _text(reply[0]) == "started", _text(reply[1]), started_id
 
     # -- reads ---------------------------------------------------------------------
 
