@@ -56,7 +56,6 @@ from .metrics import (
     serve_metrics,
 )
 from .store import Store, Task, decode, encode
-from .store.codec import max_payload_bytes
 from .store.connection import now_ms
 from .store.keys import validate_queue
 
@@ -957,7 +956,6 @@ def _check_options(
     for setting, number in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
         if not number > 0:
             raise ConfigurationError(f"{setting} must be > 0, got {number!r}")
-    max_payload_bytes()  # a bad LOOM_MAX_PAYLOAD_BYTES stops the worker at its start
 
 
 async def _call(fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

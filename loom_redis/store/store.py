@@ -141,13 +141,17 @@ def _field_map(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _task(stream: bytes | str, shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Task:
+    """A task stream entry as a read, a claim or a script returned it."""
+    return Task(_text(stream), shard, _text(entry_id), {_text(k): v for k, v in fields.items()})
+
+
 def _taken(shard: int, taken: Any) -> Task | None:
     """The task a script delivered with `take_next` ({stream, {id, fields}} or nil)."""
     if not taken:
         return None
     stream, (entry_id, flat) = taken
-    fields = {_text(k): v for k, v in _field_map(flat).items()}
-    return Task(_text(stream), shard, _text(entry_id), fields)
+    return _task(stream, shard, entry_id, _field_map(flat))
 
 
 def _stream_id_order(entry_id: str) -> tuple[int, int]:
@@ -737,14 +741,7 @@ class Store:
             for entry_id, fields in entries:
                 if fields is None:
                     continue
-                tasks.append(
-                    Task(
-                        key,
-                        streams[key][0],
-                        _text(entry_id),
-                        {_text(k): v for k, v in fields.items()},
-                    )
-                )
+                tasks.append(_task(key, streams[key][0], entry_id, fields))
         return tasks
 
     async def claim_stale_tasks(
@@ -766,9 +763,7 @@ class Store:
                 if fields is None:  # Redis 6.2 reports a deleted entry as a nil message
                     deleted.append(entry_id)
                 else:
-                    live.append(
-                        Task(key, shard, _text(entry_id), {_text(k): v for k, v in fields.items()})
-                    )
+                    live.append(_task(key, shard, entry_id, fields))
             if deleted:
                 await self.redis.xack(key, WORKER_GROUP, *deleted)
             if not live:
