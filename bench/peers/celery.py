@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, chain
 
 from bench.peers.common import (
+    D_PAUSE_SECONDS,
     REDIS_URL_ENV,
     WARM_PREFIX,
     DoneReader,
@@ -69,7 +70,7 @@ def one_at_a_time(count: int, timeout: float) -> dict[str, Any]:
         send(key, 1)
         while key not in reader.poll() and time.monotonic() < deadline:
             time.sleep(0.001)
-        time.sleep(0.01)
+        time.sleep(D_PAUSE_SECONDS)
     return {"enqueued": enqueued, "done": reader.done}
 
 

@@ -27,6 +27,9 @@ PG_URL_ENV = "BENCH_PG_URL"
 
 # Keys of the warm-up jobs: they never count in a workload's figures.
 WARM_PREFIX = "warm"
+# Workload D pauses this long between two jobs, the same for every system, so that each
+# job meets an idle system.
+D_PAUSE_SECONDS = 0.01
 
 
 def job_key(workload: str, index: int) -> str:

@@ -18,7 +18,14 @@ from typing import Any
 import psycopg
 from dbos import DBOS, DBOSClient
 
-from bench.peers.common import PG_URL_ENV, WARM_PREFIX, job_key, parse_args, write_result
+from bench.peers.common import (
+    D_PAUSE_SECONDS,
+    PG_URL_ENV,
+    WARM_PREFIX,
+    job_key,
+    parse_args,
+    write_result,
+)
 
 QUEUE = "bench"
 WORKFLOW = "bench_chain"
@@ -113,7 +120,7 @@ def one_at_a_time(client: DBOSClient, conn: psycopg.Connection[Any], args: Any) 
         enqueue(client, key, 1, deadline)
         while not closed(conn, [key]) and time.monotonic() < deadline:
             time.sleep(0.002)
-        time.sleep(0.01)
+        time.sleep(D_PAUSE_SECONDS)
     done, failed = outcome(conn, enqueued)
     return {"enqueued": enqueued, "done": done, "extra": {"failed": failed}}
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import loom_redis as loom
 from bench.peers.common import (
+    D_PAUSE_SECONDS,
     REDIS_URL_ENV,
     WARM_PREFIX,
     DoneReader,
@@ -109,7 +110,7 @@ class Driver:
             except loom.LoomError:  # it ended, in failure
                 failed += 1
             done[key] = time.time()
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(D_PAUSE_SECONDS)
         return {"enqueued": enqueued, "done": done, "extra": {"failed": failed}}
 
     async def long_workflow(self, count: int, timeout: float) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from bench.peers.common import (
+    D_PAUSE_SECONDS,
     WARM_PREFIX,
     DoneReader,
     job_key,
@@ -92,7 +93,7 @@ async def one_at_a_time(count: int, timeout: float) -> dict[str, Any]:
                 failed += status != "COMPLETED"
                 break
             await asyncio.sleep(0.002)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(D_PAUSE_SECONDS)
     return {"enqueued": enqueued, "done": done, "extra": {"failed": failed}}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from bench.peers.common import (
+    D_PAUSE_SECONDS,
     REDIS_URL_ENV,
     WARM_PREFIX,
     DoneReader,
@@ -65,7 +66,7 @@ async def one_at_a_time(count: int, timeout: float) -> dict[str, Any]:
         enqueued[key] = time.time()
         await bench_step.kiq(key, 0, 1)
         await asyncio.to_thread(reader.wait_for, [key], left, 0.001)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(D_PAUSE_SECONDS)
     return {"enqueued": enqueued, "done": reader.done}
 
 
