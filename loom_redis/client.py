@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 import weakref
@@ -14,6 +15,7 @@ from .api import IdReusePolicy, check_start_arguments, workflow_definition
 from .errors import (
     ConfigurationError,
     PayloadError,
+    RedisPermissionError,
     WorkflowAlreadyStartedError,
     WorkflowCancelledError,
     WorkflowExecutionError,
@@ -70,6 +72,8 @@ class Client:
         # Only None means the default: an empty namespace is an error, not "default".
         self.namespace = default_namespace() if namespace is None else namespace
         self._store: Store | None = None
+        # Set when Redis refused result()'s close notice (a read-only ACL user).
+        self._reads_only = False
 
     @classmethod
     def connect(cls, url: str | None = None, *, namespace: str | None = None) -> Client:
@@ -146,7 +150,7 @@ class Client:
         # Likewise only None means the default queue.
         queue = validate_queue(DEFAULT_QUEUE if queue is None else queue)
         store = await self._connected()
-        created, status, started_id = await store.start_workflow(
+        created, status = await store.start_workflow(
             workflow_id,
             name=definition.name,
             version=definition.version,
@@ -159,7 +163,7 @@ class Client:
         )
         if not created and id_reuse != "return_existing":
             raise WorkflowAlreadyStartedError(workflow_id, status)
-        return WorkflowHandle(self, workflow_id, history_from=started_id)
+        return WorkflowHandle(self, workflow_id)
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
         """The handle of an existing workflow (its methods raise WorkflowNotFoundError if
@@ -306,15 +310,33 @@ class Client:
                 await asyncio.sleep(idle_seconds)
 
 
+class _Deadline:
+    """The end of a wait of `timeout` seconds (None: no end), cut into blocks of at
+    most 5 s: a connection that breaks while it blocks (a Redis restart, a failover)
+    costs no more."""
+
+    BLOCK_SECONDS = 5.0
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._at = None if timeout is None else self._loop.time() + timeout
+
+    def block_seconds(self) -> float:
+        if self._at is None:
+            return self.BLOCK_SECONDS
+        return max(min(self._at - self._loop.time(), self.BLOCK_SECONDS), 0.0)
+
+    def passed(self) -> bool:
+        return self._at is not None and self._loop.time() >= self._at
+
+
 class WorkflowHandle:
     """Control and observe one workflow."""
 
-    def __init__(self, client: Client | None, workflow_id: str, *, history_from: str = "") -> None:
+    def __init__(self, client: Client | None, workflow_id: str) -> None:
         self._client = client
         self.workflow_id = workflow_id
-        # The id of the workflow's WORKFLOW_STARTED entry, when this handle started it:
-        # result() then waits for what comes after without reading the history first.
-        self._history_from = history_from
 
     async def _get_client(self) -> Client:
         """This handle's client, or the default one of the running loop."""
@@ -344,50 +366,58 @@ class WorkflowHandle:
         NonDeterministicWorkflowError, WorkflowCancelledError), or
         WorkflowStillRunningError when `timeout` seconds pass first.
         """
-        store = await (await self._get_client())._connected()
+        client = await self._get_client()
+        store = await client._connected()
+        deadline = _Deadline(timeout)
+        if client._reads_only:
+            return await self._result_from_history(store, deadline)
+        while True:
+            try:
+                wait = await store.await_close(self.workflow_id, deadline.block_seconds())
+            except RedisPermissionError:
+                # A user who may only read (the dashboard's): wake at each history event.
+                client._reads_only = True
+                return await self._result_from_history(store, deadline)
+            if not wait.status:
+                raise WorkflowNotFoundError(self.workflow_id)
+            if wait.closed:
+                return self._outcome(await self._closing_record(wait.closing))
+            if deadline.passed():
+                raise WorkflowStillRunningError(self.workflow_id, wait.status, timeout)
+
+    async def _result_from_history(self, store: Store, deadline: _Deadline) -> Any:
+        """result() by reads only: XREAD BLOCK on the history until its closing event."""
         key = store.keys.history(self.workflow_id)
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        if self._history_from:
-            entries: list[Any] = []
-            last_id = self._history_from
-        else:
-            # A closed workflow's history ends with its closing event and the
-            # WORKFLOW_TASK_COMPLETED after it.
-            newest: Any = await store.redis.xrevrange(key, count=2)
-            if not newest:
-                await self.describe()  # no such workflow: raises WorkflowNotFoundError
-            entries = list(reversed(newest))
-            last_id = newest[0][0].decode() if newest else "0-0"
+        # A closed workflow's history ends with its closing event and the
+        # WORKFLOW_TASK_COMPLETED after it.
+        newest: Any = await store.redis.xrevrange(key, count=2)
+        if not newest:
+            await self.describe()  # no such workflow: raises WorkflowNotFoundError
+        entries = list(reversed(newest))
+        last_id = newest[0][0] if newest else b"0-0"
         while True:
             for entry_id, fields in entries:
-                last_id = entry_id.decode()
+                last_id = entry_id
                 if fields.get(b"type", b"").decode() in TERMINAL_TYPES:
-                    return self._outcome(await self._closing_record(store, entry_id, fields))
-            block_seconds = 5.0
-            if deadline is not None:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    status = (await self.describe())["status"]
-                    raise WorkflowStillRunningError(self.workflow_id, str(status), timeout)
-                block_seconds = min(remaining, block_seconds)
-            # Wake as soon as the history moves instead of polling the status.
-            reply: Any = await store.redis.xread(
-                {key: last_id}, block=max(int(block_seconds * 1000), 1), count=1000
-            )
+                    closing = None
+                    with contextlib.suppress(PayloadError):
+                        closing = store.decode_event(self.workflow_id, entry_id, fields)
+                    return self._outcome(await self._closing_record(closing))
+            if deadline.passed():
+                status = (await self.describe())["status"]
+                raise WorkflowStillRunningError(self.workflow_id, str(status), deadline.timeout)
+            block_ms = max(int(deadline.block_seconds() * 1000), 1)
+            reply: Any = await store.redis.xread({key: last_id}, block=block_ms, count=1000)
             entries = [entry for _stream, stream_entries in reply or [] for entry in stream_entries]
 
-    async def _closing_record(
-        self, store: Store, entry_id: bytes, fields: dict[bytes, bytes]
-    ) -> dict[str, Any]:
+    async def _closing_record(self, closing: Event | None) -> dict[str, Any]:
         """The status and result or error of a closed workflow, from its closing event
-        (from its meta if that event does not decode)."""
-        try:
-            event = store.decode_event(self.workflow_id, entry_id, fields)
-        except PayloadError:
+        (from its meta if there is no such event that decodes)."""
+        if closing is None:
             return await self.describe()
-        if event.type == EventType.WORKFLOW_COMPLETED:
-            return {"status": Status.COMPLETED, "result": (event.data or {}).get("result")}
-        return {"status": STATUS_OF_TERMINAL_EVENT[event.type], "error": event.data}
+        if closing.type == EventType.WORKFLOW_COMPLETED:
+            return {"status": Status.COMPLETED, "result": (closing.data or {}).get("result")}
+        return {"status": STATUS_OF_TERMINAL_EVENT[closing.type], "error": closing.data}
 
     def _outcome(self, info: dict[str, Any]) -> Any:
         status = info["status"]

@@ -437,6 +437,7 @@ WRITES = [
     ["XCLAIM", "loom:{ns:0}:q:default", "workers", "w", "0", "1-1", "JUSTID"],
     ["XPENDING", "loom:{ns:0}:q:default", "workers", "-", "+", "10"],
     ["ZRANGEBYSCORE", "loom:{ns:0}:timers", "-inf", "+inf"],
+    ["BLMOVE", "loom:{ns:0}:wf:x:c", "loom:{ns:0}:wf:x:c", "RIGHT", "LEFT", "0.001"],
 ]
 NEVER = [
     ["EVAL", "return 1", "0"],
@@ -634,6 +635,22 @@ async def test_dashboard_user_reads_but_cannot_start_signal_cancel_or_run(
     assert "may not cancel workflow" in result.output and "+evalsha" in result.output
     assert isinstance(result.exception, SystemExit)
     assert all(password not in output for output in outputs)
+
+    # result() of an open workflow: the dashboard may not register for the close notice
+    # (EVALSHA), so it waits on the history, and wakes when the worker user ends it.
+    async with (
+        loom.Client.connect(acl_users.worker_url, namespace=namespace) as producer,
+        running_worker(acl_users.worker_url, namespace),
+        loom.Client.connect(url, namespace=namespace) as dashboard,
+    ):
+
+        async def signal_soon() -> None:
+            await anyio.sleep(0.3)
+            await producer.get_handle(waiting_id).signal("go", "late")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(signal_soon)
+            assert await dashboard.get_handle(waiting_id).result(timeout=30) == {"got": "late"}
 
     denied = {str(e["object"]) for e in await acl_denials(acl_users.admin, acl_users.dashboard)}
     assert {"evalsha", "hsetnx", "xgroup|create"} <= denied

@@ -8,7 +8,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -202,28 +202,40 @@ class DirectLane:
         self._idle: list[AbstractConnection] = []
 
     async def execute(self, *args: Any) -> Any:
-        packed = hiredis.pack_command(args)
-        return await self._retry.call_with_retry(lambda: self._send(packed), _ignore)
+        replies = await self.execute_chain(args)
+        return replies[0]
 
-    async def _send(self, packed: bytes) -> Any:
+    async def execute_chain(self, *commands: Sequence[Any]) -> list[Any]:
+        """Send the commands in one write and return their replies. An error reply ends
+        the chain: it is raised, and the connection dropped when later replies are due
+        (one may be a blocking command's, which would wait for nothing)."""
+        packed = b"".join(hiredis.pack_command(tuple(command)) for command in commands)
+        return await self._retry.call_with_retry(lambda: self._send(packed, len(commands)), _ignore)
+
+    async def _send(self, packed: bytes, count: int) -> list[Any]:
         pool = self._pool
         connection = (
             self._idle.pop() if self._idle else pool.connection_class(**pool.connection_kwargs)
         )
+        replies: list[Any] = []
         try:
             if not connection.is_connected:
                 await connection.connect()  # type: ignore[no-untyped-call]  # redis-py's
             await connection.send_packed_command(packed, check_health=False)
-            reply = await connection.read_response()
+            while len(replies) < count:
+                replies.append(await connection.read_response())
         except (RedisConnectionError, RedisTimeoutError, OSError, asyncio.CancelledError):
             # A reply may still be on its way: the connection is of no further use.
             await connection.disconnect()
             raise
-        except RedisError:  # an error reply: the connection is fine
-            await self._keep(connection)
+        except RedisError:  # an error reply
+            if len(replies) + 1 < count:
+                await connection.disconnect()
+            else:
+                await self._keep(connection)
             raise
         await self._keep(connection)
-        return reply
+        return replies
 
     async def _keep(self, connection: AbstractConnection) -> None:
         if len(self._idle) < self.KEEP:

@@ -82,6 +82,11 @@ class Keyspace:
     def meta(self, workflow_id: str) -> str:
         return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:m"
 
+    def close_notice(self, workflow_id: str) -> str:
+        """A list a waiting result() blocks on; it exists for a minute after the close of
+        a workflow somebody waits for."""
+        return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:c"
+
     # Per-shard keys. A task queue is two streams: workflow tasks, and activity tasks
     # (so that a commit can take the activity it just scheduled: see take_next).
     def queue(self, shard: int, queue: str) -> str:

@@ -36,6 +36,7 @@ PRELOAD_PAGE = 100
 CARRY_BYTES = 16 * 1024
 SCRIPT_NAMES = (
     "start",
+    "await_close",
     "commit",
     "external",
     "activity_result",
@@ -103,6 +104,16 @@ class ActivityRecorded:
 
     outcome: str
     next_task: Task | None = None
+
+
+@dataclass(frozen=True)
+class CloseWait:
+    """What a wait for a workflow's close found."""
+
+    status: str  # "" when there is no such workflow
+    closed: bool  # its close notice came
+    # The closing event, when the notice holds one that decodes (else read the meta).
+    closing: Event | None = None
 
 
 @dataclass(frozen=True)
@@ -217,20 +228,28 @@ class Store:
     async def load_scripts(self) -> None:
         """Load every Lua script into Redis now, so no transition pays a NOSCRIPT round
         trip later (workers do this when they start)."""
+        pipe = self.redis.pipeline(transaction=False)
         for script in self._scripts.values():
-            await self.redis.script_load(script.script)
+            pipe.script_load(script.script)
+        await pipe.execute()
 
     async def close(self) -> None:
         await self._lane.aclose()
         await self.redis.aclose()
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], *then: Sequence[Any]
+    ) -> Any:
+        """Run a script; with `then` (commands sent in the same write), return the replies
+        of all."""
         script = self._scripts[name]
+        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return await self._lane.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:  # a restarted or flushed server: load it, once
-            await self.redis.script_load(script.script)
-            return await self._lane.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            replies = await self._lane.execute_chain(call, *then)
+        except NoScriptError:  # a restarted or flushed server: load them, once
+            await self.load_scripts()
+            replies = await self._lane.execute_chain(call, *then)
+        return replies if then else replies[0]
 
     # -- start ---------------------------------------------------------------------
 
@@ -246,9 +265,8 @@ class Store:
         total_steps: int,
         workflow_input: Any,
         initial_state: dict[str, Any] | None = None,
-    ) -> tuple[bool, str, str]:
-        """Create the workflow; returns (created, status, the history entry id of its
-        WORKFLOW_STARTED if this call wrote it, else "") and never writes a second
+    ) -> tuple[bool, str]:
+        """Create the workflow; returns (created, status) and never writes a second
         history."""
         keys = self.keys
         shard = keys.shard_of(workflow_id)
@@ -307,8 +325,29 @@ class Store:
                     uuid.uuid4().hex,
                 ],
             )
-        started_id = _text(reply[2]) if len(reply) > 2 else ""
-        return _text(reply[0]) == "started", _text(reply[1]), started_id
+        return _text(reply[0]) == "started", _text(reply[1])
+
+    async def await_close(self, workflow_id: str, block_seconds: float) -> CloseWait:
+        """Wait up to `block_seconds` for the workflow to close: one round trip that
+        registers the wait (await_close.lua) and blocks on the close notice, so that the
+        waiter wakes once, at the close, with the closing event."""
+        notice = self.keys.close_notice(workflow_id)
+        keys = [self.keys.meta(workflow_id), self.keys.history(workflow_id), notice]
+        # BLMOVE's 0 would block for ever.
+        block = f"{max(block_seconds, 0.001):.3f}"
+        with acl_checked(f"wait for the close of workflow {workflow_id!r}", self.url):
+            status, packed = await self._run(
+                "await_close", keys, [], ("BLMOVE", notice, notice, "RIGHT", "LEFT", block)
+            )
+        if packed is None or not status:
+            return CloseWait(_text(status), closed=False)
+        closing = None
+        entry = msgpack.unpackb(packed, raw=True)
+        if entry:
+            entry_id, flat = entry
+            with contextlib.suppress(PayloadError):
+                closing = self.decode_event(workflow_id, entry_id, _field_map(flat))
+        return CloseWait(_text(status), closed=True, closing=closing)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -484,6 +523,7 @@ class Store:
                 keys.timers(shard),
                 keys.activity_queue(shard, queue),
                 workflow_stream,
+                keys.close_notice(workflow_id),
             ],
             [
                 workflow_id,

@@ -4,7 +4,8 @@
 -- Returns {'ok', new length, id of the last appended entry ('' if none), next task},
 -- {'conflict', current length} or {'closed', status, next task}; the next task (see
 -- take_next) is {stream, {id, fields}} or nil.
--- KEYS: meta, history, the task's stream, timers, activity stream, workflow stream
+-- KEYS: meta, history, the task's stream, timers, activity stream, workflow stream,
+--       close notice
 -- ARGV: workflow id, expected history length, task id, now (ms), status index prefix,
 --       consumer group, plan {events = {{type, seq, data}}, meta = {k, v, ...},
 --       meta_del = {k, ...}, timers = {{score, member}}, timers_del = {member, ...},
@@ -45,6 +46,7 @@ if TERMINAL[plan.status] then
   -- An owner's index lists its open workflows only, so progress reads stay small.
   local owner = redis.call('HGET', meta, 'owner')
   if owner and owner ~= '' then redis.call('ZREM', ARGV[8] .. owner, workflow_id) end
+  if redis.call('HDEL', meta, 'waited') == 1 then push_close_notice(history, KEYS[7]) end
 end
 redis.call('HSET', meta, 'wft', plan.wft, 'updated', now, 'hlen', length + #plan.events)
 ack(queue, group, task_id)

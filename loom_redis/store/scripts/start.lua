@@ -1,6 +1,6 @@
 -- Start a workflow: meta, WORKFLOW_STARTED, a workflow task, indexes. Idempotent on id;
 -- the same request run again (a client retrying after a lost reply) is 'started' again.
--- Returns {'started' or 'exists', status, id of WORKFLOW_STARTED (when created here)}.
+-- Returns {'started' or 'exists', status}.
 -- KEYS: meta, history, queue, started index, owner index (absent when no owner)
 -- ARGV: workflow id, now (ms), status index prefix, plan {meta = {k, v, ...}, started = data,
 --       carry = whether the first workflow task carries WORKFLOW_STARTED, so that the
@@ -24,4 +24,4 @@ request_workflow_task(meta, queue, workflow_id, carried)
 set_status(meta, index_prefix, workflow_id, nil, 'PENDING', now)
 redis.call('ZADD', KEYS[4], now, workflow_id)
 if KEYS[5] then redis.call('ZADD', KEYS[5], now, workflow_id) end
-return {'started', 'PENDING', started_id}
+return {'started', 'PENDING'}
