@@ -30,6 +30,13 @@ WORKFLOWS_CLOSED = Counter(
 )
 DEAD_LETTERS = Counter("loom_dead_letters_total", "Tasks moved to the dead-letter stream", ["kind"])
 TIMERS_FIRED = Counter("loom_timers_fired_total", "Timer members fired", ["kind"])
+EAGER_ACTIVITIES = Counter(
+    "loom_eager_activities_total",
+    "Activities run at once by the worker whose workflow task scheduled them, by how their "
+    "scheduling was written: with their outcome (one commit) or, still running after "
+    "the eager window, before it",
+    ["written"],
+)
 TASKS_RECLAIMED = Counter("loom_tasks_reclaimed_total", "Tasks taken over from idle workers")
 IN_FLIGHT = Gauge("loom_tasks_in_flight", "Tasks being processed by this worker")
 

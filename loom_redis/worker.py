@@ -8,6 +8,7 @@ stops, in-flight tasks finish within `drain_seconds`, the rest are handed back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -17,8 +18,8 @@ import socket
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
@@ -35,7 +36,7 @@ from .api import (
     registered_workflow,
     registered_workflows,
 )
-from .engine import WorkflowInstance, clip, failure_record
+from .engine import Activation, WorkflowInstance, clip, failure_record
 from .errors import (
     ConfigurationError,
     NonDeterministicWorkflowError,
@@ -47,6 +48,7 @@ from .metrics import (
     ACTIVITY_SECONDS,
     COMMIT_CONFLICTS,
     DEAD_LETTERS,
+    EAGER_ACTIVITIES,
     IN_FLIGHT,
     TASKS,
     TASKS_RECLAIMED,
@@ -55,9 +57,10 @@ from .metrics import (
     WORKFLOWS_CLOSED,
     serve_metrics,
 )
-from .store import Store, Task, decode, encode
+from .store import Store, Task, TaskPlan, decode, encode
 from .store.connection import now_ms
 from .store.keys import validate_queue
+from .store.store import CommitResult
 
 logger = logging.getLogger("loom_redis.worker")
 
@@ -105,6 +108,32 @@ class _Loaded:
         return self.events[-1].id if self.events else self.base_last_id
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """What one attempt of an activity came to: an outcome to record (`data`: its
+    result or error), or, with attempts left after a failure, the next one's due time."""
+
+    number: int
+    failed: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    retry_due_ms: int | None = None
+
+
+@dataclass
+class _Hold:
+    """How the scheduling of an activity run at once got written: by a `watchdog` made
+    when the eager window ended before the attempt did, which sets `written` once its
+    commit came back with `outcome`."""
+
+    attempt_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    watchdog: asyncio.Task[None] | None = None
+    written: anyio.Event = field(default_factory=anyio.Event)
+    outcome: str = ""
+
+    def watch(self, watchdog: Coroutine[Any, Any, None]) -> None:
+        self.watchdog = asyncio.ensure_future(watchdog)
+
+
 class Worker:
     """Runs the workflows and activities registered in this process.
 
@@ -129,8 +158,11 @@ class Worker:
         name: str | None = None,
         cache_size: int = 512,
         timer_scan_seconds: float = 5.0,
+        eager_seconds: float = 0.05,
     ) -> None:
-        _check_options(queues, concurrency, lease_seconds, max_deliveries, poll_interval)
+        _check_options(
+            queues, concurrency, lease_seconds, max_deliveries, poll_interval, eager_seconds
+        )
         self.store = store
         self.queues = queues
         self.concurrency = concurrency
@@ -158,6 +190,8 @@ class Worker:
         self._follow_ups: dict[tuple[str, str], Task] = {}
         self.cache_size = cache_size
         self.timer_scan_ms = max(int(timer_scan_seconds * 1000), 10)
+        # How long a workflow task waits for the activity it runs at once (0: never).
+        self.eager_ms = int(eager_seconds * 1000)
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
         self._timer_wakeup = anyio.Event()
@@ -395,8 +429,12 @@ class Worker:
                 outcome = "dead"
                 await self._dead_letter(task, problem)
             elif task.kind == "w":
+                # Its first delivery may run an activity at once; a task taken over
+                # from a worker that died leaves its activities queued, so that one
+                # that kills workers ends in the dead-letter stream as itself.
+                eager = deliveries == 1
                 outcome = await self._while_unreachable(
-                    task, lambda: self._run_workflow_task(task, queue)
+                    task, lambda: self._run_workflow_task(task, queue, eager=eager)
                 )
             elif task.kind == "a":
                 outcome = await self._run_activity_task(task, queue)
@@ -469,7 +507,7 @@ class Worker:
 
     # -- workflow tasks --------------------------------------------------------------
 
-    async def _run_workflow_task(self, task: Task, queue: str) -> str:
+    async def _run_workflow_task(self, task: Task, queue: str, *, eager: bool) -> str:
         workflow_id = task.workflow_id
         for attempt in range(MAX_COMMIT_TRIES):
             try:
@@ -484,7 +522,7 @@ class Worker:
                 continue
             if loaded is None:
                 return "dead"
-            outcome = await self._replay_and_commit(task, queue, loaded)
+            outcome = await self._replay_and_commit(task, queue, loaded, eager=eager)
             if outcome == "conflict":
                 COMMIT_CONFLICTS.inc()
             elif outcome != "reload":
@@ -535,15 +573,21 @@ class Worker:
         instance = WorkflowInstance(found, workflow_id)  # type: ignore[abstract]
         return _Loaded(instance, history, 0, "")
 
-    async def _replay_and_commit(self, task: Task, queue: str, loaded: _Loaded) -> str:
+    async def _replay_and_commit(
+        self, task: Task, queue: str, loaded: _Loaded, *, eager: bool = False
+    ) -> str:
+        """Apply the events to the instance and commit what its code did; with `eager`,
+        the first activity it schedules may run at once (see _run_eager)."""
         started = time.perf_counter()
         try:
-            return await self._replay_and_commit_timed(task, queue, loaded)
+            return await self._replay_and_commit_timed(task, queue, loaded, eager)
         finally:
             name = loaded.instance.definition.name
             WORKFLOW_TASK_SECONDS.labels(name).observe(time.perf_counter() - started)
 
-    async def _replay_and_commit_timed(self, task: Task, queue: str, loaded: _Loaded) -> str:
+    async def _replay_and_commit_timed(
+        self, task: Task, queue: str, loaded: _Loaded, eager: bool
+    ) -> str:
         workflow_id = task.workflow_id
         instance = loaded.instance
         definition = instance.definition
@@ -558,37 +602,203 @@ class Worker:
                 return await self._fail(task, queue, loaded.events, exc)
             policy = definition.on_nondeterminism or self.on_nondeterminism
             return await self._nondeterministic(task, queue, loaded.events, exc, policy)
-        status = activation.status
-        # A task that runs cleanly resumes a suspended workflow.
-        meta_delete = ["suspended"]
-        if status.is_terminal:
-            meta_delete += [f"a:{s}" for s in activation.pending_activities]
-            meta_delete += [f"t:{s}" for s in activation.pending_timers]
+        plan = _plan_of(activation, task_time, completing, loaded.completing_data)
+        if task.lease:  # the outcome of an activity this worker held: its lease goes
+            plan = replace(plan, timers_delete=[task.lease])
+        take_next_for = self._take_next_for()
+        held = self._eager_candidate(activation, loaded, take_next_for) if eager else None
+        if held is not None:
+            return await self._run_eager(task, queue, loaded, plan, *held)
         result = await self.store.commit_workflow_task(
             workflow_id,
             queue=queue,
             task_id=task.id,
             expected_length=loaded.length,
-            commands=activation.commands,
-            status=status,
-            meta_delete=meta_delete,
-            # The time the code ran at (its ctx.now()), so that replay sees the same.
-            task_time_ms=task_time,
-            consumed_events=activation.ran,
-            take_next_for=self._take_next_for(),
-            completing=completing,
-            completing_data=loaded.completing_data,
+            plans=[plan],
+            take_next_for=take_next_for,
             task_stream=task.queue_key,
         )
+        return self._committed(task, instance, [plan], result, loaded.last_id)
+
+    def _committed(
+        self,
+        task: Task,
+        instance: WorkflowInstance,
+        plans: list[TaskPlan],
+        result: CommitResult,
+        last_id: str,
+        *,
+        keep: bool = True,
+    ) -> str:
+        """After a commit: take the task it delivered, wake the timer sweep for new timers,
+        and keep the instance (`keep`) if the workflow goes on."""
         self._adopt(task, result.next_task)
         if result.outcome == "ok":
-            if any(c.type == EventType.TIMER_STARTED for c in activation.commands):
+            commands = [command for plan in plans for command in plan.commands]
+            if any(c.type == EventType.TIMER_STARTED for c in commands):
                 self._timer_wakeup.set()
+            status = plans[-1].status
             if status.is_terminal:
-                WORKFLOWS_CLOSED.labels(definition.name, str(status)).inc()
-            else:
-                self._keep(workflow_id, instance, result.length, result.last_id or loaded.last_id)
+                WORKFLOWS_CLOSED.labels(instance.definition.name, str(status)).inc()
+            elif keep:
+                self._keep(task.workflow_id, instance, result.length, result.last_id or last_id)
         return result.outcome
+
+    # -- eager activities ----------------------------------------------------------
+
+    def _eager_candidate(
+        self, activation: Activation, loaded: _Loaded, take_next_for: str
+    ) -> tuple[Command, Any] | None:
+        """The first activity a workflow task schedules, with its function, if this worker
+        runs it at once (see _run_eager)."""
+        if (
+            self.eager_ms <= 0
+            or not take_next_for  # draining, or new tasks wait for capacity
+            or loaded.completing is not None
+            or activation.status.is_terminal
+        ):
+            return None
+        for command in activation.commands:
+            if command.type == EventType.ACTIVITY_SCHEDULED:
+                definition = registered_activity(str((command.data or {}).get("name")))
+                return None if definition is None else (command, definition.fn)
+        return None
+
+    async def _run_eager(
+        self, task: Task, queue: str, loaded: _Loaded, plan: TaskPlan, command: Command, fn: Any
+    ) -> str:
+        """Run the first activity the workflow task scheduled at once, on this worker,
+        before its scheduling is written (a crash before the commit loses only work that a
+        replay redoes: activities run at least once).
+
+        If its attempt ends within the eager window, one commit writes the workflow task,
+        the activity's outcome and what the code did next (or the retry of its next
+        attempt): the history is the one the queued way writes, one round trip and two
+        hops shorter. Otherwise a watchdog writes the scheduling at the window's end, with
+        a timer member in place of the task (its lease, renewed while the attempt runs,
+        that queues the activity again if this worker dies), and the outcome is recorded
+        when it comes.
+        """
+        held = self.store.held_activity_task(task.workflow_id, queue, command)
+        hold = _Hold()
+        # The attempt runs here, before anything else this worker has to do (such as its
+        # next read) gets a turn: no task is made for it, nor for the watchdog unless the
+        # window ends first.
+        loop = asyncio.get_running_loop()
+        window = loop.call_later(
+            self.eager_ms / 1000,
+            lambda: hold.watch(self._hold_slow_attempt(task, queue, loaded, plan, held, hold)),
+        )
+        try:
+            with hold.attempt_scope:
+                attempt = await self._attempt(held, dict(command.data or {}), fn)
+            window.cancel()
+            if hold.watchdog is not None:
+                await hold.written.wait()
+        finally:
+            window.cancel()
+            if hold.watchdog is not None:
+                hold.watchdog.cancel()
+        if hold.attempt_scope.cancelled_caught:  # its scheduling could not be written
+            return hold.outcome
+        if hold.watchdog is None:
+            merged = await self._commit_with_outcome(task, queue, loaded, plan, held, attempt)
+            if merged is not None:
+                EAGER_ACTIVITIES.labels("with_outcome").inc()
+                return merged
+            # The instance refused the outcome and is ahead of the history: not kept.
+            hold.outcome = await self._hold(task, queue, loaded, plan, held, keep=False)
+            if hold.outcome != "ok":
+                return hold.outcome
+        await self._settle(held, queue, attempt)
+        # A task the outcome's commit delivered runs after this workflow task.
+        follow_up = self._follow_ups.pop((held.queue_key, held.id), None)
+        if follow_up is not None:
+            self._follow_ups[(task.queue_key, task.id)] = follow_up
+        return hold.outcome
+
+    async def _hold_slow_attempt(
+        self, task: Task, queue: str, loaded: _Loaded, plan: TaskPlan, held: Task, hold: _Hold
+    ) -> None:
+        """At the eager window's end, write the scheduling of the activity still running,
+        then renew its lease until cancelled; if the scheduling cannot be written (the
+        history moved, Redis failed), cancel the attempt: a replay schedules it again."""
+        try:
+            hold.outcome = await self._hold(task, queue, loaded, plan, held, keep=True)
+        except RedisError as exc:
+            logger.warning("could not write the scheduling of %s: %s", held.lease, exc)
+            hold.outcome = "error"
+        hold.written.set()
+        if hold.outcome != "ok":
+            hold.attempt_scope.cancel()
+            return
+        while True:
+            await anyio.sleep(self.lease_ms / 3000)
+            try:
+                await self.store.renew_activity_lease(held, now_ms() + self.lease_ms)
+            except RedisError as exc:
+                logger.warning("could not renew the lease of %s: %s", held.lease, exc)
+
+    async def _hold(
+        self, task: Task, queue: str, loaded: _Loaded, plan: TaskPlan, held: Task, *, keep: bool
+    ) -> str:
+        """Commit the workflow task with its eager activity's lease in place of its task."""
+        EAGER_ACTIVITIES.labels("before_outcome").inc()
+        lease = (now_ms() + self.lease_ms, held.lease)
+        seq = int(held.fields["seq"])
+        result = await self.store.commit_workflow_task(
+            task.workflow_id,
+            queue=queue,
+            task_id=task.id,
+            expected_length=loaded.length,
+            plans=[replace(plan, held_activity=seq, extra_timers=[lease])],
+            task_stream=task.queue_key,
+        )
+        self._timer_wakeup.set()  # the sweep learns when the lease is due
+        return self._committed(task, loaded.instance, [plan], result, loaded.last_id, keep=keep)
+
+    async def _commit_with_outcome(
+        self,
+        task: Task,
+        queue: str,
+        loaded: _Loaded,
+        plan: TaskPlan,
+        held: Task,
+        attempt: _Attempt,
+    ) -> str | None:
+        """The workflow task and its eager activity's attempt in one commit: with the
+        retry of the next attempt, or with the outcome and the code's next activation.
+        None if the instance refused the outcome (the caller writes them apart)."""
+        seq = int(held.fields["seq"])
+        workflow_id = task.workflow_id
+        if attempt.retry_due_ms is not None:
+            retry = self.store.retry_member(workflow_id, queue, seq, 2, held.fields["p"])
+            plans = [replace(plan, held_activity=seq, extra_timers=[(attempt.retry_due_ms, retry)])]
+            self._timer_wakeup.set()
+        else:
+            event_type = (
+                EventType.ACTIVITY_FAILED if attempt.failed else EventType.ACTIVITY_COMPLETED
+            )
+            encoded = encode(attempt.data, what=f"result of activity seq {seq} of {workflow_id!r}")
+            event = Event("", event_type, seq, now_ms(), decode(encoded))
+            try:
+                activation = loaded.instance.apply([event], event.time_ms)
+            except (NonDeterministicWorkflowError, PayloadError):
+                return None
+            plans = [
+                replace(plan, held_activity=seq),
+                _plan_of(activation, event.time_ms, event, encoded),
+            ]
+        result = await self.store.commit_workflow_task(
+            workflow_id,
+            queue=queue,
+            task_id=task.id,
+            expected_length=loaded.length,
+            plans=plans,
+            take_next_for=self._take_next_for(),
+            task_stream=task.queue_key,
+        )
+        return self._committed(task, loaded.instance, plans, result, loaded.last_id)
 
     def _keep(
         self, workflow_id: str, instance: WorkflowInstance, length: int, last_id: str
@@ -617,11 +827,15 @@ class Worker:
             queue=queue,
             task_id=task.id,
             expected_length=len(history),
-            commands=[],
-            status=Status.SUSPENDED,
-            meta={"suspended": encode(failure_record(error, None))},
-            extra_timers=[(due, member)],
-            keep_task_flag=True,
+            plans=[
+                TaskPlan(
+                    [],
+                    Status.SUSPENDED,
+                    meta={"suspended": encode(failure_record(error, None))},
+                    extra_timers=[(due, member)],
+                    keep_task_flag=True,
+                )
+            ],
         )
         self._timer_wakeup.set()
         return "suspended" if result.outcome == "ok" else result.outcome
@@ -643,9 +857,7 @@ class Worker:
             queue=queue,
             task_id=task.id,
             expected_length=length,
-            commands=[command],
-            status=Status.FAILED,
-            meta_delete=["suspended"],
+            plans=[TaskPlan([command], Status.FAILED, meta_delete=["suspended"])],
         )
         return "failed" if result.outcome == "ok" else result.outcome
 
@@ -658,33 +870,33 @@ class Worker:
             queue=queue,
             task_id=task.id,
             expected_length=len(history),
-            commands=[command],
-            status=Status.FAILED,
-            meta_delete=["suspended"],
+            plans=[TaskPlan([command], Status.FAILED, meta_delete=["suspended"])],
         )
         return "failed" if result.outcome == "ok" else result.outcome
 
     # -- activity tasks --------------------------------------------------------------
 
     async def _run_activity_task(self, task: Task, queue: str) -> str:
-        workflow_id = task.workflow_id
-        scheduled = decode(task.fields.get("p"), what=f"activity task {task.id}")
-        if not isinstance(scheduled, dict) or "name" not in scheduled:
-            raise PayloadError(f"activity task {task.id} of workflow {workflow_id!r} has no name")
-        name = str(scheduled["name"])
-        definition = registered_activity(name)
+        scheduled = _scheduled_activity(task)
+        definition = registered_activity(str(scheduled["name"]))
         if definition is None:
             await self._dead_letter(
                 task,
-                f"unknown activity {name!r} (workflow {workflow_id!r}): no module this "
-                "worker imported registers it",
+                f"unknown activity {scheduled['name']!r} (workflow {task.workflow_id!r}): no "
+                "module this worker imported registers it",
             )
             return "dead"
+        attempt = await self._attempt(task, scheduled, definition.fn)
+        return await self._settle(task, queue, attempt)
+
+    async def _attempt(self, task: Task, scheduled: dict[str, Any], fn: Any) -> _Attempt:
+        """Run one attempt of the activity and say what is to be written."""
+        name = str(scheduled["name"])
         attempt = int(task.fields.get("att", b"1"))
         timeout = scheduled.get("timeout_seconds")
         started = time.perf_counter()
         try:
-            call = _call(definition.fn, scheduled.get("args") or [], scheduled.get("kwargs") or {})
+            call = _call(fn, scheduled.get("args") or [], scheduled.get("kwargs") or {})
             if timeout is None:
                 result = await call
             else:
@@ -699,11 +911,23 @@ class Worker:
                 message = f"timed out after {timeout:g}s"
             else:
                 message = clip(f"{type(exc).__name__}: {exc}")
-            return await self._activity_failed(task, queue, scheduled, attempt, exc, message)
+            return self._failed_attempt(task, scheduled, attempt, exc, message)
         ACTIVITY_SECONDS.labels(name, "completed").observe(time.perf_counter() - started)
-        return await self._record_activity(
-            task, failed=False, data={"result": result, "attempts": attempt}
+        return _Attempt(attempt, failed=False, data={"result": result, "attempts": attempt})
+
+    async def _settle(self, task: Task, queue: str, attempt: _Attempt) -> str:
+        """Write what an attempt came to: its outcome, or its next attempt's retry."""
+        if attempt.retry_due_ms is None:
+            return await self._record_activity(task, failed=attempt.failed, data=attempt.data)
+        due_ms = attempt.retry_due_ms
+        outcome = await self._while_unreachable(
+            task,
+            lambda: self.store.schedule_activity_retry(
+                task, queue=queue, attempt=attempt.number + 1, due_ms=due_ms
+            ),
         )
+        self._timer_wakeup.set()
+        return "retry" if outcome == "ok" else outcome
 
     async def _record_activity(self, task: Task, *, failed: bool, data: dict[str, Any]) -> str:
         """Record the activity's outcome, once whatever the retries (a repeat finds it
@@ -761,15 +985,14 @@ class Worker:
         # The commit acknowledged the activity task: "closed" dropped its outcome.
         return "dropped" if outcome == "closed" else outcome
 
-    async def _activity_failed(
+    def _failed_attempt(
         self,
         task: Task,
-        queue: str,
         scheduled: dict[str, Any],
         attempt: int,
         error: Exception,
         message: str,
-    ) -> str:
+    ) -> _Attempt:
         name = scheduled["name"]
         max_attempts = int(scheduled.get("retry_count") or 0) + 1
         if attempt < max_attempts:
@@ -786,15 +1009,7 @@ class Worker:
                 message,
                 delay,
             )
-            due_ms = now_ms() + int(delay * 1000)
-            outcome = await self._while_unreachable(
-                task,
-                lambda: self.store.schedule_activity_retry(
-                    task, queue=queue, attempt=attempt + 1, due_ms=due_ms
-                ),
-            )
-            self._timer_wakeup.set()
-            return "retry" if outcome == "ok" else outcome
+            return _Attempt(attempt, failed=True, retry_due_ms=now_ms() + int(delay * 1000))
         logger.error(
             "activity %s (workflow %s) failed after %d attempt(s): %s",
             name,
@@ -802,11 +1017,8 @@ class Worker:
             attempt,
             message,
         )
-        return await self._record_activity(
-            task,
-            failed=True,
-            data={"error_type": type(error).__name__, "message": message, "attempts": attempt},
-        )
+        data = {"error_type": type(error).__name__, "message": message, "attempts": attempt}
+        return _Attempt(attempt, failed=True, data=data)
 
     # -- background ------------------------------------------------------------------
 
@@ -935,7 +1147,12 @@ def _malformed(task: Task) -> str | None:
 
 
 def _check_options(
-    queues: Any, concurrency: int, lease_seconds: float, max_deliveries: int, poll_interval: float
+    queues: Any,
+    concurrency: int,
+    lease_seconds: float,
+    max_deliveries: int,
+    poll_interval: float,
+    eager_seconds: float,
 ) -> None:
     """Refuse worker settings that cannot work, naming the setting and the value."""
     if isinstance(queues, str):
@@ -956,6 +1173,36 @@ def _check_options(
     for setting, number in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
         if not number > 0:
             raise ConfigurationError(f"{setting} must be > 0, got {number!r}")
+    if not eager_seconds >= 0:
+        raise ConfigurationError(f"eager_seconds must be >= 0, got {eager_seconds!r}")
+
+
+def _plan_of(
+    activation: Activation, time_ms: int, completing: Event | None = None, data: bytes = b""
+) -> TaskPlan:
+    """What a workflow task whose code ran `activation` at `time_ms` writes."""
+    # A task that runs cleanly resumes a suspended workflow.
+    meta_delete = ["suspended"]
+    if activation.status.is_terminal:
+        meta_delete += [f"a:{s}" for s in activation.pending_activities]
+        meta_delete += [f"t:{s}" for s in activation.pending_timers]
+    return TaskPlan(
+        activation.commands,
+        activation.status,
+        time_ms=time_ms,
+        meta_delete=meta_delete,
+        consumed_events=activation.ran,
+        completing=completing,
+        completing_data=data,
+    )
+
+
+def _scheduled_activity(task: Task) -> dict[str, Any]:
+    """What an activity task asks for (name, args, kwargs, timeout, retry policy)."""
+    scheduled = decode(task.fields.get("p"), what=f"activity task {task.id}")
+    if not isinstance(scheduled, dict) or "name" not in scheduled:
+        raise PayloadError(f"activity task {task.id} of workflow {task.workflow_id!r} has no name")
+    return scheduled
 
 
 async def _call(fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

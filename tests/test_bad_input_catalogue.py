@@ -778,6 +778,12 @@ CASES = [
         loom.ConfigurationError,
         ("max_deliveries must be >= 1, got 0",),
     ),
+    Case(
+        "worker-negative-eager-window",
+        new_worker(eager_seconds=-1),
+        loom.ConfigurationError,
+        ("eager_seconds must be >= 0, got -1",),
+    ),
     # --- handles: signals, cancel, result ------------------------------------------------
     Case(
         "signal-unknown-workflow",

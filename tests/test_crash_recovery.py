@@ -390,7 +390,8 @@ async def test_tasks_with_the_same_id_in_two_shards_keep_their_own_leases(
     finishing must not end the lease renewal of another task with its id, or the other is
     taken over while it runs (and its activity runs twice)."""
     store = client.store
-    async with running_worker(redis_url, namespace, lease_seconds=1):
+    # Activities queued (not run at once by the workflow task): they have stream entries.
+    async with running_worker(redis_url, namespace, lease_seconds=1, eager_seconds=0):
         slow_id = id_in_shard(store, 0, "slow")
         other_id = id_in_shard(store, 1, "other")
         # A closed workflow in shard 1: a workflow task for it is quickly acknowledged.

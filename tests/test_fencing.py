@@ -8,7 +8,7 @@ import pytest
 import loom_redis as loom
 from loom_redis.engine import WorkflowInstance
 from loom_redis.events import EventType, Status
-from loom_redis.store import Store
+from loom_redis.store import Store, TaskPlan
 from loom_redis.store.connection import now_ms
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import running_worker
@@ -52,9 +52,7 @@ async def test_the_second_of_two_racing_commits_is_rejected(client: loom.Client)
             queue="default",
             task_id=task.id,  # type: ignore[attr-defined]
             expected_length=len(history),
-            commands=activation.commands,
-            status=Status.RUNNING,
-            consumed_events=True,
+            plans=[TaskPlan(activation.commands, Status.RUNNING, consumed_events=True)],
         )
         for activation in activations
     ]
@@ -92,9 +90,9 @@ async def test_a_workflow_task_taken_over_midway_completes_once(
         queue="default",
         task_id=stalled.id,  # type: ignore[attr-defined]
         expected_length=len(old),
-        commands=instance.apply(old, now_ms()).commands,
-        status=Status.RUNNING,
-        consumed_events=True,
+        plans=[
+            TaskPlan(instance.apply(old, now_ms()).commands, Status.RUNNING, consumed_events=True)
+        ],
     )
     assert late.outcome == "closed"
     assert len(await handle.history()) == len(history)

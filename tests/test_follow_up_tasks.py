@@ -118,6 +118,10 @@ async def test_a_signal_during_an_activity_makes_its_outcome_take_the_plain_path
         handle = await client.start(GateThenSignal, {"gate": "signal"})
         with anyio.fail_after(10):
             await started["signal"].wait()
+            # The worker runs the activity at once and writes its scheduling when it
+            # outlasts the eager window.
+            while EventType.ACTIVITY_SCHEDULED not in [e.type for e in await handle.history()]:
+                await anyio.sleep(0.01)
         # The history moves while the worker holds the instance: the commit of the
         # outcome with the next workflow task is fenced off, the outcome recorded alone.
         await handle.signal("go", "now")

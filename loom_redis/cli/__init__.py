@@ -173,6 +173,14 @@ def _check_queues(_ctx: Any, _param: Any, queues: tuple[str, ...]) -> tuple[str,
     help="Seconds SIGTERM waits for in-flight tasks before handing them back.",
 )
 @click.option(
+    "--eager-seconds",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="How long a workflow task waits for the first activity it schedules, run at once "
+    "on this worker, to write both in one commit (0: queue every activity).",
+)
+@click.option(
     "--wait-for-redis",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -194,6 +202,7 @@ def worker(
     metrics_port: int | None,
     metrics_host: str,
     drain: float,
+    eager_seconds: float,
     wait_for_redis: float,
 ) -> None:
     """Run a worker for the workflows and activities defined in MODULES."""
@@ -214,6 +223,7 @@ def worker(
             metrics_host=metrics_host,
             metrics_port=metrics_port,
             drain_seconds=drain,
+            eager_seconds=eager_seconds,
         )
 
         async def stop_on_signal() -> None:

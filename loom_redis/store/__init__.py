@@ -6,6 +6,15 @@
 from .codec import decode, encode
 from .connection import connect_redis
 from .keys import Keyspace
-from .store import Store, Task, TimerMember
+from .store import Store, Task, TaskPlan, TimerMember
 
-__all__ = ["Keyspace", "Store", "Task", "TimerMember", "connect_redis", "decode", "encode"]
+__all__ = [
+    "Keyspace",
+    "Store",
+    "Task",
+    "TaskPlan",
+    "TimerMember",
+    "connect_redis",
+    "decode",
+    "encode",
+]

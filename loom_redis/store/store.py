@@ -83,6 +83,41 @@ class Task:
     def workflow_id(self) -> str:
         return _text(self.fields.get("wf"))
 
+    @property
+    def lease(self) -> bytes:
+        """The timer member standing in for an activity task that was never queued (its
+        worker runs it at once: see Store.held_activity_task), b"" for a queued task."""
+        return self.fields.get("lease", b"")
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What one run of a workflow's code writes: the events of its commands (after the
+    activity outcome it records, if any), meta, timers, the activity tasks it queues,
+    and the workflow's new status. A commit writes one plan, or two for a workflow task
+    that ran the first activity it scheduled at once (see Worker's eager activities)."""
+
+    commands: Sequence[Command]
+    status: Status
+    # The time the code ran at (its ctx.now()): WORKFLOW_TASK_COMPLETED records it, so
+    # that replay sees the same time.
+    time_ms: int | None = None
+    meta: dict[str, str | bytes] = field(default_factory=dict)
+    meta_delete: Sequence[str] = ()
+    extra_timers: Sequence[tuple[int, bytes]] = ()
+    timers_delete: Sequence[bytes] = ()
+    # Keep the workflow's queued-task flag (a suspended workflow's retry holds it).
+    keep_task_flag: bool = False
+    # The code consumed new events: WORKFLOW_TASK_COMPLETED closes their batch even if
+    # the code produced no command.
+    consumed_events: bool = False
+    # An activity's outcome (ACTIVITY_COMPLETED or ACTIVITY_FAILED, `completing_data`
+    # encoded), appended first: the outcome and the workflow task it wakes in one write.
+    completing: Event | None = None
+    completing_data: bytes = b""
+    # The seq of a scheduled activity whose task is not queued: this worker runs it.
+    held_activity: int | None = None
+
 
 @dataclass(frozen=True)
 class CommitResult:
@@ -422,62 +457,83 @@ class Store:
         queue: str,
         task_id: str,
         expected_length: int,
-        commands: Iterable[Command],
-        status: Status,
-        meta: dict[str, str | bytes] | None = None,
-        meta_delete: Sequence[str] = (),
-        extra_timers: Sequence[tuple[int, bytes]] = (),
-        keep_task_flag: bool = False,
-        task_time_ms: int | None = None,
-        consumed_events: bool = False,
+        plans: Sequence[TaskPlan],
         take_next_for: str = "",
-        completing: Event | None = None,
-        completing_data: bytes = b"",
         task_stream: str = "",
     ) -> CommitResult:
-        """Append the commands' events fenced by `expected_length`.
+        """Write the plans of a workflow task, in order, fenced by `expected_length`.
 
-        `task_time_ms` is the workflow time the code ran at (its `ctx.now()`): the
-        WORKFLOW_TASK_COMPLETED event records it, so that replay sees the same time.
-        With `take_next_for` (a consumer), the queue's next task is delivered to it in
-        the same round trip (`CommitResult.next_task`).
+        `task_id` is acknowledged: the workflow task, or the activity task whose outcome
+        the first plan records (`TaskPlan.completing`), in `task_stream` (by default the
+        queue's workflow task stream). With `take_next_for` (a consumer), the queue's
+        next task is delivered to it in the same round trip (`CommitResult.next_task`).
 
-        `completing` is an activity's outcome (ACTIVITY_COMPLETED or ACTIVITY_FAILED,
-        `completing_data` encoded) that the commit appends first, recording it and the
-        workflow task it wakes in one transition; `task_id` is then the activity task,
-        in `task_stream` (by default the task is in the queue's workflow task stream).
-        The outcome is "conflict" if a workflow task is queued or the outcome is
-        already recorded.
-
-        The outcome is "ok", "conflict" when the history moved since it was read
-        (nothing is written), or "closed" when the workflow has ended.
+        The outcome is "ok", "conflict" when the history moved since it was read, a
+        workflow task is queued while the first plan records an activity's outcome, or
+        that outcome is already recorded (nothing is written), or "closed" when the
+        workflow has ended.
         """
         keys = self.keys
         shard = keys.shard_of(workflow_id)
+        workflow_stream = keys.queue(shard, queue)
+        reply = await self._run(
+            "commit",
+            [
+                keys.meta(workflow_id),
+                keys.history(workflow_id),
+                task_stream or workflow_stream,
+                keys.timers(shard),
+                keys.activity_queue(shard, queue),
+                workflow_stream,
+                keys.close_notice(workflow_id),
+            ],
+            [
+                workflow_id,
+                expected_length,
+                task_id,
+                keys.status_index_prefix(shard),
+                WORKER_GROUP,
+                _plan([self._lua_plan(workflow_id, queue, plan) for plan in plans]),
+                keys.owner_index_prefix(shard),
+                take_next_for,
+            ],
+        )
+        outcome = _text(reply[0])
+        if outcome == "closed":
+            return CommitResult(outcome, 0, "", _taken(shard, reply[2]))
+        if outcome == "conflict":
+            return CommitResult(outcome, int(reply[1]), "")
+        return CommitResult(outcome, int(reply[1]), _text(reply[2]), _taken(shard, reply[3]))
+
+    def _lua_plan(self, workflow_id: str, queue: str, plan: TaskPlan) -> dict[str, Any]:
+        """A plan as commit.lua reads it."""
         events: list[list[Any]] = []
-        timers: list[list[Any]] = [[str(due), member] for due, member in extra_timers]
-        cancelled: list[bytes] = []
+        timers: list[list[Any]] = [[str(due), member] for due, member in plan.extra_timers]
+        cancelled: list[bytes] = list(plan.timers_delete)
         tasks: list[list[Any]] = []
         meta_fields: list[Any] = []
-        for key, value in (meta or {}).items():
+        meta_delete = list(plan.meta_delete)
+        for key, value in plan.meta.items():
             meta_fields += [key, value]
+        completing = plan.completing
         if completing is not None:
-            events.append([str(completing.type), str(completing.seq), completing_data])
-            meta_delete = [*meta_delete, f"a:{completing.seq}"]
-        for command in commands:
+            events.append([str(completing.type), str(completing.seq), plan.completing_data])
+            meta_delete.append(f"a:{completing.seq}")
+        for command in plan.commands:
             what = functools.partial(_describe, command, workflow_id)
             encoded = command.encoded or encode(command.data, what=what)
             events.append([str(command.type), str(command.seq), encoded])
             if command.type == EventType.ACTIVITY_SCHEDULED:
                 meta_fields += [f"a:{command.seq}", "1"]
-                tasks.append(self.activity_task_fields(workflow_id, command.seq, 1, encoded))
+                if command.seq != plan.held_activity:
+                    tasks.append(self.activity_task_fields(workflow_id, command.seq, 1, encoded))
             elif command.type == EventType.TIMER_STARTED:
                 meta_fields += [f"t:{command.seq}", "1"]
                 member = self.timer_member("timer", workflow_id, queue, command.seq)
                 timers.append([str(command.due_ms), member])
             elif command.type == EventType.TIMER_CANCELLED:
                 timer_seq = int(command.data["timer_seq"])
-                meta_delete = [*meta_delete, f"t:{timer_seq}"]
+                meta_delete.append(f"t:{timer_seq}")
                 cancelled.append(self.timer_member("timer", workflow_id, queue, timer_seq))
             elif command.type == EventType.STEP_STARTED:
                 meta_fields += [
@@ -499,55 +555,59 @@ class Store:
                 meta_fields += ["error", encode(command.data, what=what), "closed", str(now_ms())]
         # A task that consumed new events closes its batch even when the code produced no
         # command: replay must feed the code those events apart from later ones, as it ran.
-        if events or consumed_events:
+        if events or plan.consumed_events:
             events.append([str(EventType.WORKFLOW_TASK_COMPLETED), "0", b""])
-        plan = {
+        lua_plan: dict[str, Any] = {
+            "t": str(plan.time_ms if plan.time_ms is not None else now_ms()),
             "events": events,
             "meta": meta_fields,
-            "meta_del": list(meta_delete),
+            "meta_del": meta_delete,
             "timers": timers,
             "timers_del": cancelled,
             "tasks": tasks,
-            "status": str(status),
-            "wft": "1" if keep_task_flag else "0",
+            "status": str(plan.status),
+            "wft": "1" if plan.keep_task_flag else "0",
         }
         if completing is not None:
-            plan["activity"] = str(completing.seq)
-        workflow_stream = keys.queue(shard, queue)
-        reply = await self._run(
-            "commit",
-            [
-                keys.meta(workflow_id),
-                keys.history(workflow_id),
-                task_stream or workflow_stream,
-                keys.timers(shard),
-                keys.activity_queue(shard, queue),
-                workflow_stream,
-                keys.close_notice(workflow_id),
-            ],
-            [
-                workflow_id,
-                expected_length,
-                task_id,
-                task_time_ms if task_time_ms is not None else now_ms(),
-                keys.status_index_prefix(shard),
-                WORKER_GROUP,
-                _plan(plan),
-                keys.owner_index_prefix(shard),
-                take_next_for,
-            ],
-        )
-        outcome = _text(reply[0])
-        if outcome == "closed":
-            return CommitResult(outcome, 0, "", _taken(shard, reply[2]))
-        if outcome == "conflict":
-            return CommitResult(outcome, int(reply[1]), "")
-        return CommitResult(outcome, int(reply[1]), _text(reply[2]), _taken(shard, reply[3]))
+            lua_plan["activity"] = str(completing.seq)
+        return lua_plan
 
     @staticmethod
     def activity_task_fields(workflow_id: str, seq: int, attempt: int, payload: bytes) -> list[Any]:
         """An activity task carries its arguments, so activity workers never read history."""
         return ["k", "a", "wf", workflow_id, "seq", str(seq), "att", str(attempt), "p", payload]
+
+    def held_activity_task(self, workflow_id: str, queue: str, command: Command) -> Task:
+        """The task of a scheduled activity that its worker runs at once instead of
+        queueing it (`TaskPlan.held_activity`). It has no id; its lease is a timer member
+        (`Task.lease`) that fires it as a queued task of attempt 1 unless its worker
+        records its outcome or keeps renewing the member (a worker that dies does
+        neither)."""
+        shard = self.keys.shard_of(workflow_id)
+        what = functools.partial(_describe, command, workflow_id)
+        payload = command.encoded or encode(command.data, what=what)
+        fields = self.activity_task_fields(workflow_id, command.seq, 1, payload)
+        task_fields = {
+            _text(k): v if isinstance(v, bytes) else str(v).encode()
+            for k, v in zip(fields[::2], fields[1::2], strict=True)
+        }
+        task_fields["lease"] = self.retry_member(workflow_id, queue, command.seq, 1, payload)
+        return Task(self.keys.activity_queue(shard, queue), shard, "", task_fields)
+
+    async def renew_activity_lease(self, task: Task, due_ms: int) -> bool:
+        """Move a held activity's lease member to `due_ms`; False if it is gone (it fired:
+        the activity is queued for another attempt 1, or its outcome is recorded)."""
+        changed = await self.redis.zadd(
+            self.keys.timers(task.shard), {task.lease: due_ms}, xx=True, ch=True
+        )
+        return bool(changed)
+
+    def retry_member(
+        self, workflow_id: str, queue: str, seq: int, attempt: int, payload: bytes
+    ) -> bytes:
+        """The timer member that queues attempt `attempt` of an activity when it is due."""
+        fields = self.activity_task_fields(workflow_id, seq, attempt, payload)
+        return self.timer_member("retry", workflow_id, queue, seq, fields)
 
     @staticmethod
     def timer_member(
@@ -586,6 +646,7 @@ class Store:
                 task.queue_key,
                 self.keys.activity_queue(task.shard, queue),
                 self.keys.queue(task.shard, queue),
+                self.keys.timers(task.shard),
             ],
             [
                 workflow_id,
@@ -598,6 +659,7 @@ class Store:
                 take_next_for,
                 history_after,
                 PRELOAD_PAGE,
+                task.lease,
             ],
         )
         next_task = _taken(task.shard, reply[1])
@@ -617,13 +679,12 @@ class Store:
     ) -> str:
         workflow_id = task.workflow_id
         seq = int(_text(task.fields.get("seq")))
-        fields = self.activity_task_fields(workflow_id, seq, attempt, task.fields["p"])
-        member = self.timer_member("retry", workflow_id, queue, seq, fields)
+        member = self.retry_member(workflow_id, queue, seq, attempt, task.fields["p"])
         return _text(
             await self._run(
                 "activity_retry",
                 [self.keys.meta(workflow_id), task.queue_key, self.keys.timers(task.shard)],
-                [str(seq), task.id, WORKER_GROUP, str(due_ms), member],
+                [str(seq), task.id, WORKER_GROUP, str(due_ms), member, task.lease],
             )
         )
 
@@ -768,20 +829,20 @@ class Store:
     ) -> list[Task]:
         """New tasks (blocking up to `block_ms`), or with start="0" the tasks already
         delivered to `consumer` and not acknowledged (no blocking)."""
-        reply: Any = await self.redis.xreadgroup(
-            WORKER_GROUP,
-            consumer,
-            dict.fromkeys(streams, start),
-            count=count,
-            block=block_ms if start == ">" else None,
-        )
+        # Over the direct lane: this read is sent again each time tasks arrive, while
+        # they start, and redis-py would spend longer building it than Redis reading it.
+        block = ["BLOCK", block_ms] if start == ">" else []
+        reply: Any = await self._lane.execute(
+            "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
+            "STREAMS", *streams, *[start] * len(streams),
+        )  # fmt: skip
         tasks: list[Task] = []
         for stream, entries in reply or []:
             key = _text(stream)
-            for entry_id, fields in entries:
-                if fields is None:
+            for entry_id, flat in entries:
+                if flat is None:  # an entry deleted while pending (start="0")
                     continue
-                tasks.append(_task(key, streams[key][0], entry_id, fields))
+                tasks.append(_task(key, streams[key][0], entry_id, _field_map(flat)))
         return tasks
 
     async def claim_stale_tasks(

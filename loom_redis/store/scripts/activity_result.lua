@@ -5,11 +5,14 @@
 -- workflow's task and the worker holds the workflow's instance up to entry `after`, the
 -- history entries past it come along (at most `page` of them), so the task needs no read.
 -- Returns {outcome ('ok', 'duplicate' or 'dropped'), next task or nil, entries}.
--- KEYS: meta, history, the task's stream, activity stream, workflow stream
+-- KEYS: meta, history, the task's stream, activity stream, workflow stream, timers
 -- ARGV: workflow id, seq, task id, now (ms), event type, data, consumer group,
---       consumer to take the next task for ('' for none), after ('' for none), page
+--       consumer to take the next task for ('' for none), after ('' for none), page,
+--       lease (the timer member of an activity run at once by the worker that
+--       scheduled it, '' for none)
 local meta, queue, group = KEYS[1], KEYS[3], ARGV[7]
 ack(queue, group, ARGV[3])
+if ARGV[11] ~= '' then redis.call('ZREM', KEYS[6], ARGV[11]) end
 local outcome = 'ok'
 if not open_status(meta) then
   outcome = 'dropped'
