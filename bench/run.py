@@ -16,6 +16,8 @@ E: loom-redis with 1, 2, 4 worker processes on workload B.
 F: loom-redis Redis memory per workflow and per event, Redis commands per step (B).
 
 Every wait is bounded in time; every process started here is killed at the end.
+LOOM_BENCH_WORKER_ARGS adds options to loom-redis's workers, to compare settings by hand
+(e.g. LOOM_BENCH_WORKER_ARGS="--eager-seconds 0").
 """
 
 from __future__ import annotations
@@ -253,6 +255,7 @@ def worker_commands(ctx: Context, count: int) -> list[list[str]]:
     if ctx.system == "loom-redis":
         one = [python, "-m", "loom_redis", "worker", "bench.peers.loom_redis"]
         one += ["--namespace", "bench", "--url", ctx.url, "--poll-interval", "1.0"]
+        one += os.environ.get("LOOM_BENCH_WORKER_ARGS", "").split()
         return [one] * count
     if ctx.system == "taskiq":
         exe = str(ctx.python.parent / "taskiq")

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 from anyio.abc import SocketStream
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 logger = logging.getLogger("loom_redis.metrics")
+
+
+@functools.cache
+def labelled(metric: MetricWrapperBase, *values: str) -> Any:
+    """The child of `metric` for these label values, looked up once: labels() validates
+    and takes a lock on every call, a cost on every task. The values are a bounded set
+    (queues, workflow and activity names, outcomes)."""
+    return metric.labels(*values)
+
 
 TASKS = Counter(
     "loom_tasks_total", "Tasks processed by kind and outcome", ["queue", "kind", "outcome"]

@@ -55,6 +55,7 @@ from .metrics import (
     TIMERS_FIRED,
     WORKFLOW_TASK_SECONDS,
     WORKFLOWS_CLOSED,
+    labelled,
     serve_metrics,
 )
 from .store import Store, Task, TaskPlan, decode, encode
@@ -176,10 +177,14 @@ class Worker:
         self.metrics_port = metrics_port
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._streams = store.queue_keys(queues)
+        shards: dict[int, dict[str, tuple[int, str]]] = {}
+        for stream, (shard, queue) in self._streams.items():
+            shards.setdefault(shard, {})[stream] = (shard, queue)
+        self._shard_streams = list(shards.values())
         # Accepted tasks that wait for one of the `concurrency` executors, and the
         # executors waiting for one.
         self._queued: deque[tuple[Task, int]] = deque()
-        self._idle_executors: deque[anyio.Event] = deque()
+        self._idle_executors: deque[asyncio.Event] = deque()
         # Since when the intake has been waiting for capacity to read new tasks.
         self._capacity_wanted_since: float | None = None
         # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
@@ -196,7 +201,8 @@ class Worker:
         self._intake: anyio.CancelScope | None = None
         self._timer_wakeup = anyio.Event()
         self._capacity_freed = anyio.Event()
-        self._drained = anyio.Event()
+        # Made by the drain, to wait for the last in-flight task.
+        self._drained: anyio.Event | None = None
         self._started = anyio.Event()
         self._ready = False
 
@@ -249,6 +255,7 @@ class Worker:
     async def _drain_deadline(self, executors: TaskGroup) -> None:
         with anyio.move_on_after(self.drain_seconds):
             if self._in_flight:
+                self._drained = anyio.Event()
                 await self._drained.wait()
             executors.cancel_scope.cancel()
             return
@@ -267,71 +274,86 @@ class Worker:
     async def _take_tasks(self) -> None:
         """Take over stale tasks and read new ones until stop() cancels the intake.
 
-        One loop does both, and a dead worker's tasks go first: they are claimed every
-        half lease, busy or not, up to `concurrency` at a time (and again at once while
-        a claim comes back full and capacity is left), and they go to the front of the
-        local queue. So a claimed task starts as soon as an executor is free: it waits
-        neither behind new tasks nor behind the follow-ups of running workflows (a
-        takeover would take that long), and a worker holds at most `concurrency`
-        claimed tasks it has not started (should it die too, each costs a delivery).
-        New tasks are read only for free capacity.
+        New tasks come by one blocking read per shard: its streams share the shard's
+        slot, as Redis Cluster wants of one command, and a task added to a stream wakes
+        only the reads of its shard (Redis runs a woken read again over all of its
+        streams, so one read over every shard would cost it that much per task). Each
+        read asks for its share of the free capacity.
         """
-        interval = max(self.lease_ms / 2000, 0.05)
-        next_claim = anyio.current_time() + interval
+        async with anyio.create_task_group() as intake:
+            intake.start_soon(self._take_over_stale_tasks)
+            for streams in self._shard_streams:
+                intake.start_soon(self._read_shard, streams)
+
+    async def _read_shard(self, streams: dict[str, tuple[int, str]]) -> None:
         while True:
-            free = await self._wait_for_capacity(until=next_claim)
-            claimed: list[tuple[Task, int]] = []
-            tasks: list[Task] = []
+            free = await self._wait_for_capacity()
+            # So that the reads bring fewer than free + shards tasks, not free * shards.
+            count = -(-free // len(self._shard_streams))
             try:
-                if anyio.current_time() >= next_claim:
-                    claimed = await self.store.claim_stale_tasks(
-                        self._streams, self.name, self.lease_ms, self.concurrency
-                    )
-                    again = len(claimed) == self.concurrency and free > len(claimed)
-                    next_claim = anyio.current_time() + (0 if again else interval)
-                if not claimed and free > 0:
-                    # Each stream is asked for its share of the free capacity, so that a
-                    # read brings fewer than free + streams tasks, not up to free * streams.
-                    count = -(-free // len(self._streams))
-                    wait_ms = int((next_claim - anyio.current_time()) * 1000)
-                    block_ms = min(self.poll_ms, max(wait_ms, 10))
-                    tasks = await self.store.read_tasks(self._streams, self.name, count, block_ms)
+                tasks = await self.store.read_tasks(streams, self.name, count, self.poll_ms)
             except RedisError as exc:
                 await self._redis_trouble("reading tasks", exc)
                 continue
-            for task, deliveries in reversed(claimed):
-                TASKS_RECLAIMED.inc()
-                logger.info(
-                    "took over task %s (%s) of workflow %s, delivery %d",
-                    task.id,
-                    task.kind,
-                    task.workflow_id,
-                    deliveries,
-                )
-                self._accept(task, deliveries, first=True)
-            # COUNT applies to each stream, so a read can bring more tasks than fit:
-            # they are ours now, and wait for an executor.
+            # A read can bring more tasks than fit: they are ours now, and wait for an
+            # executor.
             for task in tasks:
                 self._accept(task, 1)
-            if claimed or tasks:
+            if tasks:
                 # The tasks start (up to their first round trip) before the next read is
                 # sent: on an idle worker that read would delay each task by its cost.
                 await anyio.lowlevel.checkpoint()
 
-    async def _wait_for_capacity(self, *, until: float) -> int:
-        """Wait until fewer tasks than `concurrency` are accepted, or until the time
-        `until`; return how many more fit (<= 0 when the time came first)."""
-        with anyio.move_on_at(until):
-            while self.concurrency - len(self._in_flight) <= 0:
-                if self._capacity_wanted_since is None:
-                    self._capacity_wanted_since = anyio.current_time()
-                if self._capacity_freed.is_set():
-                    self._capacity_freed = anyio.Event()
-                await self._capacity_freed.wait()
+    async def _take_over_stale_tasks(self) -> None:
+        """Claim a dead worker's tasks every half lease, busy or not, up to `concurrency`
+        at a time (and again at once while a claim comes back full and capacity is
+        left); they go to the front of the local queue. So a claimed task starts as soon
+        as an executor is free: it waits neither behind new tasks nor behind the
+        follow-ups of running workflows (a takeover would take that long), and a worker
+        holds at most `concurrency` claimed tasks it has not started (should it die too,
+        each costs a delivery)."""
+        interval = max(self.lease_ms / 2000, 0.05)
+        while True:
+            await anyio.sleep(interval)
+            while await self._claim_stale_tasks():
+                pass
+
+    async def _claim_stale_tasks(self) -> bool:
+        """One claim; whether to claim again at once (it came back full, and capacity
+        is left)."""
         free = self.concurrency - len(self._in_flight)
-        if free > 0:
-            self._capacity_wanted_since = None
-        return free
+        try:
+            claimed = await self.store.claim_stale_tasks(
+                self._streams, self.name, self.lease_ms, self.concurrency
+            )
+        except RedisError as exc:
+            await self._redis_trouble("taking over tasks", exc)
+            return False
+        for task, deliveries in reversed(claimed):
+            TASKS_RECLAIMED.inc()
+            logger.info(
+                "took over task %s (%s) of workflow %s, delivery %d",
+                task.id,
+                task.kind,
+                task.workflow_id,
+                deliveries,
+            )
+            self._accept(task, deliveries, first=True)
+        if claimed:
+            await anyio.lowlevel.checkpoint()
+        return len(claimed) == self.concurrency and free > len(claimed)
+
+    async def _wait_for_capacity(self) -> int:
+        """Wait until fewer tasks than `concurrency` are accepted; return how many more
+        fit."""
+        while self.concurrency - len(self._in_flight) <= 0:
+            if self._capacity_wanted_since is None:
+                self._capacity_wanted_since = anyio.current_time()
+            if self._capacity_freed.is_set():
+                self._capacity_freed = anyio.Event()
+            await self._capacity_freed.wait()
+        self._capacity_wanted_since = None
+        return self.concurrency - len(self._in_flight)
 
     async def _run_own_pending(self) -> None:
         """Run, as part of the drain, tasks delivered to this worker that it never started.
@@ -373,7 +395,7 @@ class Worker:
         """Run accepted tasks one at a time; `concurrency` of these run."""
         while True:
             while not self._queued:
-                woken = anyio.Event()
+                woken = asyncio.Event()  # cheaper than anyio's: one per idle spell
                 self._idle_executors.append(woken)
                 await woken.wait()
             task, deliveries = self._queued.popleft()
@@ -406,8 +428,9 @@ class Worker:
             self._follow_ups[(finishing.queue_key, finishing.id)] = follow_up
 
     async def _redis_trouble(self, doing: str, exc: Exception) -> None:
+        if self._ready:  # said once, not by every shard's reader
+            logger.warning("Redis error while %s: %s; retrying in 1s", doing, exc)
         self._ready = False
-        logger.warning("Redis error while %s: %s; retrying in 1s", doing, exc)
         await anyio.sleep(1)
         self._ready = True
 
@@ -459,11 +482,10 @@ class Worker:
         finally:
             self._in_flight.pop((task.queue_key, task.id), None)
             self._capacity_freed.set()
-            if not self._in_flight:
+            if not self._in_flight and self._drained is not None:
                 self._drained.set()
-                self._drained = anyio.Event()
             IN_FLIGHT.dec()
-            TASKS.labels(queue, _kind_label(task), outcome).inc()
+            labelled(TASKS, queue, _kind_label(task), outcome).inc()
         return self._follow_ups.pop((task.queue_key, task.id), None)
 
     async def _while_unreachable(self, task: Task, call: Callable[[], Awaitable[T]]) -> T:
@@ -502,7 +524,7 @@ class Worker:
             task.workflow_id,
             reason,
         )
-        DEAD_LETTERS.labels(_kind_label(task)).inc()
+        labelled(DEAD_LETTERS, _kind_label(task)).inc()
         await self.store.dead_letter(task, reason)
 
     # -- workflow tasks --------------------------------------------------------------
@@ -583,7 +605,7 @@ class Worker:
             return await self._replay_and_commit_timed(task, queue, loaded, eager)
         finally:
             name = loaded.instance.definition.name
-            WORKFLOW_TASK_SECONDS.labels(name).observe(time.perf_counter() - started)
+            labelled(WORKFLOW_TASK_SECONDS, name).observe(time.perf_counter() - started)
 
     async def _replay_and_commit_timed(
         self, task: Task, queue: str, loaded: _Loaded, eager: bool
@@ -639,7 +661,7 @@ class Worker:
                 self._timer_wakeup.set()
             status = plans[-1].status
             if status.is_terminal:
-                WORKFLOWS_CLOSED.labels(instance.definition.name, str(status)).inc()
+                labelled(WORKFLOWS_CLOSED, instance.definition.name, str(status)).inc()
             elif keep:
                 self._keep(task.workflow_id, instance, result.length, result.last_id or last_id)
         return result.outcome
@@ -704,7 +726,7 @@ class Worker:
         if hold.watchdog is None:
             merged = await self._commit_with_outcome(task, queue, loaded, plan, held, attempt)
             if merged is not None:
-                EAGER_ACTIVITIES.labels("with_outcome").inc()
+                labelled(EAGER_ACTIVITIES, "with_outcome").inc()
                 return merged
             # The instance refused the outcome and is ahead of the history: not kept.
             hold.outcome = await self._hold(task, queue, loaded, plan, held, keep=False)
@@ -743,7 +765,7 @@ class Worker:
         self, task: Task, queue: str, loaded: _Loaded, plan: TaskPlan, held: Task, *, keep: bool
     ) -> str:
         """Commit the workflow task with its eager activity's lease in place of its task."""
-        EAGER_ACTIVITIES.labels("before_outcome").inc()
+        labelled(EAGER_ACTIVITIES, "before_outcome").inc()
         lease = (now_ms() + self.lease_ms, held.lease)
         seq = int(held.fields["seq"])
         result = await self.store.commit_workflow_task(
@@ -906,13 +928,13 @@ class Worker:
             # the activity here, with a clear error, instead of leaving its task in limbo.
             encode({"result": result, "attempts": attempt}, what=f"result of activity {name!r}")
         except Exception as exc:
-            ACTIVITY_SECONDS.labels(name, "failed").observe(time.perf_counter() - started)
+            labelled(ACTIVITY_SECONDS, name, "failed").observe(time.perf_counter() - started)
             if isinstance(exc, TimeoutError) and timeout is not None:
                 message = f"timed out after {timeout:g}s"
             else:
                 message = clip(f"{type(exc).__name__}: {exc}")
             return self._failed_attempt(task, scheduled, attempt, exc, message)
-        ACTIVITY_SECONDS.labels(name, "completed").observe(time.perf_counter() - started)
+        labelled(ACTIVITY_SECONDS, name, "completed").observe(time.perf_counter() - started)
         return _Attempt(attempt, failed=False, data={"result": result, "attempts": attempt})
 
     async def _settle(self, task: Task, queue: str, attempt: _Attempt) -> str:
@@ -1036,7 +1058,7 @@ class Worker:
                 for member in due:
                     outcome = await self.store.fire_timer(member)
                     if outcome == "ok":
-                        TIMERS_FIRED.labels(member.kind).inc()
+                        labelled(TIMERS_FIRED, member.kind).inc()
             except RedisError as exc:
                 await self._redis_trouble("sweeping timers", exc)
                 continue
