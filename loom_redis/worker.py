@@ -879,7 +879,7 @@ class Worker:
             queue=queue,
             task_id=task.id,
             expected_length=length,
-            plans=[TaskPlan([command], Status.FAILED, meta_delete=["suspended"])],
+            plans=[TaskPlan([command], Status.FAILED)],
         )
         return "failed" if result.outcome == "ok" else result.outcome
 
@@ -892,7 +892,7 @@ class Worker:
             queue=queue,
             task_id=task.id,
             expected_length=len(history),
-            plans=[TaskPlan([command], Status.FAILED, meta_delete=["suspended"])],
+            plans=[TaskPlan([command], Status.FAILED)],
         )
         return "failed" if result.outcome == "ok" else result.outcome
 
@@ -1203,8 +1203,7 @@ def _plan_of(
     activation: Activation, time_ms: int, completing: Event | None = None, data: bytes = b""
 ) -> TaskPlan:
     """What a workflow task whose code ran `activation` at `time_ms` writes."""
-    # A task that runs cleanly resumes a suspended workflow.
-    meta_delete = ["suspended"]
+    meta_delete: list[str] = []
     if activation.status.is_terminal:
         meta_delete += [f"a:{s}" for s in activation.pending_activities]
         meta_delete += [f"t:{s}" for s in activation.pending_timers]

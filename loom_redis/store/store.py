@@ -354,10 +354,12 @@ class Store:
                     workflow_id,
                     now_ms(),
                     keys.status_index_prefix(shard),
-                    _plan({"meta": meta, "started": started, "carry": len(started) <= CARRY_BYTES}),
-                    # redis-py retries a command whose reply was lost: the retry must
+                    started,
+                    # A command whose reply was lost is sent again: the repeat must
                     # recognise its own start.
                     uuid.uuid4().hex,
+                    "1" if len(started) <= CARRY_BYTES else "0",
+                    *meta,
                 ],
             )
         return _text(reply[0]) == "started", _text(reply[1])

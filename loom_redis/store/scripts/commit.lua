@@ -43,12 +43,24 @@ for _, plan in ipairs(plans) do
     last_id = append_event(history, event[1], event[2], now, event[3])
   end
   length = length + #plan.events
-  if #plan.meta > 0 then redis.call('HSET', meta, unpack(plan.meta)) end
-  if #plan.meta_del > 0 then redis.call('HDEL', meta, unpack(plan.meta_del)) end
+  -- The plan's meta, its task flag, and its status if it changes: one write.
+  local fields, deleted = plan.meta, plan.meta_del
+  for _, field in ipairs({'wft', plan.wft, 'updated', now, 'hlen', length}) do
+    fields[#fields + 1] = field
+  end
+  if plan.status ~= status then
+    redis.call('ZREM', index_prefix .. status, workflow_id)
+    redis.call('ZADD', index_prefix .. plan.status, now, workflow_id)
+    fields[#fields + 1] = 'status'
+    fields[#fields + 1] = plan.status
+    -- A task that runs cleanly resumes a suspended workflow.
+    if status == 'SUSPENDED' then deleted[#deleted + 1] = 'suspended' end
+  end
+  redis.call('HSET', meta, unpack(fields))
+  if #deleted > 0 then redis.call('HDEL', meta, unpack(deleted)) end
   for _, timer in ipairs(plan.timers) do redis.call('ZADD', timers, timer[1], timer[2]) end
   for _, member in ipairs(plan.timers_del) do redis.call('ZREM', timers, member) end
   for _, task in ipairs(plan.tasks) do redis.call('XADD', activities, '*', unpack(task)) end
-  set_status(meta, index_prefix, workflow_id, status, plan.status, now)
   status = plan.status
   if TERMINAL[status] then
     -- An owner's index lists its open workflows only, so progress reads stay small.
@@ -56,7 +68,6 @@ for _, plan in ipairs(plans) do
     if owner and owner ~= '' then redis.call('ZREM', ARGV[7] .. owner, workflow_id) end
     if redis.call('HDEL', meta, 'waited') == 1 then push_close_notice(history, KEYS[7]) end
   end
-  redis.call('HSET', meta, 'wft', plan.wft, 'updated', now, 'hlen', length)
 end
 ack(queue, group, task_id)
 return {'ok', tostring(length), last_id, take_next(group, ARGV[8], activities, workflows)}

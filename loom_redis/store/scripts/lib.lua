@@ -18,20 +18,10 @@ end
 
 -- At most one workflow task per workflow waits in a queue; the meta flag 'wft' says
 -- one is queued or running, so a burst of events costs one replay, not one per event.
--- `carried` (optional) are more fields of the task entry.
-local function request_workflow_task(meta, queue, workflow_id, carried)
+local function request_workflow_task(meta, queue, workflow_id)
   if redis.call('HGET', meta, 'wft') ~= '1' then
     redis.call('HSET', meta, 'wft', '1')
-    redis.call('XADD', queue, '*', 'k', 'w', 'wf', workflow_id, unpack(carried or {}))
-  end
-end
-
--- Status index zsets are named by appending the status to a prefix of the same slot.
-local function set_status(meta, index_prefix, workflow_id, old, new, now)
-  if old ~= new then
-    if old then redis.call('ZREM', index_prefix .. old, workflow_id) end
-    redis.call('ZADD', index_prefix .. new, now, workflow_id)
-    redis.call('HSET', meta, 'status', new)
+    redis.call('XADD', queue, '*', 'k', 'w', 'wf', workflow_id)
   end
 end
 
