@@ -747,10 +747,12 @@ class Worker:
         history moved, Redis failed), cancel the attempt: a replay schedules it again."""
         try:
             hold.outcome = await self._hold(task, queue, loaded, plan, held, keep=True)
-        except RedisError as exc:
-            logger.warning("could not write the scheduling of %s: %s", held.lease, exc)
+        except Exception as exc:  # the attempt waits for an outcome, whatever happened
+            log = logger.warning if isinstance(exc, RedisError) else logger.exception
+            log("could not write the scheduling of workflow %s's activity: %s", held, exc)
             hold.outcome = "error"
-        hold.written.set()
+        finally:
+            hold.written.set()
         if hold.outcome != "ok":
             hold.attempt_scope.cancel()
             return
