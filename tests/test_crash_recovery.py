@@ -107,6 +107,12 @@ async def wait_for_lines(path: Path, what: str, count: int, output: Path) -> lis
     pytest.fail(f"no {count} {what!r} lines in the side log; worker said:\n{await _text(output)}")
 
 
+def _running(lines: list[list[str]]) -> Counter[tuple[str, ...]]:
+    """Activities begun and not ended."""
+    begun = Counter(tuple(line[1:3]) for line in lines if line[0] == "begin")
+    return begun - Counter(tuple(line[1:3]) for line in lines if line[0] == "end")
+
+
 def command_seqs(history: list[Event]) -> list[int]:
     return [e.seq for e in history if e.type in COMMAND_TYPES]
 
@@ -131,15 +137,16 @@ async def test_sigkilled_worker_is_taken_over_and_every_workflow_completes_once(
         ]
         # Some activities have run to the end; others are running right now.
         await wait_for_lines(side_log, "end", 8, first_out)
+        with anyio.fail_after(20):
+            while not _running(await side_log_lines(side_log)):
+                await anyio.sleep(0.005)
         first.send_signal(signal.SIGKILL)
         assert await first.wait() == -signal.SIGKILL
     at_kill = await side_log_lines(side_log)
     killed_pid = str(first.pid)
     ended_before_kill = sum(1 for line in at_kill if line[0] == "end")
     assert ended_before_kill < WORKFLOWS * 3, "the kill came after everything had run"
-    begun_by_first = Counter(tuple(line[1:3]) for line in at_kill if line[0] == "begin")
-    ended_by_first = Counter(tuple(line[1:3]) for line in at_kill if line[0] == "end")
-    interrupted = begun_by_first - ended_by_first
+    interrupted = _running(at_kill)
     assert interrupted, "no activity was running when the worker was killed"
     assert all(line[3] == killed_pid for line in at_kill)
 
