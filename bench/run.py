@@ -11,7 +11,9 @@ in the project's .venv). One table is printed at the end.
 A: producer enqueues N one-activity workflows (jobs): jobs/s, p50/p99 latency.
 B: N workflows of 5 sequential activities (chains of 5 tasks): steps/s, p50/p99.
 C: one workflow of N sequential activities: steps/s over the first and last 100 steps
-   (from the median time between two steps).
+   (from the median time between two steps); for loom-redis also side by side: the
+   workflow pauses before its last 100 steps, which then run beside the 100 steps of a
+   new workflow, on the same workers at the same time.
 D: one one-activity workflow at a time on an idle system: p50/p99 over N runs.
 E: loom-redis with 1, 2, 4 worker processes on workload B.
 F: loom-redis Redis memory per workflow and per event, Redis commands per step (B).
@@ -343,6 +345,14 @@ def c_figures(result: dict[str, Any], count: int) -> dict[str, Any]:
     return figures
 
 
+def paired_figures(result: dict[str, Any]) -> dict[str, float]:
+    """C's last 100 steps and a new workflow's 100, run side by side (see the driver)."""
+    steps, probe = result["steps"], result["probe"]
+    if len(probe) < 2 or len(steps) < len(probe):
+        return {}
+    return {"last": step_rate(steps[-len(probe) :]), "new": step_rate(probe)}
+
+
 def step_rate(times: list[float]) -> float:
     """Steps/s from the median time between consecutive steps: what a step costs, which
     one pause (a collection, the VM) in a window of 100 steps (~50 ms) does not decide."""
@@ -420,6 +430,9 @@ def run_system(system: str, only: str, counts: dict[str, int], procs: Procs) -> 
         if "C" in only and system in C_SYSTEMS:
             log(f"{system}: C")
             row["C"] = c_figures(drive(ctx, "C", counts["C"], 1, 900), counts["C"])
+            if system == "loom-redis":
+                paired = drive(ctx, "C-paired", counts["C"], 1, 900)
+                row["C"]["paired"] = paired_figures(paired)
         if "D" in only:
             log(f"{system}: D")
             time.sleep(1.0)  # idle
@@ -491,6 +504,14 @@ def c_cell(figures: Any) -> str:
     text += f"last 100: {figures.get('last', 0):,.0f} steps/s"
     if figures["done"] != figures["of"]:
         text += f" ({figures['done']}/{figures['of']} steps)"
+    paired = figures.get("paired")
+    if paired:
+        text += (
+            f"; run side by side: last 100 {paired['last']:,.0f}, a new workflow's 100 "
+            f"{paired['new']:,.0f} steps/s"
+        )
+    elif paired is not None:
+        text += "; side by side: n/a"
     return text
 
 

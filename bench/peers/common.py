@@ -100,7 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="one workload of bench/run.py")
     sub = parser.add_subparsers(dest="command", required=True)
     drive = sub.add_parser("drive", help="enqueue a workload, wait for it, write timings")
-    drive.add_argument("--workload", required=True, choices=["warm", "A", "B", "C", "D"])
+    drive.add_argument(
+        "--workload", required=True, choices=["warm", "A", "B", "C", "C-paired", "D"]
+    )
     drive.add_argument("--count", type=int, required=True, help="jobs (C: activities)")
     drive.add_argument("--steps", type=int, default=1, help="activities per job")
     drive.add_argument("--timeout", type=float, default=600.0)
@@ -116,12 +118,14 @@ def write_result(
     enqueued: dict[str, float] | None = None,
     done: dict[str, float] | None = None,
     steps: list[float] | None = None,
+    probe: list[float] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
     result = {
         "enqueued": enqueued or {},
         "done": done or {},
         "steps": steps or [],
+        "probe": probe or [],
         "extra": extra or {},
     }
     tmp = f"{path}.tmp"

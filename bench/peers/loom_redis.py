@@ -30,11 +30,12 @@ from bench.peers.common import (
     parse_args,
     write_result,
 )
-from bench.peers.loom_workflows import ChainWorkflow, LongWorkflow
+from bench.peers.loom_workflows import ChainWorkflow, LongWorkflow, ProbeWorkflow
 from loom_redis.events import Status
 
 NAMESPACE = "bench"
 CLOSING = {b"WORKFLOW_COMPLETED", b"WORKFLOW_FAILED", b"WORKFLOW_CANCELLED"}
+PAIRED_WINDOW = 100
 
 
 class Driver:
@@ -128,6 +129,34 @@ class Driver:
         steps = sorted(t for key, t in done.items() if key.startswith("c"))
         return {"enqueued": {"C": started}, "steps": steps, "extra": {"status": status}}
 
+    async def paired_long_workflow(self, count: int, timeout: float) -> dict[str, Any]:
+        """C with its last 100 steps run beside the 100 steps of a new workflow, on the
+        same workers at the same time: the two windows differ only by the length of
+        their histories (2,000 steps against none), whatever speed the machine is at
+        (it changes for seconds at a time, and C's two windows are a second apart)."""
+        window = min(PAIRED_WINDOW, count)
+        started = time.time()
+        deadline = time.monotonic() + timeout
+        reader = DoneReader()
+
+        def steps(prefix: str) -> list[float]:
+            done = reader.poll()
+            return sorted(t for key, t in done.items() if key.startswith(prefix) and t >= started)
+
+        long = await self.client.start(
+            LongWorkflow, {"count": count, "pause_at": count - window}, workflow_id="C-paired"
+        )
+        while time.monotonic() < deadline:  # the driver sees steps in the workers' files
+            if len(steps("c")) >= count - window:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # its last step's outcome is in: it waits for "go"
+        await long.signal("go")
+        probe = await self.client.start(ProbeWorkflow, {"count": window}, workflow_id="C-probe")
+        for handle in (long, probe):
+            await handle.result(timeout=max(deadline - time.monotonic(), 0.001))
+        return {"enqueued": {"C": started}, "steps": steps("c"), "probe": steps("p")}
+
     async def memory(self, ids: list[str]) -> dict[str, Any]:
         """MEMORY USAGE of the meta hash and history stream of a sample of workflows."""
         sample = ids[:: max(1, len(ids) // 50)]
@@ -158,6 +187,8 @@ async def drive(argv: list[str]) -> None:
             result = await driver.one_at_a_time(args.count, args.timeout)
         elif args.workload == "C":
             result = await driver.long_workflow(args.count, args.timeout)
+        elif args.workload == "C-paired":
+            result = await driver.paired_long_workflow(args.count, args.timeout)
         else:
             result = await driver.batch(args.workload, args.count, args.steps, args.timeout)
             if args.stats:

@@ -40,13 +40,32 @@ class ChainWorkflow(loom.Workflow[dict, dict]):
         await ctx.state.set("value", value)
 
 
+@loom.activity(name="bench_probe_step")
+async def bench_probe_step(index: int) -> int:
+    record_done(f"p{index:06d}-{time.time_ns()}")
+    return index + 1
+
+
 @loom.workflow(name="LongWorkflow", version="1.0.0")
 class LongWorkflow(loom.Workflow[dict, dict]):
-    """Workload C: `count` sequential activities in one workflow."""
+    """Workload C: `count` sequential activities in one workflow; with `pause_at`, it
+    waits for the signal "go" before step `pause_at` (loom-redis's paired C)."""
 
     @loom.step(name="run")
     async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
         value = 0
         for index in range(int(ctx.input["count"])):
+            if index == ctx.input.get("pause_at"):
+                await ctx.wait_for_signal("go")
             value = await ctx.activity(bench_c_step, index)
         await ctx.state.set("value", value)
+
+
+@loom.workflow(name="ProbeWorkflow", version="1.0.0")
+class ProbeWorkflow(loom.Workflow[dict, dict]):
+    """A new workflow of `count` steps, run beside LongWorkflow's last steps."""
+
+    @loom.step(name="run")
+    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+        for index in range(int(ctx.input["count"])):
+            await ctx.activity(bench_probe_step, index)
