@@ -190,6 +190,9 @@ class Worker:
         # Keyed by (stream, id): entry ids are unique per stream only, and the shards'
         # streams often hold the same id.
         self._in_flight: dict[tuple[str, str], Task] = {}
+        # Activities run at once whose scheduling is written with a lease (see
+        # _run_eager), by their workflow task (keyed like `_in_flight`).
+        self._holding: dict[tuple[str, str], Task] = {}
         # Tasks that a finishing task's transition delivered to this worker (keyed like
         # `_in_flight`, by the finishing task): each runs next, on the same executor.
         self._follow_ups: dict[tuple[str, str], Task] = {}
@@ -259,7 +262,7 @@ class Worker:
                 await self._drained.wait()
             executors.cancel_scope.cancel()
             return
-        unfinished = list(self._in_flight.values())
+        unfinished = [*self._in_flight.values(), *self._holding.values()]
         logger.warning("drain: handing back %d unfinished task(s)", len(unfinished))
         with anyio.CancelScope(shield=True):
             await self.store.hand_back(unfinished, self.name, self.lease_ms)
@@ -721,6 +724,8 @@ class Worker:
             window.cancel()
             if hold.watchdog is not None:
                 hold.watchdog.cancel()
+            # Until here, a drain hands its lease back (see _drain_deadline).
+            self._holding.pop((task.queue_key, task.id), None)
         if hold.attempt_scope.cancelled_caught:  # its scheduling could not be written
             return hold.outcome
         if hold.watchdog is None:
@@ -756,6 +761,7 @@ class Worker:
         if hold.outcome != "ok":
             hold.attempt_scope.cancel()
             return
+        self._holding[(task.queue_key, task.id)] = held  # a drain hands its lease back
         while True:
             await anyio.sleep(self.lease_ms / 3000)
             try:

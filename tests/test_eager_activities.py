@@ -7,6 +7,7 @@ while it runs, and firing it as a queued task if its worker dies."""
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,29 @@ async def test_a_worker_dying_with_held_activities_leaves_them_to_another(
 async def _held_leases(client: loom.Client) -> int:
     keys = client.store.keys
     return sum([await client.store.redis.zcard(keys.timers(s)) for s in range(keys.shards)])
+
+
+async def test_a_drain_hands_back_the_lease_of_an_activity_still_running(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    """A worker that stops while an activity it runs at once outlasts its drain makes
+    that activity's lease due at once, as it hands queued tasks back: another worker
+    runs it without waiting for the lease (30 s here) to end."""
+    store = client.store
+    GATES["drained"] = anyio.Event()
+    async with running_worker(redis_url, namespace, drain_seconds=0.3, lease_seconds=30):
+        handle = await client.start(Gated, {"name": "drained"})
+        timers = store.keys.timers(store.keys.shard_of(handle.workflow_id))
+        with anyio.fail_after(10):
+            while not await store.redis.zcard(timers):
+                await anyio.sleep(0.01)
+    [(_, due)] = await store.redis.zrange(timers, 0, -1, withscores=True)
+    assert due <= time.time() * 1000  # handed back: due now, not in 30 s
+    GATES["drained"].set()
+    async with running_worker(redis_url, namespace, timer_scan_seconds=0.2):
+        assert await handle.result(timeout=10) == {
+            "first": "drained passed",
+            "second": "hello drained-2",
+        }
+    assert RUNS["drained"] == 2  # cut short by the drain, then run again
+    assert await store.redis.zcard(timers) == 0

@@ -894,9 +894,13 @@ class Store:
         await pipe.execute()
 
     async def hand_back(self, tasks: Sequence[Task], consumer: str, lease_ms: int) -> None:
-        """Make unfinished tasks claimable by another worker now (on drain)."""
+        """Make unfinished tasks claimable by another worker now (on drain); the lease of
+        a held activity (`Task.lease`) falls due now, for any worker's timer sweep."""
         pipe: Pipeline = self.redis.pipeline(transaction=False)
         for task in tasks:
+            if task.lease:
+                pipe.zadd(self.keys.timers(task.shard), {task.lease: now_ms()}, xx=True)
+                continue
             ids: list[Any] = [task.id]
             pipe.xclaim(
                 task.queue_key, WORKER_GROUP, consumer, 0, ids, idle=lease_ms + 1, justid=True
