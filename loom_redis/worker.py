@@ -112,12 +112,20 @@ class _Loaded:
 @dataclass(frozen=True)
 class _Attempt:
     """What one attempt of an activity came to: an outcome to record (`data`: its
-    result or error), or, with attempts left after a failure, the next one's due time."""
+    result or error, `encoded` as it is written), or, with attempts left after a
+    failure, the next one's due time."""
 
     number: int
     failed: bool
     data: dict[str, Any] = field(default_factory=dict)
+    encoded: bytes = b""
     retry_due_ms: int | None = None
+
+    def outcome_event(self, seq: int) -> Event:
+        """The outcome as the event a replay of the history will apply (decoded from
+        what is written), for an instance this worker holds."""
+        event_type = EventType.ACTIVITY_FAILED if self.failed else EventType.ACTIVITY_COMPLETED
+        return Event("", event_type, seq, now_ms(), decode(self.encoded))
 
 
 @dataclass
@@ -806,18 +814,14 @@ class Worker:
             plans = [replace(plan, held_activity=seq, extra_timers=[(attempt.retry_due_ms, retry)])]
             self._timer_wakeup.set()
         else:
-            event_type = (
-                EventType.ACTIVITY_FAILED if attempt.failed else EventType.ACTIVITY_COMPLETED
-            )
-            encoded = encode(attempt.data, what=f"result of activity seq {seq} of {workflow_id!r}")
-            event = Event("", event_type, seq, now_ms(), decode(encoded))
+            event = attempt.outcome_event(seq)
             try:
                 activation = loaded.instance.apply([event], event.time_ms)
             except (NonDeterministicWorkflowError, PayloadError):
                 return None
             plans = [
                 replace(plan, held_activity=seq),
-                _plan_of(activation, event.time_ms, event, encoded),
+                _plan_of(activation, event.time_ms, event, attempt.encoded),
             ]
         result = await self.store.commit_workflow_task(
             workflow_id,
@@ -934,7 +938,8 @@ class Worker:
                     result = await call
             # The whole record, as it will be written: a result that cannot be written fails
             # the activity here, with a clear error, instead of leaving its task in limbo.
-            encode({"result": result, "attempts": attempt}, what=f"result of activity {name!r}")
+            data = {"result": result, "attempts": attempt}
+            encoded = encode(data, what=f"result of activity {name!r}")
         except Exception as exc:
             labelled(ACTIVITY_SECONDS, name, "failed").observe(time.perf_counter() - started)
             if isinstance(exc, TimeoutError) and timeout is not None:
@@ -943,12 +948,12 @@ class Worker:
                 message = clip(f"{type(exc).__name__}: {exc}")
             return self._failed_attempt(task, scheduled, attempt, exc, message)
         labelled(ACTIVITY_SECONDS, name, "completed").observe(time.perf_counter() - started)
-        return _Attempt(attempt, failed=False, data={"result": result, "attempts": attempt})
+        return _Attempt(attempt, failed=False, data=data, encoded=encoded)
 
     async def _settle(self, task: Task, queue: str, attempt: _Attempt) -> str:
         """Write what an attempt came to: its outcome, or its next attempt's retry."""
         if attempt.retry_due_ms is None:
-            return await self._record_activity(task, failed=attempt.failed, data=attempt.data)
+            return await self._record_activity(task, attempt)
         due_ms = attempt.retry_due_ms
         outcome = await self._while_unreachable(
             task,
@@ -959,7 +964,7 @@ class Worker:
         self._timer_wakeup.set()
         return "retry" if outcome == "ok" else outcome
 
-    async def _record_activity(self, task: Task, *, failed: bool, data: dict[str, Any]) -> str:
+    async def _record_activity(self, task: Task, attempt: _Attempt) -> str:
         """Record the activity's outcome, once whatever the retries (a repeat finds it
         recorded: "duplicate").
 
@@ -970,7 +975,7 @@ class Worker:
         instance lacks.
         """
         outcome = await self._while_unreachable(
-            task, lambda: self._complete_in_place(task, failed=failed, data=data)
+            task, lambda: self._complete_in_place(task, attempt)
         )
         if outcome is not None:
             return outcome
@@ -979,8 +984,8 @@ class Worker:
         async def record() -> str:
             recorded = await self.store.record_activity_result(
                 task,
-                failed=failed,
-                data=data,
+                failed=attempt.failed,
+                data=attempt.data,
                 take_next_for=self._take_next_for(),
                 history_after=cached.last_id if cached is not None else "",
             )
@@ -989,9 +994,7 @@ class Worker:
 
         return await self._while_unreachable(task, record)
 
-    async def _complete_in_place(
-        self, task: Task, *, failed: bool, data: dict[str, Any]
-    ) -> str | None:
+    async def _complete_in_place(self, task: Task, attempt: _Attempt) -> str | None:
         """Feed the activity's outcome to the cached instance of its workflow and commit
         both in one transition; None when there is no such instance or the commit could
         not be made (the history moved, a workflow task is queued, replay disagreed)."""
@@ -1002,12 +1005,10 @@ class Worker:
         definition = cached.instance.definition
         if registered_workflow(definition.name) is not definition:
             return None
-        seq = int(task.fields["seq"])
-        event_type = EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
-        encoded = encode(data, what=f"result of activity seq {seq} of workflow {workflow_id!r}")
-        # The instance gets the outcome as a replay would: decoded from what is written.
-        event = Event("", event_type, seq, now_ms(), decode(encoded))
-        loaded = _Loaded(cached.instance, [event], cached.length, cached.last_id, event, encoded)
+        event = attempt.outcome_event(int(task.fields["seq"]))
+        loaded = _Loaded(
+            cached.instance, [event], cached.length, cached.last_id, event, attempt.encoded
+        )
         queue = self._streams[task.queue_key][1]
         outcome = await self._replay_and_commit(task, queue, loaded)
         if outcome in ("conflict", "reload"):
@@ -1048,7 +1049,7 @@ class Worker:
             message,
         )
         data = {"error_type": type(error).__name__, "message": message, "attempts": attempt}
-        return _Attempt(attempt, failed=True, data=data)
+        return _Attempt(attempt, failed=True, data=data, encoded=encode(data))
 
     # -- background ------------------------------------------------------------------
 

@@ -182,6 +182,13 @@ def _describe(command: Command, workflow_id: str) -> str:
     return f"{command.describe()} of workflow {workflow_id!r} in step {command.step!r}"
 
 
+def _payload(command: Command, workflow_id: str) -> bytes:
+    """A command's data as its event (and an activity's task) carries it."""
+    return command.encoded or encode(
+        command.data, what=functools.partial(_describe, command, workflow_id)
+    )
+
+
 def _field_map(flat: list[bytes]) -> dict[bytes, bytes]:
     """A stream entry's fields as a script returns them (k, v, k, v, ...)."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
@@ -523,7 +530,7 @@ class Store:
             meta_delete.append(f"a:{completing.seq}")
         for command in plan.commands:
             what = functools.partial(_describe, command, workflow_id)
-            encoded = command.encoded or encode(command.data, what=what)
+            encoded = _payload(command, workflow_id)
             events.append([str(command.type), str(command.seq), encoded])
             if command.type == EventType.ACTIVITY_SCHEDULED:
                 meta_fields += [f"a:{command.seq}", "1"]
@@ -586,8 +593,7 @@ class Store:
         records its outcome or keeps renewing the member (a worker that dies does
         neither)."""
         shard = self.keys.shard_of(workflow_id)
-        what = functools.partial(_describe, command, workflow_id)
-        payload = command.encoded or encode(command.data, what=what)
+        payload = _payload(command, workflow_id)
         fields = self.activity_task_fields(workflow_id, command.seq, 1, payload)
         task_fields = {
             _text(k): v if isinstance(v, bytes) else str(v).encode()
