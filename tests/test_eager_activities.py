@@ -10,7 +10,6 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgpack
@@ -18,9 +17,9 @@ import pytest
 
 import loom_redis as loom
 from loom_redis.events import EventType
-from loom_redis.store import Store
 from loom_redis.testing import running_worker
 from tests.crash_workflows import PipelineWorkflow, expected_result
+from tests.store_calls import count_worker_calls
 from tests.test_crash_recovery import (
     side_log_lines,
     wait_for_lines,
@@ -30,6 +29,8 @@ from tests.test_crash_recovery import (
 
 pytestmark = pytest.mark.anyio
 
+# The Store transitions a worker makes for an activity's outcome.
+TRANSITIONS = ("commit_workflow_task", "record_activity_result", "schedule_activity_retry")
 RUNS: Counter[str] = Counter()
 GATES: dict[str, anyio.Event] = {}
 
@@ -77,21 +78,6 @@ class Flaky(loom.Workflow[dict, dict]):
         await ctx.state.set("out", await ctx.activity(flaky, ctx.input["name"], ctx.input["n"]))
 
 
-def _count_worker_calls(monkeypatch: pytest.MonkeyPatch, client: loom.Client) -> Counter[str]:
-    """Store transitions made by workers (any store but the client's)."""
-    calls: Counter[str] = Counter()
-    for name in ("commit_workflow_task", "record_activity_result", "schedule_activity_retry"):
-        method = getattr(Store, name)
-
-        async def counting(self: Store, *args: Any, _method: Any = method, **kwargs: Any) -> Any:
-            if self is not client.store:
-                calls[_method.__name__] += 1
-            return await _method(self, *args, **kwargs)
-
-        monkeypatch.setattr(Store, name, counting)
-    return calls
-
-
 def shape(history: list[loom.Event]) -> list[tuple[str, int]]:
     return [(str(e.type), e.seq) for e in history]
 
@@ -99,7 +85,7 @@ def shape(history: list[loom.Event]) -> list[tuple[str, int]]:
 async def test_a_quick_activity_is_written_with_its_workflow_task_in_one_commit(
     client: loom.Client, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _count_worker_calls(monkeypatch, client)
+    calls = count_worker_calls(monkeypatch, client, *TRANSITIONS)
     async with running_worker(redis_url, namespace):
         eager = await client.start(Greeting, {"name": "eager"})
         assert await eager.result(timeout=10) == {"greeting": "hello eager"}
@@ -159,7 +145,7 @@ def _scheduled(history: list[loom.Event]) -> list[int]:
 async def test_a_failed_first_attempt_is_retried_through_the_timers_and_recorded_once(
     client: loom.Client, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _count_worker_calls(monkeypatch, client)
+    calls = count_worker_calls(monkeypatch, client, *TRANSITIONS)
     async with running_worker(redis_url, namespace):
         handle = await client.start(Flaky, {"name": "flaky", "n": 1})
         assert await handle.result(timeout=10) == {"out": "flaky ran 2 times"}

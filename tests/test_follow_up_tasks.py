@@ -5,16 +5,15 @@ workflow's instance; whenever the history moved meanwhile, the plain path takes 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import anyio
 import pytest
 
 import loom_redis as loom
 from loom_redis.events import EventType
-from loom_redis.store import Store
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import running_worker
+from tests.store_calls import count_worker_calls
 
 from .test_instance_cache import STEPS
 from .test_instance_cache import Counter as Chain
@@ -67,25 +66,6 @@ class TwoGates(loom.Workflow[dict, dict]):
         await ctx.state.set("result", [first, second])
 
 
-def _count_worker_calls(
-    monkeypatch: pytest.MonkeyPatch, client: loom.Client, *names: str
-) -> Counter[str]:
-    """Count the calls of Store methods `names` made by workers (any store but the
-    client's) that returned something."""
-    calls: Counter[str] = Counter()
-    for name in names:
-        method = getattr(Store, name)
-
-        async def counting(self: Store, *args: Any, _method: Any = method, **kwargs: Any) -> Any:
-            result = await _method(self, *args, **kwargs)
-            if result and self is not client.store:
-                calls[_method.__name__] += 1
-            return result
-
-        monkeypatch.setattr(Store, name, counting)
-    return calls
-
-
 def _gate(name: str) -> None:
     gates[name] = anyio.Event()
     started[name] = anyio.Event()
@@ -94,7 +74,7 @@ def _gate(name: str) -> None:
 async def test_a_chain_runs_on_its_worker_with_one_read_and_one_commit_per_step(
     client: loom.Client, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _count_worker_calls(
+    calls = count_worker_calls(
         monkeypatch, client, "read_tasks", "read_history", "record_activity_result"
     )
     async with running_worker(redis_url, namespace):
@@ -113,7 +93,7 @@ async def test_a_signal_during_an_activity_makes_its_outcome_take_the_plain_path
     client: loom.Client, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _gate("signal")
-    calls = _count_worker_calls(monkeypatch, client, "record_activity_result")
+    calls = count_worker_calls(monkeypatch, client, "record_activity_result")
     async with running_worker(redis_url, namespace):
         handle = await client.start(GateThenSignal, {"gate": "signal"})
         with anyio.fail_after(10):
