@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -75,11 +76,12 @@ class Task:
     # history entries after it), read in that same round trip.
     preloaded: tuple[str, list[Event]] | None = field(default=None, compare=False)
 
-    @property
+    # Decoded once: every step of a task's run asks.
+    @cached_property
     def kind(self) -> str:
         return _text(self.fields.get("k"))
 
-    @property
+    @cached_property
     def workflow_id(self) -> str:
         return _text(self.fields.get("wf"))
 
