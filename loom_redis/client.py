@@ -26,6 +26,7 @@ from .errors import (
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import Store, decode, encode
 from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
+from .store.store import CLOSE_NOTICE_MS
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "default"
@@ -161,9 +162,11 @@ class Client:
             workflow_input=input,
             initial_state=initial_state,
         )
-        if not created and id_reuse != "return_existing":
-            raise WorkflowAlreadyStartedError(workflow_id, status)
-        return WorkflowHandle(self, workflow_id)
+        if not created:
+            if id_reuse != "return_existing":
+                raise WorkflowAlreadyStartedError(workflow_id, status)
+            return WorkflowHandle(self, workflow_id)
+        return WorkflowHandle(self, workflow_id, started_at=asyncio.get_running_loop().time())
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
         """The handle of an existing workflow (its methods raise WorkflowNotFoundError if
@@ -330,13 +333,25 @@ class _Deadline:
     def passed(self) -> bool:
         return self._at is not None and self._loop.time() >= self._at
 
+    def now(self) -> float:
+        return self._loop.time()
+
 
 class WorkflowHandle:
     """Control and observe one workflow."""
 
-    def __init__(self, client: Client | None, workflow_id: str) -> None:
+    # A handle whose client started the workflow this long ago or less counts on the
+    # waiter its start registered (the close notice outlives the close by
+    # CLOSE_NOTICE_MS; the margin is for the two clocks).
+    REGISTERED_SECONDS = CLOSE_NOTICE_MS / 1000 - 10
+
+    def __init__(
+        self, client: Client | None, workflow_id: str, *, started_at: float | None = None
+    ) -> None:
         self._client = client
         self.workflow_id = workflow_id
+        # When this handle's client started the workflow (event loop time).
+        self._started_at = started_at
 
     async def _get_client(self) -> Client:
         """This handle's client, or the default one of the running loop."""
@@ -372,18 +387,25 @@ class WorkflowHandle:
         if client._reads_only:
             return await self._result_from_history(store, deadline)
         while True:
+            started_at = self._started_at
+            registered = (
+                started_at is not None and deadline.now() - started_at < self.REGISTERED_SECONDS
+            )
             try:
-                wait = await store.await_close(self.workflow_id, deadline.block_seconds())
+                wait = await store.await_close(
+                    self.workflow_id, deadline.block_seconds(), registered=registered
+                )
             except RedisPermissionError:
                 # A user who may only read (the dashboard's): wake at each history event.
                 client._reads_only = True
                 return await self._result_from_history(store, deadline)
-            if not wait.status:
+            if wait.status == "":
                 raise WorkflowNotFoundError(self.workflow_id)
             if wait.closed:
                 return self._outcome(await self._closing_record(wait.closing))
             if deadline.passed():
-                raise WorkflowStillRunningError(self.workflow_id, wait.status, timeout)
+                status = wait.status if wait.status is not None else await self.status()
+                raise WorkflowStillRunningError(self.workflow_id, status, timeout)
 
     async def _result_from_history(self, store: Store, deadline: _Deadline) -> Any:
         """result() by reads only: XREAD BLOCK on the history until its closing event."""

@@ -1,6 +1,7 @@
 """result() waits on the workflow's close notice: it wakes once, at the close, with the
 outcome, however many events the workflow appends first; several waiters all wake, and a
-waiter that comes after the close (its notice gone) is answered at once."""
+waiter that comes after the close (its notice gone) is answered at once. The client that
+started a workflow waits with one BLMOVE: the start registered its wait."""
 
 from __future__ import annotations
 
@@ -98,8 +99,8 @@ async def test_a_waiter_after_the_close_gets_the_outcome_at_once(
                 "FAILED", 0
             ) < 2:
                 await anyio.sleep(0.05)
-    # Nobody waited while they ran: no notice was made.
-    assert not await admin.exists(client.store.keys.close_notice("rw-late"))
+    # Their starts registered a waiter: the closes pushed notices, which expire.
+    assert 0 < await admin.pttl(client.store.keys.close_notice("rw-late")) <= 60_000
     with anyio.fail_after(1):  # well under result()'s 5 s block
         assert await client.get_handle("rw-late").result() == {"value": 1}
         with pytest.raises(loom.WorkflowExecutionError, match="refused order 7"):
@@ -121,3 +122,47 @@ async def test_timeout_and_unknown_workflow(client: loom.Client, admin: aioredis
     # The timed-out waits left the workflow as it was: one event, no notice.
     assert not await admin.exists(client.store.keys.close_notice("rw-open"))
     assert [str(e.type) for e in await handle.history()] == ["WORKFLOW_STARTED"]
+
+
+async def test_the_starting_client_waits_with_one_blmove_and_no_script(
+    client: loom.Client, admin: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    async with running_worker(redis_url, namespace):
+        handle = await client.start(Counter, {"to": 2}, workflow_id="rw-fresh")
+        scripts_before = await calls(admin, "evalsha")
+        blocked_before = await calls(admin, "blmove")
+        outcomes: list[Any] = []
+        async with anyio.create_task_group() as group:
+            group.start_soon(_collect, handle, outcomes)
+            await anyio.sleep(0.3)  # blocked; the workflow waits for its signal
+            assert await calls(admin, "evalsha") == scripts_before
+            await handle.signal("go")
+        assert outcomes == [{"value": 2}]
+        assert await calls(admin, "blmove") - blocked_before == 1
+
+
+async def test_a_wait_for_an_id_before_its_start_does_not_end_a_later_wait(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    with pytest.raises(loom.WorkflowNotFoundError):
+        await client.get_handle("rw-early").result(timeout=1)
+    # Its "no such workflow" notice lives a second: the starting client's wait meets it.
+    async with running_worker(redis_url, namespace):
+        handle = await client.start(Counter, {"to": 1}, workflow_id="rw-early")
+        await handle.signal("go")
+        assert await handle.result(timeout=30) == {"value": 1}
+
+
+async def test_a_handle_started_long_ago_registers_its_wait_again(
+    client: loom.Client, admin: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    async with running_worker(redis_url, namespace):
+        handle = await client.start(Counter, {"to": 1}, workflow_id="rw-old")
+        await handle.signal("go")
+        assert await handle.result(timeout=30) == {"value": 1}
+    # Its notice expired (here: deleted) and so long after the start the handle does not
+    # count on it: the wait registers again and gets a new notice at once.
+    await admin.delete(client.store.keys.close_notice("rw-old"))
+    handle._started_at = anyio.current_time() - loom.WorkflowHandle.REGISTERED_SECONDS
+    with anyio.fail_after(1):  # well under result()'s 5 s block
+        assert await handle.result() == {"value": 1}

@@ -35,6 +35,10 @@ PRELOAD_PAGE = 100
 # A workflow's first task carries its WORKFLOW_STARTED event up to this size (the queue
 # entry lives only until the task is done), so the worker need not read the history.
 CARRY_BYTES = 16 * 1024
+# How long a workflow's close notice (see Store.await_close) outlives its close.
+CLOSE_NOTICE_MS = 60_000
+# The notice that ends a wait for a workflow that does not exist (see await_close.lua).
+NO_WORKFLOW = b"none"
 SCRIPT_NAMES = (
     "start",
     "await_close",
@@ -147,7 +151,8 @@ class ActivityRecorded:
 class CloseWait:
     """What a wait for a workflow's close found."""
 
-    status: str  # "" when there is no such workflow
+    # "" when there is no such workflow; None when the wait did not read it.
+    status: str | None
     closed: bool  # its close notice came
     # The closing event, when the notice holds one that decodes (else read the meta).
     closing: Event | None = None
@@ -234,7 +239,10 @@ class Store:
         self.keys = keys
         self.url = url
         self._lane = DirectLane(redis)
-        lib = _script_source("lib")
+        lib = (
+            f"local CLOSE_NOTICE_MS = {CLOSE_NOTICE_MS}\n"
+            f"local NO_WORKFLOW = '{NO_WORKFLOW.decode()}'\n" + _script_source("lib")
+        )
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
         }
@@ -373,27 +381,40 @@ class Store:
             )
         return _text(reply[0]) == "started", _text(reply[1])
 
-    async def await_close(self, workflow_id: str, block_seconds: float) -> CloseWait:
-        """Wait up to `block_seconds` for the workflow to close: one round trip that
-        registers the wait (await_close.lua) and blocks on the close notice, so that the
-        waiter wakes once, at the close, with the closing event."""
+    async def await_close(
+        self, workflow_id: str, block_seconds: float, *, registered: bool = False
+    ) -> CloseWait:
+        """Wait up to `block_seconds` for the workflow to close, blocked on its close
+        notice, so that the waiter wakes once, at the close, with the closing event.
+
+        Its start registered a waiter, so the notice is pushed at the close and stays
+        CLOSE_NOTICE_MS: a client that started the workflow less long ago than that may
+        say `registered`, and the wait is one BLMOVE. Otherwise one round trip registers
+        the wait (await_close.lua: the status, and a notice at once for a closed or an
+        unknown workflow) and blocks.
+        """
         notice = self.keys.close_notice(workflow_id)
-        keys = [self.keys.meta(workflow_id), self.keys.history(workflow_id), notice]
         # BLMOVE's 0 would block for ever.
-        block = f"{max(block_seconds, 0.001):.3f}"
+        block = ("BLMOVE", notice, notice, "RIGHT", "LEFT", f"{max(block_seconds, 0.001):.3f}")
         with acl_checked(f"wait for the close of workflow {workflow_id!r}", self.url):
-            status, packed = await self._run(
-                "await_close", keys, [], ("BLMOVE", notice, notice, "RIGHT", "LEFT", block)
-            )
-        if packed is None or not status:
-            return CloseWait(_text(status), closed=False)
+            if registered:
+                status: Any = None
+                packed = await self._lane.execute(*block)
+                if packed == NO_WORKFLOW:  # left by a wait for the id before its start
+                    return await self.await_close(workflow_id, block_seconds)
+            else:
+                keys = [self.keys.meta(workflow_id), self.keys.history(workflow_id), notice]
+                status, packed = await self._run("await_close", keys, [], block)
+                status = _text(status)
+        if packed is None or status == "":
+            return CloseWait(status, closed=False)
         closing = None
         entry = msgpack.unpackb(packed, raw=True)
         if entry:
             entry_id, flat = entry
             with contextlib.suppress(PayloadError):
                 closing = self.decode_event(workflow_id, entry_id, _field_map(flat))
-        return CloseWait(_text(status), closed=True, closing=closing)
+        return CloseWait(status, closed=True, closing=closing)
 
     # -- reads ---------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
--- Register a waiter for the workflow's close: a result() sends this and, in the same
--- round trip, blocks on the close notice list (see push_close_notice). An open workflow
--- is marked so that its closing commit pushes the notice; a closed one gets its notice
--- now if it has none; an unknown id gets a notice that ends the wait at once (and lives
--- a second: a workflow started by that id later drops it here).
+-- Register a waiter for the workflow's close: a result() that cannot count on the
+-- registration of the workflow's start (its notice may have expired) sends this and, in
+-- the same round trip, blocks on the close notice list (see push_close_notice). An open
+-- workflow is marked so that its closing commit pushes the notice; a closed one gets its
+-- notice now if it has none; an unknown id gets a notice that ends the wait at once (and
+-- lives a second: a workflow started by that id later drops it here).
 -- Returns the status ('' if there is no such workflow).
 -- KEYS: meta, history, close notice
 local meta, notice = KEYS[1], KEYS[3]
@@ -18,6 +19,6 @@ if not TERMINAL[status] then
   redis.call('HSET', meta, 'waited', '1')
   redis.call('LTRIM', notice, 1, 0)  -- empties it
 elseif redis.call('EXISTS', notice) == 0 or redis.call('LINDEX', notice, 0) == NO_WORKFLOW then
-  push_close_notice(KEYS[2], notice)
+  push_close_notice(notice, closing_entry(KEYS[2]))
 end
 return status

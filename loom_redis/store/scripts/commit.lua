@@ -36,11 +36,14 @@ if first.activity and (redis.call('HGET', meta, 'wft') == '1'
     or redis.call('HGET', meta, 'a:' .. first.activity) ~= '1') then
   return {'conflict', tostring(length)}
 end
-local last_id = ''
+local last_id, closing = '', nil
 for _, plan in ipairs(plans) do
   local now = plan.t
   for _, event in ipairs(plan.events) do
     last_id = append_event(history, event[1], event[2], now, event[3])
+    if CLOSING[event[1]] then
+      closing = {last_id, {'type', event[1], 'seq', event[2], 't', now, 'd', event[3]}}
+    end
   end
   length = length + #plan.events
   -- The plan's meta, its task flag, and its status if it changes: one write.
@@ -66,7 +69,7 @@ for _, plan in ipairs(plans) do
     -- An owner's index lists its open workflows only, so progress reads stay small.
     local owner = redis.call('HGET', meta, 'owner')
     if owner and owner ~= '' then redis.call('ZREM', ARGV[7] .. owner, workflow_id) end
-    if redis.call('HDEL', meta, 'waited') == 1 then push_close_notice(history, KEYS[7]) end
+    if redis.call('HDEL', meta, 'waited') == 1 then push_close_notice(KEYS[7], closing or {}) end
   end
 end
 ack(queue, group, task_id)

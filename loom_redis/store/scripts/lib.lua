@@ -1,9 +1,9 @@
 -- Helpers shared by every script: loom_redis.store prepends this file to each one.
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 local CLOSING = {WORKFLOW_COMPLETED = true, WORKFLOW_FAILED = true, WORKFLOW_CANCELLED = true}
--- How long a close notice outlives the close: only for a waiter whose wait is on its
--- way; a later one has await_close push the notice again.
-local CLOSE_NOTICE_MS = 60000
+-- loom_redis.store defines above this file, for its clients count on them:
+-- CLOSE_NOTICE_MS, how long a close notice outlives the close, and NO_WORKFLOW, the
+-- notice that ends the wait for a workflow that does not exist.
 
 local function ack(queue, group, task_id)
   if task_id ~= '' then
@@ -48,12 +48,19 @@ end
 
 -- A waiting result() blocks on the workflow's close notice list (BLMOVE from the list to
 -- itself, so every waiter reads the notice and it stays). Pushed when a workflow closes
--- with a waiter registered, or for a waiter that comes after the close, it holds the
--- closing history entry {id, {field, value, ...}} packed, so that the waiter reads
--- nothing more; {} if the history holds no closing entry (the waiter reads the meta).
-local NO_WORKFLOW = 'none'  -- a notice that ends the wait for a workflow that does not exist
+-- with a waiter registered (its start registers one), or for a waiter that comes after
+-- the close, it holds the closing history entry {id, {field, value, ...}} packed, so
+-- that the waiter reads nothing more; {} if there is no closing entry (the waiter reads
+-- the meta).
 
-local function push_close_notice(history, notice)
+local function push_close_notice(notice, closing)
+  redis.call('LTRIM', notice, 1, 0)  -- empties it
+  redis.call('RPUSH', notice, cmsgpack.pack(closing))
+  redis.call('PEXPIRE', notice, CLOSE_NOTICE_MS)
+end
+
+-- The closing entry of a closed workflow's history ({} if none), for push_close_notice.
+local function closing_entry(history)
   local closing = {}
   for _, entry in ipairs(redis.call('XREVRANGE', history, '+', '-', 'COUNT', 2)) do
     local fields = entry[2]
@@ -61,7 +68,5 @@ local function push_close_notice(history, notice)
       if fields[i] == 'type' and CLOSING[fields[i + 1]] then closing = entry end
     end
   end
-  redis.call('LTRIM', notice, 1, 0)  -- empties it
-  redis.call('RPUSH', notice, cmsgpack.pack(closing))
-  redis.call('PEXPIRE', notice, CLOSE_NOTICE_MS)
+  return closing
 end
