@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -136,10 +136,11 @@ class _Hold:
 
     attempt_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     watchdog: asyncio.Task[None] | None = None
-    written: anyio.Event = field(default_factory=anyio.Event)
+    written: asyncio.Event = field(init=False)  # made with the watchdog
     outcome: str = ""
 
     def watch(self, watchdog: Coroutine[Any, Any, None]) -> None:
+        self.written = asyncio.Event()
         self.watchdog = asyncio.ensure_future(watchdog)
 
 
@@ -635,11 +636,17 @@ class Worker:
                 return await self._fail(task, queue, loaded.events, exc)
             policy = definition.on_nondeterminism or self.on_nondeterminism
             return await self._nondeterministic(task, queue, loaded.events, exc, policy)
-        plan = _plan_of(activation, task_time, completing, loaded.completing_data)
-        if task.lease:  # the outcome of an activity this worker held: its lease goes
-            plan = replace(plan, timers_delete=[task.lease])
         take_next_for = self._take_next_for()
         held = self._eager_candidate(activation, loaded, take_next_for) if eager else None
+        plan = _plan_of(
+            activation,
+            task_time,
+            completing,
+            loaded.completing_data,
+            # The outcome of an activity this worker held: its lease goes.
+            timers_delete=[task.lease] if task.lease else (),
+            held_activity=held[0].seq if held is not None else None,
+        )
         if held is not None:
             return await self._run_eager(task, queue, loaded, plan, *held)
         result = await self.store.commit_workflow_task(
@@ -783,13 +790,12 @@ class Worker:
         """Commit the workflow task with its eager activity's lease in place of its task."""
         labelled(EAGER_ACTIVITIES, "before_outcome").inc()
         lease = (now_ms() + self.lease_ms, held.lease)
-        seq = int(held.fields["seq"])
         result = await self.store.commit_workflow_task(
             task.workflow_id,
             queue=queue,
             task_id=task.id,
             expected_length=loaded.length,
-            plans=[replace(plan, held_activity=seq, extra_timers=[lease])],
+            plans=[replace(plan, extra_timers=[lease])],
             task_stream=task.queue_key,
         )
         self._timer_wakeup.set()  # the sweep learns when the lease is due
@@ -811,7 +817,7 @@ class Worker:
         workflow_id = task.workflow_id
         if attempt.retry_due_ms is not None:
             retry = self.store.retry_member(workflow_id, queue, seq, 2, held.fields["p"])
-            plans = [replace(plan, held_activity=seq, extra_timers=[(attempt.retry_due_ms, retry)])]
+            plans = [replace(plan, extra_timers=[(attempt.retry_due_ms, retry)])]
             self._timer_wakeup.set()
         else:
             event = attempt.outcome_event(seq)
@@ -819,10 +825,7 @@ class Worker:
                 activation = loaded.instance.apply([event], event.time_ms)
             except (NonDeterministicWorkflowError, PayloadError):
                 return None
-            plans = [
-                replace(plan, held_activity=seq),
-                _plan_of(activation, event.time_ms, event, attempt.encoded),
-            ]
+            plans = [plan, _plan_of(activation, event.time_ms, event, attempt.encoded)]
         result = await self.store.commit_workflow_task(
             workflow_id,
             queue=queue,
@@ -1209,7 +1212,13 @@ def _check_options(
 
 
 def _plan_of(
-    activation: Activation, time_ms: int, completing: Event | None = None, data: bytes = b""
+    activation: Activation,
+    time_ms: int,
+    completing: Event | None = None,
+    data: bytes = b"",
+    *,
+    timers_delete: Sequence[bytes] = (),
+    held_activity: int | None = None,
 ) -> TaskPlan:
     """What a workflow task whose code ran `activation` at `time_ms` writes."""
     meta_delete: list[str] = []
@@ -1224,6 +1233,8 @@ def _plan_of(
         consumed_events=activation.ran,
         completing=completing,
         completing_data=data,
+        timers_delete=timers_delete,
+        held_activity=held_activity,
     )
 
 

@@ -552,7 +552,6 @@ class Store:
             events.append([str(completing.type), str(completing.seq), plan.completing_data])
             meta_delete.append(f"a:{completing.seq}")
         for command in plan.commands:
-            what = functools.partial(_describe, command, workflow_id)
             encoded = _payload(command, workflow_id)
             events.append([str(command.type), str(command.seq), encoded])
             if command.type == EventType.ACTIVITY_SCHEDULED:
@@ -577,13 +576,15 @@ class Store:
                     command.data.get("description") or "",
                 ]
             elif command.type == EventType.WORKFLOW_COMPLETED:
+                result = command.data.get("result")
                 meta_fields += [
                     "result",
-                    encode(command.data.get("result"), what=what),
+                    encode(result, what=functools.partial(_describe, command, workflow_id)),
                     "closed",
                     str(now_ms()),
                 ]
             elif command.type in (EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED):
+                what = functools.partial(_describe, command, workflow_id)
                 meta_fields += ["error", encode(command.data, what=what), "closed", str(now_ms())]
         # A task that consumed new events closes its batch even when the code produced no
         # command: replay must feed the code those events apart from later ones, as it ran.
@@ -618,8 +619,9 @@ class Store:
         shard = self.keys.shard_of(workflow_id)
         payload = _payload(command, workflow_id)
         fields = self.activity_task_fields(workflow_id, command.seq, 1, payload)
+        # As a read returns the fields of a queued activity task.
         task_fields = {
-            _text(k): v if isinstance(v, bytes) else str(v).encode()
+            k: v if isinstance(v, bytes) else v.encode()
             for k, v in zip(fields[::2], fields[1::2], strict=True)
         }
         task_fields["lease"] = self.retry_member(workflow_id, queue, command.seq, 1, payload)
