@@ -71,6 +71,9 @@ T = TypeVar("T")
 # tries and stays pending, to be retried by the reclaimer.
 MAX_COMMIT_TRIES = 20
 HEARTBEAT_SECONDS = 5
+# How long a worker that was idle waits before it reads a shard again after a read that
+# brought tasks (see _read_shard).
+IDLE_READ_PAUSE_SECONDS = 0.002
 
 
 @dataclass
@@ -311,10 +314,20 @@ class Worker:
             # executor.
             for task in tasks:
                 self._accept(task, 1)
-            if tasks:
-                # The tasks start (up to their first round trip) before the next read is
-                # sent: on an idle worker that read would delay each task by its cost.
+            if not tasks:
+                continue
+            if len(self._in_flight) > len(tasks):
+                # A busy worker: the tasks start (up to their first round trip) before
+                # the next read is sent, which would delay each of them by its cost.
                 await anyio.lowlevel.checkpoint()
+            else:
+                # A worker that was idle: what a user waits for is its tasks' commits and
+                # the wake-up of whoever waits on them, and on a machine with few cores
+                # the next read, sent meanwhile, takes the core that Redis needs for the
+                # commit (the kernel tends to wake Redis on the sender's core). This
+                # shard's tasks do not wait for the read: the commits take the next one
+                # (see take_next), and other workers' reads of the shard stay armed.
+                await anyio.sleep(IDLE_READ_PAUSE_SECONDS)
 
     async def _take_over_stale_tasks(self) -> None:
         """Claim a dead worker's tasks every half lease, busy or not, up to `concurrency`
