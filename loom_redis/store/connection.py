@@ -8,16 +8,23 @@ import contextlib
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
+from redis._parsers.base import BaseParser
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    InvalidResponse,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -185,12 +192,92 @@ async def connect_redis(url: str) -> aioredis.Redis:
     return client
 
 
+class _LaneConnection(asyncio.Protocol):
+    """One connection of the direct lane, once redis-py has opened it (TLS, credentials,
+    database): hiredis parses the replies as they arrive, straight into the futures of
+    the commands that wait for them, with no stream reader or parser layer between."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        # Kept: a stream writer that is collected closes its transport.
+        self._writer = writer
+        transport: asyncio.Transport = writer.transport  # type: ignore[assignment]
+        self._transport = transport
+        self._parser = hiredis.Reader(
+            protocolError=InvalidResponse, replyError=BaseParser.parse_error
+        )
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self.lost: Exception | None = None
+        transport.set_protocol(self)
+
+    @classmethod
+    async def open(cls, pool: aioredis.ConnectionPool) -> _LaneConnection:
+        connection = pool.connection_class(**pool.connection_kwargs)
+        await connection.connect()  # type: ignore[no-untyped-call]  # redis-py's
+        # The stream the handshake used, taken over: redis-py's object lets go of it.
+        writer: asyncio.StreamWriter = connection._writer  # type: ignore[assignment]
+        connection._writer = connection._reader = None
+        return cls(writer)
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        while self._waiting:
+            reply = self._parser.gets()
+            if reply is False:
+                return
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        lost = RedisConnectionError(
+            "Redis closed the connection" if exc is None else f"connection lost: {exc}"
+        )
+        if self._waiting and self.lost is None:  # the reply being waited for
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(lost)
+        self.lost = lost
+        self.close()
+
+    async def send(self, packed: bytes, count: int) -> list[Any]:
+        """Write `packed` (`count` commands) and return their replies; an error reply is
+        raised, with the connection closed when later replies are due."""
+        if self.lost is not None:
+            raise self.lost
+        loop = asyncio.get_running_loop()
+        waiters = [loop.create_future() for _ in range(count)]
+        self._waiting.extend(waiters)
+        self._transport.write(packed)
+        replies: list[Any] = []
+        try:
+            for waiter in waiters:
+                reply = await waiter
+                if isinstance(reply, RedisError):
+                    # An error reply. LOADING (BusyLoadingError) is a ConnectionError:
+                    # retried, as a lost connection is.
+                    if len(replies) + 1 < count:
+                        self.close()
+                    raise reply
+                replies.append(reply)
+        except (RedisConnectionError, asyncio.CancelledError):
+            self.close()  # a reply may still be on its way: of no further use
+            raise
+        return replies
+
+    def close(self) -> None:
+        if self.lost is None:
+            self.lost = RedisConnectionError("connection closed")
+        while self._waiting:  # replies nobody will read
+            self._waiting.popleft().cancel()
+        self._transport.close()
+
+
 class DirectLane:
-    """Sends commands on connections of its own, made like the client's (URL, TLS,
+    """Sends commands on connections of its own, opened like the client's (URL, TLS,
     credentials, RESP2), without redis-py's per-command layers (pool lock, observability
-    hooks, response callbacks, pure-Python packing): for the Lua transitions, every step
-    of every workflow. A command whose connection broke is sent again, with the client's
-    retry policy; every script recognises its own repeat.
+    hooks, response callbacks, pure-Python packing, stream reader): for the Lua
+    transitions, every step of every workflow. A command whose connection broke is sent
+    again, with the client's retry policy; every script recognises its own repeat.
     """
 
     # Idle connections kept for the next command; a burst opens more, closed after use.
@@ -199,7 +286,7 @@ class DirectLane:
     def __init__(self, client: aioredis.Redis) -> None:
         self._pool = client.connection_pool
         self._retry: Retry = client.get_retry() or Retry(ExponentialWithJitterBackoff(), 0)
-        self._idle: list[AbstractConnection] = []
+        self._idle: list[_LaneConnection] = []
 
     async def execute(self, *args: Any) -> Any:
         replies = await self.execute_chain(args)
@@ -213,40 +300,33 @@ class DirectLane:
         return await self._retry.call_with_retry(lambda: self._send(packed, len(commands)), _ignore)
 
     async def _send(self, packed: bytes, count: int) -> list[Any]:
-        pool = self._pool
-        connection = (
-            self._idle.pop() if self._idle else pool.connection_class(**pool.connection_kwargs)
-        )
-        replies: list[Any] = []
+        idle = self._idle
+        while idle and idle[-1].lost is not None:
+            idle.pop()
         try:
-            if not connection.is_connected:
-                await connection.connect()  # type: ignore[no-untyped-call]  # redis-py's
-            await connection.send_packed_command(packed, check_health=False)
-            while len(replies) < count:
-                replies.append(await connection.read_response())
-        except (RedisConnectionError, RedisTimeoutError, OSError, asyncio.CancelledError):
-            # A reply may still be on its way: the connection is of no further use.
-            await connection.disconnect()
+            connection = idle.pop() if idle else await _LaneConnection.open(self._pool)
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect: {exc}") from exc
+        try:
+            replies = await connection.send(packed, count)
+        except ResponseError:
+            self._keep(connection)
             raise
-        except RedisError:  # an error reply
-            if len(replies) + 1 < count:
-                await connection.disconnect()
-            else:
-                await self._keep(connection)
-            raise
-        await self._keep(connection)
+        self._keep(connection)
         return replies
 
-    async def _keep(self, connection: AbstractConnection) -> None:
+    def _keep(self, connection: _LaneConnection) -> None:
+        if connection.lost is not None:
+            return
         if len(self._idle) < self.KEEP:
             self._idle.append(connection)
         else:
-            await connection.disconnect()
+            connection.close()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
-            await connection.disconnect()
+            connection.close()
 
 
 async def _ignore(_error: Exception) -> None:
