@@ -7,6 +7,7 @@ to `import loom_redis as loom` and their workflows run unchanged.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import re
@@ -65,6 +66,11 @@ class WorkflowDefinition:
     cls: type[Workflow[Any, Any]]
     steps: tuple[StepDefinition, ...]
     on_nondeterminism: NondeterminismPolicy | None = None
+
+    @functools.cached_property
+    def start_checks(self) -> tuple[Any, frozenset[str], Any]:
+        """What check_start_arguments checks, worked out once (see _start_checks)."""
+        return _start_checks(self.cls)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -166,16 +172,26 @@ def check_start_arguments(
     """Refuse, naming the keys, an input that does not match the workflow's input
     TypedDict (a required key missing, an unknown key), or an initial state with keys
     its state TypedDict does not declare. Only the keys are checked, not their values."""
-    input_type, state_type = declared_types(definition.cls)
-    if _is_typeddict(input_type):
-        _check_keys(definition, "input", input_type, workflow_input, _required_keys(input_type))
-    if initial_state is not None and _is_typeddict(state_type):
+    input_type, required, state_type = definition.start_checks
+    if input_type is not None:
+        _check_keys(definition, "input", input_type, workflow_input, required)
+    if initial_state is not None and state_type is not None:
         # A state fills up as the steps run: its keys may all be absent at the start.
-        _check_keys(definition, "initial state", state_type, initial_state, set())
+        _check_keys(definition, "initial state", state_type, initial_state, frozenset())
+
+
+def _start_checks(cls: type) -> tuple[Any, frozenset[str], Any]:
+    """The input TypedDict of a workflow class (None if it declares none) with its
+    required keys, and its state TypedDict (or None)."""
+    input_type, state_type = declared_types(cls)
+    state = state_type if _is_typeddict(state_type) else None
+    if not _is_typeddict(input_type):
+        return None, frozenset(), state
+    return input_type, frozenset(_required_keys(input_type)), state
 
 
 def _check_keys(
-    definition: WorkflowDefinition, what: str, tp: Any, value: Any, required: set[str]
+    definition: WorkflowDefinition, what: str, tp: Any, value: Any, required: frozenset[str]
 ) -> None:
     declared = set(tp.__required_keys__) | set(tp.__optional_keys__)
     where = f"{what} of workflow {definition.name!r}"
