@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import anyio
@@ -51,6 +52,20 @@ EAGER_ACTIVITIES = Counter(
 )
 TASKS_RECLAIMED = Counter("loom_tasks_reclaimed_total", "Tasks taken over from idle workers")
 IN_FLIGHT = Gauge("loom_tasks_in_flight", "Tasks being processed by this worker")
+# The in-flight tasks of each worker running in this process: counted when Prometheus
+# scrapes, not at every task.
+_in_flight: list[Sized] = []
+IN_FLIGHT.set_function(lambda: float(sum(len(tasks) for tasks in _in_flight)))
+
+
+@contextlib.contextmanager
+def counting_in_flight(tasks: Sized) -> Iterator[None]:
+    """Count `tasks` (a running worker's in-flight tasks) in IN_FLIGHT."""
+    _in_flight.append(tasks)
+    try:
+        yield
+    finally:
+        _in_flight.remove(tasks)
 
 
 async def serve_metrics(host: str, port: int, is_ready: Callable[[], bool]) -> None:

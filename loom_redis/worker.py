@@ -49,12 +49,12 @@ from .metrics import (
     COMMIT_CONFLICTS,
     DEAD_LETTERS,
     EAGER_ACTIVITIES,
-    IN_FLIGHT,
     TASKS,
     TASKS_RECLAIMED,
     TIMERS_FIRED,
     WORKFLOW_TASK_SECONDS,
     WORKFLOWS_CLOSED,
+    counting_in_flight,
     labelled,
     serve_metrics,
 )
@@ -229,6 +229,12 @@ class Worker:
         await self.store.load_scripts()
         await self._publish_definitions()
         self._intake = anyio.CancelScope()
+        with counting_in_flight(self._in_flight):
+            await self._run_until_stopped(self._intake)
+        await self._remove_heartbeat()
+        logger.info("worker %s stopped", self.name)
+
+    async def _run_until_stopped(self, intake: anyio.CancelScope) -> None:
         async with anyio.create_task_group() as background:
             background.start_soon(self._sweep_timers)
             background.start_soon(self._renew_leases)
@@ -241,7 +247,7 @@ class Worker:
             async with anyio.create_task_group() as executors:
                 for _ in range(self.concurrency):
                     executors.start_soon(self._executor)
-                with self._intake:
+                with intake:
                     self._ready = True
                     self._started.set()
                     logger.info(
@@ -256,8 +262,6 @@ class Worker:
                 await self._run_own_pending()
                 executors.start_soon(self._drain_deadline, executors)
             background.cancel_scope.cancel()
-        await self._remove_heartbeat()
-        logger.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
         """Stop reading new tasks; in-flight ones finish (or are handed back) and run() returns."""
@@ -281,7 +285,6 @@ class Worker:
         executors.cancel_scope.cancel()
         for task, _deliveries in self._queued:
             self._in_flight.pop((task.queue_key, task.id), None)
-            IN_FLIGHT.dec()
         self._queued.clear()
 
     # -- intake ----------------------------------------------------------------------
@@ -405,7 +408,6 @@ class Worker:
         """Take a delivered task: its lease is renewed from now on, and it runs when an
         executor is free (before the tasks already waiting, if `first`)."""
         self._in_flight[(task.queue_key, task.id)] = task
-        IN_FLIGHT.inc()
         self._queue(task, deliveries, first=first)
 
     def _queue(self, task: Task, deliveries: int, *, first: bool = False) -> None:
@@ -449,7 +451,6 @@ class Worker:
         executor."""
         if follow_up is not None:
             self._in_flight[(follow_up.queue_key, follow_up.id)] = follow_up
-            IN_FLIGHT.inc()
             self._follow_ups[(finishing.queue_key, finishing.id)] = follow_up
 
     async def _redis_trouble(self, doing: str, exc: Exception) -> None:
@@ -509,7 +510,6 @@ class Worker:
             self._capacity_freed.set()
             if not self._in_flight and self._drained is not None:
                 self._drained.set()
-            IN_FLIGHT.dec()
             labelled(TASKS, queue, _kind_label(task), outcome).inc()
         return self._follow_ups.pop((task.queue_key, task.id), None)
 
