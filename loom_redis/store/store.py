@@ -397,15 +397,15 @@ class Store:
         # BLMOVE's 0 would block for ever.
         block = ("BLMOVE", notice, notice, "RIGHT", "LEFT", f"{max(block_seconds, 0.001):.3f}")
         with acl_checked(f"wait for the close of workflow {workflow_id!r}", self.url):
+            status: str | None = None
             if registered:
-                status: Any = None
                 packed = await self._lane.execute(*block)
                 if packed == NO_WORKFLOW:  # left by a wait for the id before its start
                     return await self.await_close(workflow_id, block_seconds)
             else:
                 keys = [self.keys.meta(workflow_id), self.keys.history(workflow_id), notice]
-                status, packed = await self._run("await_close", keys, [], block)
-                status = _text(status)
+                found, packed = await self._run("await_close", keys, [], block)
+                status = _text(found)
         if packed is None or status == "":
             return CloseWait(status, closed=False)
         closing = None
