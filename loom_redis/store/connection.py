@@ -37,6 +37,8 @@ from ..errors import (
 
 MIN_REDIS_VERSION = (6, 2)
 COMMAND_RETRIES = 3
+# Between the tries of a command whose connection broke (redis-py's and the lane's).
+RETRY_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
 
 
 def now_ms() -> int:
@@ -141,7 +143,7 @@ async def connect_redis(url: str) -> aioredis.Redis:
             protocol=2,
             socket_timeout=None,
             socket_connect_timeout=10,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), COMMAND_RETRIES),
+            retry=Retry(RETRY_BACKOFF, COMMAND_RETRIES),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
     except ValueError as exc:
@@ -285,7 +287,6 @@ class DirectLane:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._pool = client.connection_pool
-        self._retry: Retry = client.get_retry() or Retry(ExponentialWithJitterBackoff(), 0)
         self._idle: list[_LaneConnection] = []
 
     async def execute(self, *args: Any) -> Any:
@@ -297,7 +298,15 @@ class DirectLane:
         the chain: it is raised, and the connection dropped when later replies are due
         (one may be a blocking command's, which would wait for nothing)."""
         packed = b"".join(hiredis.pack_command(tuple(command)) for command in commands)
-        return await self._retry.call_with_retry(lambda: self._send(packed, len(commands)), _ignore)
+        failures = 0
+        while True:
+            try:
+                return await self._send(packed, len(commands))
+            except (RedisConnectionError, RedisTimeoutError):
+                failures += 1
+                if failures > COMMAND_RETRIES:
+                    raise
+            await asyncio.sleep(RETRY_BACKOFF.compute(failures))
 
     async def _send(self, packed: bytes, count: int) -> list[Any]:
         idle = self._idle
@@ -327,7 +336,3 @@ class DirectLane:
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
-
-
-async def _ignore(_error: Exception) -> None:
-    """Retry callback: the failed connection was already dropped."""
