@@ -114,13 +114,12 @@ class _Loaded:
 
 @dataclass(frozen=True)
 class _Attempt:
-    """What one attempt of an activity came to: an outcome to record (`data`: its
-    result or error, `encoded` as it is written), or, with attempts left after a
-    failure, the next one's due time."""
+    """What one attempt of an activity came to: an outcome to record (`encoded`: its
+    result or error as it is written), or, with attempts left after a failure, the next
+    one's due time."""
 
     number: int
     failed: bool
-    data: dict[str, Any] = field(default_factory=dict)
     encoded: bytes = b""
     retry_due_ms: int | None = None
 
@@ -964,7 +963,7 @@ class Worker:
                 message = clip(f"{type(exc).__name__}: {exc}")
             return self._failed_attempt(task, scheduled, attempt, exc, message)
         labelled(ACTIVITY_SECONDS, name, "completed").observe(time.perf_counter() - started)
-        return _Attempt(attempt, failed=False, data=data, encoded=encoded)
+        return _Attempt(attempt, failed=False, encoded=encoded)
 
     async def _settle(self, task: Task, queue: str, attempt: _Attempt) -> str:
         """Write what an attempt came to: its outcome, or its next attempt's retry."""
@@ -1001,7 +1000,7 @@ class Worker:
             recorded = await self.store.record_activity_result(
                 task,
                 failed=attempt.failed,
-                data=attempt.data,
+                record=attempt.encoded,
                 take_next_for=self._take_next_for(),
                 history_after=cached.last_id if cached is not None else "",
             )
@@ -1065,7 +1064,7 @@ class Worker:
             message,
         )
         data = {"error_type": type(error).__name__, "message": message, "attempts": attempt}
-        return _Attempt(attempt, failed=True, data=data, encoded=encode(data))
+        return _Attempt(attempt, failed=True, encoded=encode(data))
 
     # -- background ------------------------------------------------------------------
 

@@ -253,11 +253,11 @@ async def test_duplicate_activity_completion_is_dropped(
         # failure) of the same activity is a duplicate and appends nothing.
         before = snapshot(await handle.history())
         recorded = await store.record_activity_result(
-            task, failed=False, data={"result": "second", "attempts": 1}
+            task, failed=False, record=encode({"result": "second", "attempts": 1})
         )
         assert recorded.outcome == "duplicate"
         recorded = await store.record_activity_result(
-            task, failed=True, data={"error_type": "X", "message": "late", "attempts": 1}
+            task, failed=True, record=encode({"error_type": "X", "message": "late", "attempts": 1})
         )
         assert recorded.outcome == "duplicate"
         assert snapshot(await handle.history()) == before
@@ -268,7 +268,7 @@ async def test_duplicate_activity_completion_is_dropped(
     # After the workflow closed, a late completion is dropped.
     final = snapshot(await handle.history())
     recorded = await store.record_activity_result(
-        task, failed=False, data={"result": "third", "attempts": 2}
+        task, failed=False, record=encode({"result": "third", "attempts": 2})
     )
     assert recorded.outcome == "dropped"
     assert snapshot(await handle.history()) == final

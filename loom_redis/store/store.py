@@ -655,11 +655,12 @@ class Store:
         task: Task,
         *,
         failed: bool,
-        data: dict[str, Any],
+        record: bytes,
         take_next_for: str = "",
         history_after: str = "",
     ) -> ActivityRecorded:
-        """ACTIVITY_COMPLETED (or, when `failed`, ACTIVITY_FAILED) once.
+        """ACTIVITY_COMPLETED (or, when `failed`, ACTIVITY_FAILED) once, with `record`
+        (the result or error, encoded as the worker checked it could be written).
 
         With `take_next_for` (a consumer), the queue's next task is delivered to it in
         the same round trip; when that is this workflow's task and `history_after` (the
@@ -669,7 +670,6 @@ class Store:
         workflow_id = task.workflow_id
         seq = _text(task.fields.get("seq"))
         event_type = EventType.ACTIVITY_FAILED if failed else EventType.ACTIVITY_COMPLETED
-        what = f"result of activity seq {seq} of workflow {workflow_id!r}"
         queue = self.keys.queue_of(task.queue_key)
         reply = await self._run(
             "activity_result",
@@ -687,7 +687,7 @@ class Store:
                 task.id,
                 now_ms(),
                 str(event_type),
-                encode(data, what=what),
+                record,
                 WORKER_GROUP,
                 take_next_for,
                 history_after,
