@@ -83,8 +83,8 @@ class Keyspace:
         return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:m"
 
     def close_notice(self, workflow_id: str) -> str:
-        """A list a waiting result() blocks on; it exists for a minute after the close of
-        a workflow somebody waits for."""
+        """A list a waiting result() blocks on; it exists for a minute after the close
+        (every start registers its client as a waiter)."""
         return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:c"
 
     # Per-shard keys. A task queue is two streams: workflow tasks, and activity tasks
