@@ -10,14 +10,17 @@ import copy
 import functools
 import inspect
 import logging
+import random
 import re
 import typing
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
+from .determinism import check_workflow_code, workflow_uuid4
 from .errors import WorkflowDefinitionError, WorkflowInputError
 
 if TYPE_CHECKING:
@@ -343,6 +346,7 @@ def workflow(
             raise WorkflowDefinitionError(
                 f"workflow {cls.__qualname__!r} has no steps: mark async methods with @loom.step"
             )
+        check_workflow_code(name or cls.__name__, cls)
         definition = WorkflowDefinition(
             name=name or cls.__name__,
             version=version,
@@ -398,6 +402,10 @@ class WorkflowRuntime(Protocol):
     def workflow_id(self) -> str: ...
     @property
     def is_replaying(self) -> bool: ...
+
+    # The workflow's generator, seeded from its history.
+    rng: random.Random
+
     def now(self) -> datetime: ...
     def schedule_activity(
         self, definition: ActivityDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -542,6 +550,16 @@ class WorkflowContext(Generic[InputT, StateT]):
     def now(self) -> datetime:
         """The workflow's time (UTC): when this workflow task first ran; the same on replay."""
         return self._runtime.now()
+
+    def random(self) -> random.Random:
+        """The workflow's random generator: seeded when the workflow starts, so that a
+        replay draws the same numbers (`random`'s module functions draw from it too,
+        inside workflow code)."""
+        return self._runtime.rng
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID (version 4) that a replay makes again, drawn from `random()`."""
+        return workflow_uuid4(self._runtime.rng)
 
     async def activity(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Any:
         """Run an activity on a worker and return its result (raises ActivityFailedError)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import determinism
 from .api import ActivityDefinition, WorkflowContext, WorkflowDefinition
+from .determinism import ReplayedSources
 from .errors import ActivityFailedError, NonDeterministicWorkflowError, SignalTimeoutError
 from .events import (
     COMMAND_TYPES,
@@ -38,9 +41,11 @@ from .events import (
     Status,
     describe_command,
 )
-from .store.codec import encode
+from .store.codec import decode, encode
 
 logger = logging.getLogger("loom_redis.engine")
+
+determinism.install()
 
 
 @dataclass
@@ -84,12 +89,14 @@ def _split_tasks(events: list[Event]) -> list[_Batch]:
     return batches
 
 
-class WorkflowInstance(asyncio.AbstractEventLoop):
+class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
     """One workflow's code, its deterministic event loop, and its replay bookkeeping."""
 
     def __init__(self, definition: WorkflowDefinition, workflow_id: str) -> None:
         self.definition = definition
         self._workflow_id = workflow_id
+        # Seeded again from WORKFLOW_STARTED; the id seeds histories written before seeds.
+        self.rng = random.Random(workflow_id)
         self._ready: deque[asyncio.Handle] = deque()
         self._now_ms = 0
         self._replaying = False
@@ -160,6 +167,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
     def _deliver(self, event: Event) -> None:
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == EventType.WORKFLOW_STARTED:
+            if data.get("seed") is not None:
+                self.rng.seed(data["seed"])
             self._start(data.get("input"), data.get("state"))
         elif event.type in (EventType.ACTIVITY_COMPLETED, EventType.ACTIVITY_FAILED):
             name, future = self._take(self._activities, event)
@@ -206,6 +215,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             code = produced[index] if index < len(produced) else None
             history_says = describe_command(history.type, history.data) if history else "nothing"
             code_did = describe_command(code.type, code.data) if code else "nothing"
+            if history_says == code_did and history is not None and code is not None:
+                difference = _value_difference(history, code)
+                if difference is None:
+                    continue
+                history_says, code_did = difference
             if history_says != code_did:
                 seq = history.seq if history else code.seq if code else 0
                 step = code.step if code else self._current_step
@@ -412,6 +426,38 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         self.call_exception_handler(context)
+
+
+# What replay compares beyond a command's type and name (or state key): the values that
+# workflow code computed, for a value computed differently on replay (a random number, a
+# clock read, a global counter) would otherwise carry on silently. A timer's duration
+# and an activity's retry options are not compared: code may change them.
+_COMPARED_VALUES = {
+    EventType.STATE_SET: ("value",),
+    EventType.STATE_UPDATE: ("state",),
+    EventType.ACTIVITY_SCHEDULED: ("args", "kwargs"),
+}
+
+
+def _value_difference(history: Event, code: Command) -> tuple[str, str] | None:
+    """How the values a replayed command computed differ from the recorded ones, as
+    (what history has, what the code did), or None if they are the same."""
+    fields = _COMPARED_VALUES.get(code.type)
+    if not fields or not isinstance(history.data, dict):
+        return None
+    what = describe_command(code.type, code.data)
+    for name in fields:
+        recorded = history.data.get(name)
+        # As it would be written: msgpack makes tuples lists, and NaN equals itself there.
+        replayed = decode(encode(code.data.get(name), what=f"{what} {name}"))
+        if recorded != replayed and encode(recorded) != encode(replayed):
+            return (
+                f"{what} with {name} {clip(repr(recorded), 200)}",
+                f"{what} with {name} {clip(repr(replayed), 200)} (a value computed "
+                "differently on replay: use ctx.random(), ctx.uuid4() and ctx.now() in "
+                "workflow code, and read anything else in an activity)",
+            )
+    return None
 
 
 def clip(text: str, limit: int = 2000) -> str:

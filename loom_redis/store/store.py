@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -334,6 +335,9 @@ class Store:
                 "version": version,
                 "owner": owner,
                 "queue": queue,
+                # Seeds the workflow's random generator (ctx.random()), so that a replay
+                # draws what the first run drew, and no two workflows draw alike.
+                "seed": secrets.randbits(64),
             },
             what=what,
         )
