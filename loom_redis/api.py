@@ -103,6 +103,10 @@ def registered_workflows() -> dict[str, WorkflowDefinition]:
     return dict(_WORKFLOWS)
 
 
+def registered_activities() -> dict[str, ActivityDefinition]:
+    return dict(_ACTIVITIES)
+
+
 def workflow_definition(cls: Any) -> WorkflowDefinition:
     """The definition of a `@loom.workflow` class, or a clear error naming the class."""
     definition = getattr(cls, "__loom_workflow__", None)

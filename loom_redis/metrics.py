@@ -50,6 +50,13 @@ EAGER_ACTIVITIES = Counter(
     "the eager window, before it",
     ["written"],
 )
+UNREGISTERED_TASKS = Counter(
+    "loom_unregistered_tasks_total",
+    "Tasks for a workflow or activity this worker does not register, by what became of "
+    "them: handed back to the queue for another worker, or dead-lettered once no live "
+    "worker of the queue had registered the name for the grace period",
+    ["kind", "name", "outcome"],
+)
 TASKS_RECLAIMED = Counter("loom_tasks_reclaimed_total", "Tasks taken over from idle workers")
 IN_FLIGHT = Gauge("loom_tasks_in_flight", "Tasks being processed by this worker")
 # The in-flight tasks of each worker running in this process: counted when Prometheus

@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .api import (
     NondeterminismPolicy,
+    registered_activities,
     registered_activity,
     registered_workflow,
     registered_workflows,
@@ -52,6 +53,7 @@ from .metrics import (
     TASKS,
     TASKS_RECLAIMED,
     TIMERS_FIRED,
+    UNREGISTERED_TASKS,
     WORKFLOW_TASK_SECONDS,
     WORKFLOWS_CLOSED,
     counting_in_flight,
@@ -71,6 +73,14 @@ T = TypeVar("T")
 # tries and stays pending, to be retried by the reclaimer.
 MAX_COMMIT_TRIES = 20
 HEARTBEAT_SECONDS = 5
+# The heartbeat fields that list the workflows and activities a worker registers.
+REGISTRATION_FIELDS = {"workflow": "workflows", "activity": "activities"}
+# A worker whose heartbeat is older than this is not counted as live (three missed).
+LIVE_HEARTBEAT_MS = HEARTBEAT_SECONDS * 3 * 1000
+# A task this worker does not register waits this long, doubling up to the cap, each
+# time it is handed back for another worker.
+HANDBACK_SECONDS = 0.25
+MAX_HANDBACK_SECONDS = 10.0
 # How long a worker that was idle waits before it reads a shard again after a read that
 # brought tasks (see _read_shard).
 IDLE_READ_PAUSE_SECONDS = 0.002
@@ -171,9 +181,16 @@ class Worker:
         cache_size: int = 512,
         timer_scan_seconds: float = 5.0,
         eager_seconds: float = 0.05,
+        unregistered_grace_seconds: float = 300.0,
     ) -> None:
         _check_options(
-            queues, concurrency, lease_seconds, max_deliveries, poll_interval, eager_seconds
+            queues,
+            concurrency,
+            lease_seconds,
+            max_deliveries,
+            poll_interval,
+            eager_seconds,
+            unregistered_grace_seconds,
         )
         self.store = store
         self.queues = queues
@@ -211,6 +228,12 @@ class Worker:
         self.timer_scan_ms = max(int(timer_scan_seconds * 1000), 10)
         # How long a workflow task waits for the activity it runs at once (0: never).
         self.eager_ms = int(eager_seconds * 1000)
+        # How long a task whose name no live worker of its queue registers is handed back
+        # before it goes to the dead-letter stream.
+        self.unregistered_grace_ms = int(unregistered_grace_seconds * 1000)
+        # The workers' heartbeats as last read (when, what), for tasks this worker does
+        # not register.
+        self._heartbeats: tuple[float, list[dict[str, Any]]] | None = None
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
         self._timer_wakeup = anyio.Event()
@@ -541,6 +564,65 @@ class Worker:
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    async def _unregistered(self, task: Task, kind: str, name: str) -> str:
+        """A task whose workflow or activity (`kind`) this worker does not register (a
+        rolling deploy, workers split by team): handed back to the queue for another
+        worker, waiting longer each time, while a live worker of the queue registers the
+        name or for `unregistered_grace_seconds` since none has; then dead-lettered."""
+        queue = self._streams[task.queue_key][1]
+        what = f"{kind} {name!r}"
+        mine = sorted(registered_workflows() if kind == "workflow" else registered_activities())
+        registering = await self._workers_registering(queue, kind, name)
+        now = now_ms()
+        since = 0 if registering else task.unregistered_since or now
+        if since and now - since >= self.unregistered_grace_ms:
+            labelled(UNREGISTERED_TASKS, kind, name, "dead").inc()
+            await self._dead_letter(
+                task,
+                f"no live worker of queue {queue!r} has registered {what} (workflow "
+                f"{task.workflow_id!r}) for {(now - since) / 1000:.0f}s: start a worker with "
+                f"the module that defines it, then `loom dead retry`; this worker registers "
+                f"{', '.join(mine) or 'no ' + kind}",
+            )
+            return "dead"
+        delay = min(HANDBACK_SECONDS * 2 ** min(task.handbacks, 16), MAX_HANDBACK_SECONDS)
+        labelled(UNREGISTERED_TASKS, kind, name, "handed_back").inc()
+        if registering:
+            who = f"worker(s) {', '.join(registering)} register it"
+        else:
+            left = (self.unregistered_grace_ms - (now - since)) / 1000
+            who = f"no live worker of the queue registers it: dead-lettered in {left:.0f}s"
+        logger.warning(
+            "task %s of workflow %s: this worker does not register %s (it registers %s); "
+            "handed back to queue %r for another worker in %.2gs (%s)",
+            task.id,
+            task.workflow_id,
+            what,
+            ", ".join(mine) or f"no {kind}",
+            queue,
+            delay,
+            who,
+        )
+        await self.store.defer_task(task, queue, now + int(delay * 1000), unregistered_since=since)
+        self._timer_wakeup.set()
+        return "handed_back"
+
+    async def _workers_registering(self, queue: str, kind: str, name: str) -> list[str]:
+        """The live workers of `queue` whose heartbeat says they register `name` (a
+        workflow or activity, by `kind`); heartbeats are read at most once a second."""
+        now = anyio.current_time()
+        if self._heartbeats is None or now - self._heartbeats[0] > 1.0:
+            self._heartbeats = (now, await self.store.worker_heartbeats())
+        live_since = now_ms() - LIVE_HEARTBEAT_MS
+        listed = REGISTRATION_FIELDS[kind]
+        return [
+            str(beat["name"])
+            for beat in self._heartbeats[1]
+            if int(beat.get("seen_ms", 0)) >= live_since
+            and queue in beat.get("queues", ())
+            and name in beat.get(listed, ())
+        ]
+
     async def _dead_letter(self, task: Task, reason: str) -> None:
         logger.error(
             "task %s of workflow %r goes to the dead-letter stream: %s",
@@ -566,8 +648,8 @@ class Worker:
                     return outcome
                 COMMIT_CONFLICTS.inc()
                 continue
-            if loaded is None:
-                return "dead"
+            if isinstance(loaded, str):
+                return loaded
             outcome = await self._replay_and_commit(task, queue, loaded, eager=eager)
             if outcome == "conflict":
                 COMMIT_CONFLICTS.inc()
@@ -581,14 +663,15 @@ class Worker:
         )
         return "conflict"
 
-    async def _load(self, task: Task, *, use_carried: bool) -> _Loaded | None:
+    async def _load(self, task: Task, *, use_carried: bool) -> _Loaded | str:
         """The workflow's instance and the history events it has not applied yet.
 
         A cached instance (still running this worker's code) needs only the events
         after the last one it applied; otherwise the whole history is replayed. Events
         the task brings along (`use_carried`) save reading them; the commit's fence
         catches any that came after.
-        Returns None when the task went to the dead-letter stream.
+        Returns the task's outcome instead when it cannot run here (it went to the
+        dead-letter stream, or back to the queue for a worker that registers its workflow).
         """
         workflow_id = task.workflow_id
         cached = self._instances.pop(workflow_id, None)
@@ -605,17 +688,11 @@ class Worker:
         history = carried or await self.store.read_history(workflow_id)
         if not history or history[0].type != EventType.WORKFLOW_STARTED:
             await self._dead_letter(task, f"workflow {workflow_id!r} has no history")
-            return None
+            return "dead"
         name = str((history[0].data or {}).get("name", ""))
         found = registered_workflow(name)
         if found is None:
-            known = ", ".join(sorted(registered_workflows())) or "none"
-            await self._dead_letter(
-                task,
-                f"unknown workflow name {name!r}: this worker registers {known}; "
-                "start the worker with the module that defines it",
-            )
-            return None
+            return await self._unregistered(task, "workflow", name)
         instance = WorkflowInstance(found, workflow_id)  # type: ignore[abstract]
         return _Loaded(instance, history, 0, "")
 
@@ -929,12 +1006,7 @@ class Worker:
         scheduled = _scheduled_activity(task)
         definition = registered_activity(str(scheduled["name"]))
         if definition is None:
-            await self._dead_letter(
-                task,
-                f"unknown activity {scheduled['name']!r} (workflow {task.workflow_id!r}): no "
-                "module this worker imported registers it",
-            )
-            return "dead"
+            return await self._unregistered(task, "activity", str(scheduled["name"]))
         attempt = await self._attempt(task, scheduled, definition.fn)
         return await self._settle(task, queue, attempt)
 
@@ -1115,9 +1187,12 @@ class Worker:
                 "in_flight": len(self._in_flight),
                 "started_ms": started,
                 "seen_ms": now_ms(),
+                # What other workers look up for a task they do not register.
+                REGISTRATION_FIELDS["workflow"]: sorted(registered_workflows()),
+                REGISTRATION_FIELDS["activity"]: sorted(registered_activities()),
             }
             try:
-                await self.store.redis.hset(self.store.keys.workers(), self.name, encode(info))
+                await self.store.publish_heartbeat(self.name, info)
             except RedisError as exc:
                 logger.warning("heartbeat failed: %s", exc)
             await anyio.sleep(HEARTBEAT_SECONDS)
@@ -1149,15 +1224,12 @@ class Worker:
             anyio.move_on_after(2),
             contextlib.suppress(RedisError),
         ):
-            await self.store.redis.hdel(self.store.keys.workers(), self.name)
+            await self.store.remove_heartbeat(self.name)
 
     async def _publish_definitions(self) -> None:
-        definitions = registered_workflows()
-        if definitions:
-            await self.store.redis.hset(
-                self.store.keys.definitions(),
-                mapping={name: encode(d.describe()) for name, d in definitions.items()},
-            )
+        await self.store.publish_definitions(
+            {name: d.describe() for name, d in registered_workflows().items()}
+        )
 
 
 def _kind_label(task: Task) -> str:
@@ -1199,6 +1271,7 @@ def _check_options(
     max_deliveries: int,
     poll_interval: float,
     eager_seconds: float,
+    unregistered_grace_seconds: float,
 ) -> None:
     """Refuse worker settings that cannot work, naming the setting and the value."""
     if isinstance(queues, str):
@@ -1219,8 +1292,12 @@ def _check_options(
     for setting, number in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
         if not number > 0:
             raise ConfigurationError(f"{setting} must be > 0, got {number!r}")
-    if not eager_seconds >= 0:
-        raise ConfigurationError(f"eager_seconds must be >= 0, got {eager_seconds!r}")
+    for setting, number in (
+        ("eager_seconds", eager_seconds),
+        ("unregistered_grace_seconds", unregistered_grace_seconds),
+    ):
+        if not number >= 0:
+            raise ConfigurationError(f"{setting} must be >= 0, got {number!r}")
 
 
 def _plan_of(

@@ -114,7 +114,7 @@ async def test_unknown_workflow_name_goes_to_the_dead_letter_stream(
     handle = await VanishingWorkflow.start({}, workflow_id="badin-vanishing")
     definition = api._WORKFLOWS.pop("badin_VanishingWorkflow")
     try:
-        async with running_worker(redis_url, namespace):
+        async with running_worker(redis_url, namespace, unregistered_grace_seconds=0):
             keys = client.store.keys
             dead = keys.dead(keys.shard_of("badin-vanishing"))
             with anyio.fail_after(5):
@@ -130,7 +130,7 @@ async def test_unknown_workflow_name_goes_to_the_dead_letter_stream(
     assert len(entries) == 1
     fields = {k.decode(): v for k, v in entries[0][1].items()}
     reason = fields["reason"].decode()
-    assert "unknown workflow name 'badin_VanishingWorkflow'" in reason
+    assert "has registered workflow 'badin_VanishingWorkflow'" in reason
     assert "badin_GoodWorkflow" in reason  # what this worker does know
     assert fields["wf"] == b"badin-vanishing"
     assert fields["k"] == b"w"

@@ -242,7 +242,10 @@ class Env:
         """Run an in-process worker until the row ends (started once)."""
         if not self.worker_running:
             await self.stack.enter_async_context(
-                running_worker(self.url, self.namespace, poll_interval=0.1)
+                # A name no live worker registers goes to the dead-letter stream at once.
+                running_worker(
+                    self.url, self.namespace, poll_interval=0.1, unregistered_grace_seconds=0
+                )
             )
             self.worker_running = True
 
@@ -953,7 +956,11 @@ CASES = [
         "unknown-workflow-name",
         worker_then_dead_letter,
         DeadLettered,
-        ("workflow task of {wf}", "unknown workflow name 'cat_Unregistered'", "cat_Echo"),
+        (
+            "workflow task of {wf}",
+            "no live worker of queue 'default' has registered workflow 'cat_Unregistered'",
+            "cat_Echo",
+        ),
         setup=lambda env: start(env, Unregistered, {}),
         unchanged="history",
     ),
@@ -961,7 +968,10 @@ CASES = [
         "unknown-activity-name",
         dead_letter,
         DeadLettered,
-        ("activity task of {wf}", "unknown activity 'cat_no_such_activity'"),
+        (
+            "activity task of {wf}",
+            "no live worker of queue 'default' has registered activity 'cat_no_such_activity'",
+        ),
         setup=lambda env: scheduled_unknown_activity(env),
         unchanged="history",
     ),

@@ -39,10 +39,15 @@ def _open_output(path: Path) -> IO[bytes]:
 
 @asynccontextmanager
 async def worker_process(
-    redis_url: str, namespace: str, side_log: Path, output: Path, *options: str
+    redis_url: str,
+    namespace: str,
+    side_log: Path,
+    output: Path,
+    *options: str,
+    module: str = "tests.crash_workflows",
 ) -> AsyncIterator[Process]:
-    """`python -m loom_redis worker tests.crash_workflows ...` run from the repo root;
-    killed on exit if the test left it running."""
+    """`python -m loom_redis worker <module> ...` run from the repo root; killed on exit
+    if the test left it running."""
     env = {**os.environ, LOG_ENV: str(side_log), "PYTHONUNBUFFERED": "1"}
     env.pop("LOOM_REDIS_URL", None)
     env.pop("LOOM_NAMESPACE", None)
@@ -51,7 +56,7 @@ async def worker_process(
         "-m",
         "loom_redis",
         "worker",
-        "tests.crash_workflows",
+        module,
         "--url",
         redis_url,
         "--namespace",

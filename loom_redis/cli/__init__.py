@@ -181,6 +181,14 @@ def _check_queues(_ctx: Any, _param: Any, queues: tuple[str, ...]) -> tuple[str,
     "on this worker, to write both in one commit (0: queue every activity).",
 )
 @click.option(
+    "--unregistered-grace",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds a task for a workflow or activity that no live worker of its queue "
+    "registers is handed back before it goes to the dead-letter stream.",
+)
+@click.option(
     "--wait-for-redis",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -203,6 +211,7 @@ def worker(
     metrics_host: str,
     drain: float,
     eager_seconds: float,
+    unregistered_grace: float,
     wait_for_redis: float,
 ) -> None:
     """Run a worker for the workflows and activities defined in MODULES."""
@@ -224,6 +233,7 @@ def worker(
             metrics_port=metrics_port,
             drain_seconds=drain,
             eager_seconds=eager_seconds,
+            unregistered_grace_seconds=unregistered_grace,
         )
 
         async def stop_on_signal() -> None:
@@ -482,4 +492,8 @@ def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
         click.echo(
             f"{row['name']:<36} {row['host']:<20} {row['pid']:>7} "
             f"{','.join(row['queues']):<16} {busy:>9} {seen}"
+        )
+        click.echo(
+            f"  workflows: {', '.join(row.get('workflows', ())) or 'none'}; "
+            f"activities: {', '.join(row.get('activities', ())) or 'none'}"
         )

@@ -51,6 +51,7 @@ SCRIPT_NAMES = (
     "dead_letter",
     "redrive",
     "dead_timer",
+    "defer_task",
 )
 
 
@@ -89,6 +90,17 @@ class Task:
     @cached_property
     def workflow_id(self) -> str:
         return _text(self.fields.get("wf"))
+
+    @property
+    def unregistered_since(self) -> int:
+        """Since when (ms) no live worker of its queue has registered the task's workflow
+        or activity, as the workers that handed it back saw it; 0 if one had."""
+        return int(self.fields.get("unreg_since", b"0"))
+
+    @property
+    def handbacks(self) -> int:
+        """How many times workers that do not register its name handed it back."""
+        return int(self.fields.get("handbacks", b"0"))
 
     @property
     def lease(self) -> bytes:
@@ -804,15 +816,15 @@ class Store:
         ):
             return f"{_readable(value)!r:.200} is not the {expected}"
         kind, workflow_id, queue, seq = (_text(part) for part in value[:4])
-        if kind not in ("timer", "retry", "resume"):
-            return f"unknown kind {kind!r} ({expected}, kind timer, retry or resume)"
+        if kind not in ("timer", "retry", "resume", "requeue"):
+            return f"unknown kind {kind!r} ({expected}, kind timer, retry, resume or requeue)"
         if not workflow_id or self.keys.shard_of(workflow_id) != shard:
             return f"workflow id {workflow_id!r} does not belong to shard {shard}"
         try:
             validate_queue(queue)
         except ConfigurationError as exc:
             return str(exc)
-        if not seq.isdigit() or (kind == "retry" and not value[4]):
+        if not seq.isdigit() or (kind in ("retry", "requeue") and not value[4]):
             return f"{_readable(value)!r:.200} has a bad seq or task ({expected})"
         return TimerMember(raw, shard, score, kind, workflow_id, queue)
 
@@ -956,6 +968,45 @@ class Store:
             [task.queue_key, dead, meta],
             [task.id, WORKER_GROUP, reason, task.kind if same_shard else "", *fields],
         )
+
+    async def defer_task(
+        self, task: Task, queue: str, due_ms: int, *, unregistered_since: int
+    ) -> str:
+        """Hand a task back to its queue at `due_ms`, through the timer zset, for another
+        worker (this one does not register its workflow or activity): 'ok', or 'gone'
+        when it is no longer pending here. Its delivery count starts again."""
+        fields = {
+            **task.fields,
+            "unreg_since": str(unregistered_since).encode(),
+            "handbacks": str(task.handbacks + 1).encode(),
+        }
+        flat = [part for field in fields.items() for part in field]
+        if task.kind == "a":
+            seq = int(task.fields["seq"])
+            member = self.timer_member("retry", task.workflow_id, queue, seq, flat)
+        else:
+            member = self.timer_member("requeue", task.workflow_id, queue, 0, flat)
+        return _text(
+            await self._run(
+                "defer_task",
+                [task.queue_key, self.keys.timers(task.shard)],
+                [task.id, WORKER_GROUP, due_ms, member],
+            )
+        )
+
+    async def publish_heartbeat(self, worker: str, info: dict[str, Any]) -> None:
+        await self.redis.hset(self.keys.workers(), worker, encode(info))
+
+    async def remove_heartbeat(self, worker: str) -> None:
+        await self.redis.hdel(self.keys.workers(), worker)
+
+    async def publish_definitions(self, definitions: dict[str, dict[str, Any]]) -> None:
+        """Workflow definitions by name (steps, descriptions), for the CLI and dashboards."""
+        if definitions:
+            await self.redis.hset(
+                self.keys.definitions(),
+                mapping={name: encode(described) for name, described in definitions.items()},
+            )
 
     async def worker_heartbeats(self) -> list[dict[str, Any]]:
         """The workers' last heartbeats (name, host, pid, queues, concurrency, ...)."""

@@ -1,5 +1,6 @@
 -- Fire one due timer member: a durable timer (TIMER_FIRED), an activity retry (the task
--- goes back to its queue) or a suspended workflow's retry. Removing the member is the
+-- goes back to its queue), a suspended workflow's retry, or a workflow task handed back
+-- by a worker that does not register its workflow (the task goes back to its queue). Removing the member is the
 -- claim, so two sweepers never fire the same member twice.
 -- KEYS: timers, meta, history, queue
 -- ARGV: member (msgpack {kind, workflow id, queue, seq, task fields}), now (ms)
@@ -18,5 +19,7 @@ elseif kind == 'retry' then
 elseif kind == 'resume' then
   redis.call('HSET', meta, 'wft', '1')
   redis.call('XADD', KEYS[4], '*', 'k', 'w', 'wf', workflow_id)
+elseif kind == 'requeue' then
+  redis.call('XADD', KEYS[4], '*', unpack(timer[5]))
 end
 return 'ok'
