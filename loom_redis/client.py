@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import logging
 import os
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -26,7 +29,9 @@ from .errors import (
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import Store, decode, encode
 from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
-from .store.store import CLOSE_NOTICE_MS
+from .store.store import CLOSE_NOTICE_MS, registering
+
+logger = logging.getLogger("loom_redis.client")
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "default"
@@ -59,6 +64,18 @@ def default_url() -> str:
 
 def default_namespace() -> str:
     return _settings["namespace"] or os.environ.get("LOOM_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+@dataclass(frozen=True)
+class WaitExplained:
+    """Why an open workflow has not ended (`Client.explain_wait`)."""
+
+    status: str
+    # What is known, in words ("" if nothing).
+    reason: str
+    # Nothing will move it until someone acts: its task is dead-lettered, or no live
+    # worker of its queue runs it.
+    stuck: bool
 
 
 class Client:
@@ -250,6 +267,57 @@ class Client:
         store = await self._connected()
         return await store.worker_heartbeats()
 
+    async def explain_wait(self, workflow_id: str) -> WaitExplained:
+        """Why an open workflow has not ended, as far as Redis tells: its task in the
+        dead-letter stream, no live worker of its queue (or none that registers it), and
+        what its code waits for (activities, a timer, signals)."""
+        store = await self._connected()
+        info = await self.describe(workflow_id)
+        status, queue, name = str(info["status"]), str(info["queue"]), info["workflow_name"]
+        if Status(status).is_terminal:
+            return WaitExplained(status, f"it has ended ({status})", stuck=False)
+        stuck: list[str] = []
+        if info["dead_letter"] and (dead := await store.find_dead_letter(info["dead_letter"])):
+            stuck.append(
+                f"its {dead.kind} task is in the dead-letter stream: {dead.reason} "
+                f"(`loom dead retry {dead.id}` puts it back once the cause is fixed)"
+            )
+        live = [beat for beat in await store.live_workers() if queue in beat.get("queues", ())]
+        if not live:
+            stuck.append(
+                f"no live worker reads its queue {queue!r} (`loom workers` lists the live "
+                f"ones; start one with `loom worker MODULES --queue {queue}`)"
+            )
+        elif not registering(live, queue, "workflow", name):
+            stuck.append(
+                f"none of the {len(live)} live worker(s) of queue {queue!r} registers "
+                f"workflow {name!r} (`loom workers` shows what each registers)"
+            )
+        waits = await self._waits(info)
+        return WaitExplained(status, "; ".join(stuck + waits), stuck=bool(stuck))
+
+    async def _waits(self, info: dict[str, Any]) -> list[str]:
+        """What an open workflow's code waits for, in words."""
+        store = await self._connected()
+        waiting = info["waiting_for"]
+        if info["status"] == Status.SUSPENDED:
+            error = info["error"] or {}
+            return [f"it is suspended: {error.get('message', 'its code cannot replay')}"]
+        if info["status"] == Status.PENDING:
+            return ["its first workflow task waits for a worker"]
+        waits = []
+        if waiting["signals"]:
+            names = ", ".join(repr(name) for name in waiting["signals"])
+            waits.append(f"its code waits for signal {names}")
+        for seq in waiting["timers"]:
+            due = await store.timer_due(info["workflow_id"], info["queue"], seq)
+            if due is not None:
+                waits.append(f"its code waits for a timer (seq {seq}) due at {_utc(due)}")
+        if waiting["activities"]:
+            seqs = ", ".join(map(str, waiting["activities"]))
+            waits.append(f"its code waits for the activities of seq {seqs}")
+        return waits
+
     # -- dead letters ------------------------------------------------------------
 
     async def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -368,8 +436,21 @@ class WorkflowHandle:
         return await (await self._get_client()).describe(self.workflow_id)
 
     async def status(self) -> str:
-        """PENDING, RUNNING, SUSPENDED, COMPLETED, FAILED or CANCELLED."""
-        return str((await self.describe())["status"])
+        """PENDING, RUNNING, SUSPENDED, COMPLETED, FAILED or CANCELLED.
+
+        A workflow whose task is in the dead-letter stream keeps its status (it moves
+        again once the task is put back): that is logged as a warning."""
+        info = await self.describe()
+        if info["dead_letter"]:
+            logger.warning(
+                "workflow %r is %s, but its task is in the dead-letter stream (entry %s): "
+                "`loom dead list` says why, `loom dead retry %s` puts it back",
+                self.workflow_id,
+                info["status"],
+                info["dead_letter"],
+                info["dead_letter"],
+            )
+        return str(info["status"])
 
     async def history(self) -> list[Event]:
         return await (await self._get_client()).history(self.workflow_id)
@@ -386,6 +467,7 @@ class WorkflowHandle:
         deadline = _Deadline(timeout)
         if client._reads_only:
             return await self._result_from_history(store, deadline)
+        warned = False
         while True:
             started_at = self._started_at
             registered = (
@@ -404,8 +486,27 @@ class WorkflowHandle:
             if wait.closed:
                 return self._outcome(await self._closing_record(wait.closing))
             if deadline.passed():
-                status = wait.status if wait.status is not None else await self.status()
-                raise WorkflowStillRunningError(self.workflow_id, status, timeout)
+                raise await self._still_running(client, timeout)
+            if not warned:
+                # One look after the first block (5 s at most): a wait nothing can end
+                # is said once, not left silent.
+                warned = True
+                explained = await client.explain_wait(self.workflow_id)
+                if explained.stuck:
+                    logger.warning(
+                        "waiting for the result of workflow %r (%s): %s",
+                        self.workflow_id,
+                        explained.status,
+                        explained.reason,
+                    )
+
+    async def _still_running(
+        self, client: Client, timeout: float | None
+    ) -> WorkflowStillRunningError:
+        explained = await client.explain_wait(self.workflow_id)
+        return WorkflowStillRunningError(
+            self.workflow_id, explained.status, timeout, explained.reason
+        )
 
     async def _result_from_history(self, store: Store, deadline: _Deadline) -> Any:
         """result() by reads only: XREAD BLOCK on the history until its closing event."""
@@ -426,8 +527,7 @@ class WorkflowHandle:
                         closing = store.decode_event(self.workflow_id, entry_id, fields)
                     return self._outcome(await self._closing_record(closing))
             if deadline.passed():
-                status = (await self.describe())["status"]
-                raise WorkflowStillRunningError(self.workflow_id, str(status), deadline.timeout)
+                raise await self._still_running(await self._get_client(), deadline.timeout)
             block_ms = max(int(deadline.block_seconds() * 1000), 1)
             reply: Any = await store.redis.xread({key: last_id}, block=block_ms, count=1000)
             entries = [entry for _stream, stream_entries in reply or [] for entry in stream_entries]
@@ -486,6 +586,10 @@ class WorkflowHandle:
             )
 
 
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def describe_meta(workflow_id: str, meta: dict[str, bytes]) -> dict[str, Any]:
     def text(field: str) -> str:
         return meta.get(field, b"").decode()
@@ -511,6 +615,14 @@ def describe_meta(workflow_id: str, meta: dict[str, bytes]) -> dict[str, Any]:
         "closed_ms": number("closed") or None,
         "history_length": number("hlen"),
         "cancel_requested": "cancel_requested" in meta,
+        # What the open workflow waits for: activities and timers by seq, signals by name.
+        "waiting_for": {
+            "activities": sorted(int(f[2:]) for f in meta if f.startswith("a:")),
+            "timers": sorted(int(f[2:]) for f in meta if f.startswith("t:")),
+            "signals": decode(meta["signals"]) if meta.get("signals") else [],
+        },
+        # The dead-letter entry of its task, while one keeps it from moving.
+        "dead_letter": text("dead") or None,
         "input": decode(meta.get("input")),
         "result": decode(meta.get("result")),
         "error": decode(meta.get("error")) or decode(meta.get("suspended")),

@@ -57,6 +57,8 @@ class Activation:
     # Sequence numbers of activities and timers still waiting when the task ended.
     pending_activities: set[int] = field(default_factory=set)
     pending_timers: set[int] = field(default_factory=set)
+    # Names of the signals the code waits for when the task ended.
+    waiting_signals: list[str] = field(default_factory=list)
     # Whether there were new events to act on (else the task was redundant).
     ran: bool = False
 
@@ -144,6 +146,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
         activation.status = self.status
         activation.pending_activities = set(self._activities)
         activation.pending_timers = {s for s, f in self._timers.items() if not f.done()}
+        activation.waiting_signals = sorted(
+            name
+            for name, waiters in self._signal_waiters.items()
+            if any(not waiter.done() for waiter in waiters)
+        )
         return activation
 
     @property

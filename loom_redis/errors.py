@@ -64,11 +64,16 @@ class WorkflowAlreadyStartedError(LoomError):
 class WorkflowStillRunningError(LoomError, TimeoutError):
     """The workflow has not finished (yet)."""
 
-    def __init__(self, workflow_id: str, status: str, waited: float | None = None) -> None:
+    def __init__(
+        self, workflow_id: str, status: str, waited: float | None = None, reason: str = ""
+    ) -> None:
         detail = f" after waiting {waited:g}s" if waited is not None else ""
-        super().__init__(f"workflow {workflow_id!r} is still {status}{detail}")
+        because = f": {reason}" if reason else ""
+        super().__init__(f"workflow {workflow_id!r} is still {status}{detail}{because}")
         self.workflow_id = workflow_id
         self.status = status
+        # What is known of why it has not ended (see Client.explain_wait); "" if nothing.
+        self.reason = reason
 
 
 class WorkflowExecutionError(LoomError):

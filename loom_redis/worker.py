@@ -63,7 +63,7 @@ from .metrics import (
 from .store import Store, Task, TaskPlan, decode, encode
 from .store.connection import now_ms
 from .store.keys import validate_queue
-from .store.store import CommitResult
+from .store.store import HEARTBEAT_MS, CommitResult, registering, registrations
 
 logger = logging.getLogger("loom_redis.worker")
 
@@ -72,11 +72,6 @@ T = TypeVar("T")
 # A workflow task whose commit keeps losing to other writers gives up after this many
 # tries and stays pending, to be retried by the reclaimer.
 MAX_COMMIT_TRIES = 20
-HEARTBEAT_SECONDS = 5
-# The heartbeat fields that list the workflows and activities a worker registers.
-REGISTRATION_FIELDS = {"workflow": "workflows", "activity": "activities"}
-# A worker whose heartbeat is older than this is not counted as live (three missed).
-LIVE_HEARTBEAT_MS = HEARTBEAT_SECONDS * 3 * 1000
 # A task this worker does not register waits this long, doubling up to the cap, each
 # time it is handed back for another worker.
 HANDBACK_SECONDS = 0.25
@@ -612,16 +607,8 @@ class Worker:
         workflow or activity, by `kind`); heartbeats are read at most once a second."""
         now = anyio.current_time()
         if self._heartbeats is None or now - self._heartbeats[0] > 1.0:
-            self._heartbeats = (now, await self.store.worker_heartbeats())
-        live_since = now_ms() - LIVE_HEARTBEAT_MS
-        listed = REGISTRATION_FIELDS[kind]
-        return [
-            str(beat["name"])
-            for beat in self._heartbeats[1]
-            if int(beat.get("seen_ms", 0)) >= live_since
-            and queue in beat.get("queues", ())
-            and name in beat.get(listed, ())
-        ]
+            self._heartbeats = (now, await self.store.live_workers())
+        return registering(self._heartbeats[1], queue, kind, name)
 
     async def _dead_letter(self, task: Task, reason: str) -> None:
         logger.error(
@@ -1188,14 +1175,13 @@ class Worker:
                 "started_ms": started,
                 "seen_ms": now_ms(),
                 # What other workers look up for a task they do not register.
-                REGISTRATION_FIELDS["workflow"]: sorted(registered_workflows()),
-                REGISTRATION_FIELDS["activity"]: sorted(registered_activities()),
+                **registrations(registered_workflows(), registered_activities()),
             }
             try:
                 await self.store.publish_heartbeat(self.name, info)
             except RedisError as exc:
                 logger.warning("heartbeat failed: %s", exc)
-            await anyio.sleep(HEARTBEAT_SECONDS)
+            await anyio.sleep(HEARTBEAT_MS / 1000)
 
     async def _prune_departed_workers(self) -> None:
         """Forget workers that died without saying goodbye: their heartbeats, and their
@@ -1204,7 +1190,7 @@ class Worker:
             try:
                 heartbeats, consumers = await self.store.prune_departed(
                     self._streams,
-                    heartbeat_older_than_ms=HEARTBEAT_SECONDS * 1000 * 6,
+                    heartbeat_older_than_ms=HEARTBEAT_MS * 6,
                     consumer_idle_ms=max(self.lease_ms * 4, 3_600_000),
                     keep=self.name,
                 )
@@ -1324,6 +1310,7 @@ def _plan_of(
         completing_data=data,
         timers_delete=timers_delete,
         held_activity=held_activity,
+        waiting_signals=activation.waiting_signals,
     )
 
 

@@ -332,6 +332,7 @@ def inspect(
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with _client(url, namespace) as client:
             info = await client.describe(workflow_id)
+            info["waiting"] = (await client.explain_wait(workflow_id)).reason
             history = [e.to_dict() for e in await client.history(workflow_id)] if events else []
             return info, history
 
@@ -346,6 +347,8 @@ def inspect(
     )
     click.echo(f"{'started':<16} {_when(info['started_ms'])}")
     click.echo(f"{'closed':<16} {_when(info['closed_ms'])}")
+    if not Status(info["status"]).is_terminal:
+        click.echo(f"{'waiting':<16} {info['waiting'] or '-'}")
     click.echo(f"{'input':<16} {json.dumps(info['input'], default=str)}")
     if info["result"] is not None:
         click.echo(f"{'result':<16} {json.dumps(info['result'], default=str)}")

@@ -40,6 +40,12 @@ CARRY_BYTES = 16 * 1024
 CLOSE_NOTICE_MS = 60_000
 # The notice that ends a wait for a workflow that does not exist (see await_close.lua).
 NO_WORKFLOW = b"none"
+# Workers write a heartbeat this often; one older than LIVE_HEARTBEAT_MS (three missed)
+# is not counted as live.
+HEARTBEAT_MS = 5000
+LIVE_HEARTBEAT_MS = 3 * HEARTBEAT_MS
+# The heartbeat fields that list the workflows and activities a worker registers.
+REGISTRATION_FIELDS = {"workflow": "workflows", "activity": "activities"}
 SCRIPT_NAMES = (
     "start",
     "await_close",
@@ -136,6 +142,8 @@ class TaskPlan:
     completing_data: bytes = b""
     # The seq of a scheduled activity whose task is not queued: this worker runs it.
     held_activity: int | None = None
+    # The signals the code waits for once the plan is written (meta "signals").
+    waiting_signals: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -563,6 +571,10 @@ class Store:
         meta_delete = list(plan.meta_delete)
         for key, value in plan.meta.items():
             meta_fields += [key, value]
+        meta_fields += [
+            "signals",
+            encode(list(plan.waiting_signals)) if plan.waiting_signals else "",
+        ]
         completing = plan.completing
         if completing is not None:
             events.append([str(completing.type), str(completing.seq), plan.completing_data])
@@ -966,7 +978,14 @@ class Store:
         await self._run(
             "dead_letter",
             [task.queue_key, dead, meta],
-            [task.id, WORKER_GROUP, reason, task.kind if same_shard else "", *fields],
+            [
+                task.id,
+                WORKER_GROUP,
+                reason,
+                task.kind if same_shard else "",
+                _text(task.fields.get("seq")),
+                *fields,
+            ],
         )
 
     async def defer_task(
@@ -1016,6 +1035,17 @@ class Store:
             for name, value in raw.items()
         ]
         return sorted((b for b in beats if isinstance(b, dict)), key=lambda b: str(b["name"]))
+
+    async def live_workers(self) -> list[dict[str, Any]]:
+        """The heartbeats of the workers seen within LIVE_HEARTBEAT_MS."""
+        live_since = now_ms() - LIVE_HEARTBEAT_MS
+        return [b for b in await self.worker_heartbeats() if int(b.get("seen_ms", 0)) >= live_since]
+
+    async def timer_due(self, workflow_id: str, queue: str, seq: int) -> int | None:
+        """When (ms) the workflow's durable timer `seq` is due, None if it is not set."""
+        member = self.timer_member("timer", workflow_id, queue, seq)
+        due = await self.redis.zscore(self.keys.timers(self.keys.shard_of(workflow_id)), member)
+        return None if due is None else int(due)
 
     async def prune_departed(
         self,
@@ -1108,6 +1138,25 @@ class Store:
                     [dead.id, kind, *flat],
                 )
             )
+
+
+def registering(heartbeats: list[dict[str, Any]], queue: str, kind: str, name: str) -> list[str]:
+    """The workers of `queue` (by their heartbeats) that register `name`, a workflow or
+    an activity by `kind`."""
+    listed = REGISTRATION_FIELDS[kind]
+    return [
+        str(beat["name"])
+        for beat in heartbeats
+        if queue in beat.get("queues", ()) and name in beat.get(listed, ())
+    ]
+
+
+def registrations(workflows: Iterable[str], activities: Iterable[str]) -> dict[str, list[str]]:
+    """The heartbeat fields that list what a worker registers (see `registering`)."""
+    return {
+        REGISTRATION_FIELDS["workflow"]: sorted(workflows),
+        REGISTRATION_FIELDS["activity"]: sorted(activities),
+    }
 
 
 def _readable(value: Any) -> Any:

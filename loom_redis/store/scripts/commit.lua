@@ -27,7 +27,8 @@ local first = plans[1]
 -- A commit that also records an activity's outcome (plan.activity = its seq) runs where
 -- no workflow task is queued and the activity still waits for its outcome; it acks the
 -- activity task.
-local found = redis.call('HMGET', meta, 'status', 'wft', 'owner', 'a:' .. (first.activity or ''))
+local found = redis.call('HMGET', meta, 'status', 'wft', 'owner', 'a:' .. (first.activity or ''),
+  'dead')
 local status, owner = found[1], found[3]
 if not status or TERMINAL[status] then
   ack(queue, group, task_id)
@@ -68,6 +69,8 @@ if last.status ~= status then
   -- A task that runs cleanly resumes a suspended workflow.
   if status == 'SUSPENDED' then deleted[#deleted + 1] = 'suspended' end
 end
+-- A workflow that moves again no longer waits on a dead-lettered task.
+if found[5] then deleted[#deleted + 1] = 'dead' end
 redis.call('HSET', meta, unpack(fields))
 if #deleted > 0 then redis.call('HDEL', meta, unpack(deleted)) end
 if TERMINAL[last.status] then

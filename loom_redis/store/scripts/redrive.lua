@@ -4,6 +4,9 @@
 -- KEYS: dead, queue, meta (the dead stream itself when the task names no workflow)
 -- ARGV: dead entry id, kind, field, value, ...
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 'missing' end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], 'dead') == ARGV[1] then
+  redis.call('HDEL', KEYS[3], 'dead')
+end
 if ARGV[2] == 'w' then
   if redis.call('HGET', KEYS[3], 'wft') == '1' then return 'already-queued' end
   redis.call('HSET', KEYS[3], 'wft', '1')
