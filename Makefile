@@ -19,7 +19,7 @@ LINTED := loom_redis tests examples $(wildcard bench)
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy --strict loom_redis
+	$(BIN)/mypy --strict loom_redis examples
 
 test: lint
 	$(BIN)/pytest -q

@@ -152,7 +152,9 @@ async def follow_progress(board: Board, interval: float = 0.25) -> None:
 # -- the manager -----------------------------------------------------------------------
 
 
-async def manage(handle: loom.WorkflowHandle, amount: float, delay: float, board: Board) -> None:
+async def manage(
+    handle: loom.WorkflowHandle[Any], amount: float, delay: float, board: Board
+) -> None:
     """Wait until the order waits for approval, then approve or reject it by signal."""
     while True:
         stop_if_cancelled()
@@ -173,7 +175,7 @@ async def manage(handle: loom.WorkflowHandle, amount: float, delay: float, board
 # -- results ---------------------------------------------------------------------------
 
 
-async def outcome(handle: loom.WorkflowHandle, deadline: float) -> tuple[str, Any]:
+async def outcome(handle: loom.WorkflowHandle[Any], deadline: float) -> tuple[str, Any]:
     """('ok', final state) or ('error', the exception) of a workflow, by the deadline."""
     while True:
         stop_if_cancelled()
@@ -251,11 +253,11 @@ async def run_workflows(url: str, started: float) -> bool:
         mine.add(handle.workflow_id)
     for lesson, window, students in QUIZZES:
         quiz = QuizInput(lesson_id=lesson, students=students, quiz_window_seconds=window)
-        handle = await AssessmentWorkflow.start(
+        quiz_handle = await AssessmentWorkflow.start(
             quiz, workflow_id=f"quiz-{lesson}-{run}", owner=OWNER
         )
-        handles[handle.workflow_id] = handle
-        mine.add(handle.workflow_id)
+        handles[quiz_handle.workflow_id] = quiz_handle
+        mine.add(quiz_handle.workflow_id)
     print(
         f"Started {len(ORDERS)} OrderProcessing and {len(QUIZZES)} AssessmentWorkflow "
         f"workflows for owner {OWNER!r} (run {run})\n"

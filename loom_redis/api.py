@@ -14,11 +14,11 @@ import random
 import re
 import typing
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from .determinism import check_workflow_code, workflow_uuid4
 from .errors import WorkflowDefinitionError, WorkflowInputError
@@ -30,6 +30,8 @@ InputT = TypeVar("InputT")
 StateT = TypeVar("StateT")
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 NondeterminismPolicy = Literal["fail", "suspend"]
 IdReusePolicy = Literal["reject", "return_existing"]
@@ -380,7 +382,7 @@ class Workflow(Generic[InputT, StateT]):
         owner: str | None = None,
         queue: str | None = None,
         id_reuse: IdReusePolicy = "reject",
-    ) -> WorkflowHandle:
+    ) -> WorkflowHandle[StateT]:
         """Start this workflow through the default client (`loom.configure` / LOOM_REDIS_URL).
 
         `initial_state` (a dict) is the state the first step sees.
@@ -565,8 +567,22 @@ class WorkflowContext(Generic[InputT, StateT]):
         """A random UUID (version 4) that a replay makes again, drawn from `random()`."""
         return workflow_uuid4(self._runtime.rng)
 
+    # An async activity's result is what its coroutine returns (the worker awaits it),
+    # so its overload comes before the plain function's, which would give the coroutine.
+    @overload
+    async def activity(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+    @overload
+    async def activity(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    async def activity(self, fn: str, *args: Any, **kwargs: Any) -> Any: ...
     async def activity(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Any:
-        """Run an activity on a worker and return its result (raises ActivityFailedError)."""
+        """Run an activity on a worker and return its result (raises ActivityFailedError).
+
+        `fn` is a `@loom.activity` function (type checkers check the arguments against it
+        and give its result type) or the name it was registered under (typed `Any`).
+        """
         definition = activity_definition(fn)
         return await self._runtime.schedule_activity(definition, args, kwargs)
 

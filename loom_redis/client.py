@@ -12,9 +12,16 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic
 
-from .api import IdReusePolicy, check_start_arguments, workflow_definition
+from .api import (
+    IdReusePolicy,
+    InputT,
+    StateT,
+    Workflow,
+    check_start_arguments,
+    workflow_definition,
+)
 from .errors import (
     ConfigurationError,
     PayloadError,
@@ -136,15 +143,17 @@ class Client:
 
     async def start(
         self,
-        workflow: type,
-        input: Any = None,
-        initial_state: Any = None,
+        workflow: type[Workflow[InputT, StateT]],
+        # A dict literal given for a TypedDict here makes mypy fail to infer InputT
+        # (python/mypy#19201): such a dict is accepted, and its keys are checked at start.
+        input: InputT | dict[str, Any],
+        initial_state: StateT | dict[str, Any] | None = None,
         *,
         workflow_id: str | None = None,
         owner: str | None = None,
         queue: str | None = None,
         id_reuse: IdReusePolicy = "reject",
-    ) -> WorkflowHandle:
+    ) -> WorkflowHandle[StateT]:
         """Start `workflow` (a `@loom.workflow` class) with `input`; returns its handle.
 
         `initial_state` (a dict) is the state the first step sees.
@@ -185,9 +194,9 @@ class Client:
             return WorkflowHandle(self, workflow_id)
         return WorkflowHandle(self, workflow_id, started_at=asyncio.get_running_loop().time())
 
-    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+    def get_handle(self, workflow_id: str) -> WorkflowHandle[Any]:
         """The handle of an existing workflow (its methods raise WorkflowNotFoundError if
-        there is none)."""
+        there is none); its `result()` is typed `Any`, as the workflow is not known here."""
         return WorkflowHandle(self, validate_workflow_id(workflow_id))
 
     async def describe(self, workflow_id: str) -> dict[str, Any]:
@@ -405,8 +414,8 @@ class _Deadline:
         return self._loop.time()
 
 
-class WorkflowHandle:
-    """Control and observe one workflow."""
+class WorkflowHandle(Generic[StateT]):
+    """Control and observe one workflow; `StateT` is its state type (what `result()` returns)."""
 
     # A handle whose client started the workflow this long ago or less counts on the
     # waiter its start registered (the close notice outlives the close by
@@ -455,7 +464,7 @@ class WorkflowHandle:
     async def history(self) -> list[Event]:
         return await (await self._get_client()).history(self.workflow_id)
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> StateT:
         """Wait for the workflow to end and return its final state.
 
         Raises the workflow's error (ActivityFailedError, WorkflowExecutionError,
@@ -508,7 +517,7 @@ class WorkflowHandle:
             self.workflow_id, explained.status, timeout, explained.reason
         )
 
-    async def _result_from_history(self, store: Store, deadline: _Deadline) -> Any:
+    async def _result_from_history(self, store: Store, deadline: _Deadline) -> StateT:
         """result() by reads only: XREAD BLOCK on the history until its closing event."""
         key = store.keys.history(self.workflow_id)
         # A closed workflow's history ends with its closing event and the
@@ -541,10 +550,11 @@ class WorkflowHandle:
             return {"status": Status.COMPLETED, "result": (closing.data or {}).get("result")}
         return {"status": STATUS_OF_TERMINAL_EVENT[closing.type], "error": closing.data}
 
-    def _outcome(self, info: dict[str, Any]) -> Any:
+    def _outcome(self, info: dict[str, Any]) -> StateT:
         status = info["status"]
         if status == Status.COMPLETED:
-            return info["result"]
+            state: StateT = info["result"]
+            return state
         error = info.get("error") or {}
         if status == Status.CANCELLED:
             raise WorkflowCancelledError(self.workflow_id, error.get("reason"))
@@ -666,7 +676,7 @@ async def default_client() -> Client:
     return client
 
 
-def get_handle(workflow_id: str) -> WorkflowHandle:
+def get_handle(workflow_id: str) -> WorkflowHandle[Any]:
     """The handle of an existing workflow, through the default client."""
     return WorkflowHandle(None, validate_workflow_id(workflow_id))
 

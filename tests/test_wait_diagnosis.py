@@ -59,9 +59,11 @@ async def test_with_no_worker_the_timeout_says_so_and_a_long_wait_warns_once(
 
     # A wait without a timeout says it once, after its first block (5 s, shortened here).
     monkeypatch.setattr(client_module._Deadline, "BLOCK_SECONDS", 0.2)
-    with caplog.at_level(logging.WARNING, logger="loom_redis.client"):
-        with pytest.raises(loom.WorkflowStillRunningError):
-            await handle.result(timeout=1.5)
+    with (
+        caplog.at_level(logging.WARNING, logger="loom_redis.client"),
+        pytest.raises(loom.WorkflowStillRunningError),
+    ):
+        await handle.result(timeout=1.5)
     warnings = [r.getMessage() for r in caplog.records if r.name == "loom_redis.client"]
     assert len(warnings) == 1, warnings
     assert "waiting for the result of workflow 'diagnosis-no-worker' (PENDING)" in warnings[0]
