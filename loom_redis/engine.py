@@ -220,27 +220,30 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
         for index in range(max(len(recorded), len(produced))):
             history = recorded[index] if index < len(recorded) else None
             code = produced[index] if index < len(produced) else None
+            seq = history.seq if history else code.seq if code else 0
+            step = code.step if code else self._current_step
             history_says = describe_command(history.type, history.data) if history else "nothing"
             code_did = describe_command(code.type, code.data) if code else "nothing"
-            if history_says == code_did and history is not None and code is not None:
-                difference = _value_difference(history, code)
-                if difference is None:
-                    continue
-                history_says, code_did = difference
             if history_says != code_did:
-                seq = history.seq if history else code.seq if code else 0
-                step = code.step if code else self._current_step
                 raise self._mismatch(seq, history_says, code_did, step)
+            assert history is not None and code is not None
+            difference = _value_difference(history, code)
+            if difference is not None:
+                raise self._mismatch(seq, *difference, step, VALUE_CAUSE)
         self._produced = []
 
     def _mismatch(
-        self, seq: int, history_says: str, code_did: str, step: str | None = None
+        self,
+        seq: int,
+        history_says: str,
+        code_did: str,
+        step: str | None = None,
+        cause: str = "the workflow code changed in a way its history cannot replay",
     ) -> NonDeterministicWorkflowError:
         where = f"step {step or self._current_step or '?'!r}"
         return NonDeterministicWorkflowError(
             f"workflow {self._workflow_id!r} ({self.definition.name}): {where}, seq {seq}: "
-            f"history has {history_says} but the code did {code_did}; the workflow code "
-            "changed in a way its history cannot replay"
+            f"history has {history_says} but the code did {code_did}; {cause}"
         )
 
     def _start(self, workflow_input: Any, initial_state: dict[str, Any] | None) -> None:
@@ -446,6 +449,13 @@ _COMPARED_VALUES = {
 }
 
 
+VALUE_CAUSE = (
+    "the code computed a value differently on replay: use ctx.random(), ctx.uuid4() and "
+    "ctx.now() in workflow code, and read anything else (the clock, a file, a global "
+    "that changes) in an activity"
+)
+
+
 def _value_difference(history: Event, code: Command) -> tuple[str, str] | None:
     """How the values a replayed command computed differ from the recorded ones, as
     (what history has, what the code did), or None if they are the same."""
@@ -460,9 +470,7 @@ def _value_difference(history: Event, code: Command) -> tuple[str, str] | None:
         if recorded != replayed and encode(recorded) != encode(replayed):
             return (
                 f"{what} with {name} {clip(repr(recorded), 200)}",
-                f"{what} with {name} {clip(repr(replayed), 200)} (a value computed "
-                "differently on replay: use ctx.random(), ctx.uuid4() and ctx.now() in "
-                "workflow code, and read anything else in an activity)",
+                f"{what} with {name} {clip(repr(replayed), 200)}",
             )
     return None
 
