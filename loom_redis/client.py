@@ -325,6 +325,8 @@ class Client:
         if waiting["activities"]:
             seqs = ", ".join(map(str, waiting["activities"]))
             waits.append(f"its code waits for the activities of seq {seqs}")
+        if info["task_queued"]:
+            waits.append("a workflow task of it waits for a worker or runs")
         return waits
 
     # -- dead letters ------------------------------------------------------------
@@ -631,6 +633,8 @@ def describe_meta(workflow_id: str, meta: dict[str, bytes]) -> dict[str, Any]:
             "timers": sorted(int(f[2:]) for f in meta if f.startswith("t:")),
             "signals": decode(meta["signals"]) if meta.get("signals") else [],
         },
+        # A workflow task of it is queued or running.
+        "task_queued": meta.get("wft") == b"1",
         # The dead-letter entry of its task, while one keeps it from moving.
         "dead_letter": text("dead") or None,
         "input": decode(meta.get("input")),
