@@ -227,6 +227,9 @@ async def test_redis_unreachable_masks_the_password() -> None:
     assert "secret" not in message
     assert "redis://user:***@127.0.0.1:1/0" in message
     assert "cannot reach Redis" in message
+    # One hint, in the API's words, after redis-py's reason without its full stop.
+    assert message.endswith("; pass url= or set LOOM_REDIS_URL")
+    assert ".;" not in message
     assert isinstance(caught.value, ConnectionError)
     # The same through the default client that Workflow.start uses.
     loom.configure(url=url, namespace="badin")

@@ -793,7 +793,7 @@ CASES = [
     ),
     Case(
         "signal-finished-workflow",
-        lambda env: env.client.get_handle(SUBJECT).signal("go", 1),
+        lambda env: env.client.signal(SUBJECT, "go", 1),
         loom.WorkflowExecutionError,
         ("cannot deliver signal 'go'", "workflow '{wf}' has already ended (COMPLETED)"),
         setup=finished_subject,
@@ -815,7 +815,7 @@ CASES = [
     ),
     Case(
         "cancel-finished-workflow",
-        lambda env: env.client.get_handle(SUBJECT).cancel("too late"),
+        lambda env: env.client.cancel(SUBJECT, "too late"),
         loom.WorkflowExecutionError,
         ("cannot deliver cancel", "workflow '{wf}' has already ended (COMPLETED)"),
         setup=finished_subject,
