@@ -419,10 +419,13 @@ def test_worker_takes_file_paths_and_modules_from_the_environment(
 
 
 def test_worker_with_a_bad_path_suggests_the_module_name(redis_url: str) -> None:
-    result = CliRunner().invoke(main, ["worker", "shop/flow.py", "--url", redis_url])
-    assert result.exit_code == 1, result.output
-    assert "cannot import workflow module 'shop/flow.py': no such .py file" in result.output
-    assert "a module name, such as 'shop.flow'" in result.output
+    for given in ("shop/flow.py", "./shop/flow.py", "/srv/app/shop/flow.py"):
+        result = CliRunner().invoke(main, ["worker", given, "--url", redis_url])
+        assert result.exit_code == 1, result.output
+        assert f"cannot import workflow module {given!r}: no such .py file" in result.output
+        assert "or a module name, such as '" in result.output
+    assert "such as 'shop.flow'" in CliRunner().invoke(main, ["worker", "shop/flow.py"]).output
+    assert "such as 'srv.app.shop.flow'" in result.output
 
 
 def test_worker_without_modules_says_how_to_give_them(redis_url: str) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -77,31 +78,39 @@ def test_a_module_imported_again_replaces_its_own_definitions(shop: Path) -> Non
     assert api.registered_activity("reg_make_greeting") is reloaded.make_greeting.__loom_activity__
 
 
-def test_another_workflow_under_a_taken_name_is_refused(shop: Path) -> None:
+@pytest.mark.parametrize(
+    ("source", "expected", "holder"),
+    [
+        (
+            OTHER_WORKFLOW,
+            "workflow name 'reg_Greeting' is already registered by "
+            "reg_shop.flows.GreetingWorkflow; reg_shop.other.Greeting cannot take it",
+            lambda flows: (
+                api.registered_workflow("reg_Greeting") is flows.GreetingWorkflow.__loom_workflow__
+            ),
+        ),
+        (
+            OTHER_ACTIVITY,
+            "activity name 'reg_make_greeting' is already registered by "
+            "reg_shop.flows.make_greeting; reg_shop.other.greeting_maker cannot take it",
+            lambda flows: (
+                api.registered_activity("reg_make_greeting")
+                is flows.make_greeting.__loom_activity__
+            ),
+        ),
+    ],
+    ids=["workflow", "activity"],
+)
+def test_other_code_under_a_taken_name_is_refused(
+    shop: Path, source: str, expected: str, holder: Callable[[ModuleType], bool]
+) -> None:
     flows = importlib.import_module("reg_shop.flows")
-    (shop / "other.py").write_text(OTHER_WORKFLOW)
+    (shop / "other.py").write_text(source)
     with pytest.raises(loom.WorkflowDefinitionError) as caught:
         importlib.import_module("reg_shop.other")
-    assert str(caught.value) == (
-        "workflow name 'reg_Greeting' is already registered by "
-        "reg_shop.flows.GreetingWorkflow; reg_shop.other.Greeting cannot take it: "
-        "give one of them another name"
-    )
+    assert str(caught.value) == f"{expected}: give one of them another name"
     # The first definition keeps the name.
-    assert api.registered_workflow("reg_Greeting") is flows.GreetingWorkflow.__loom_workflow__
-
-
-def test_another_activity_under_a_taken_name_is_refused(shop: Path) -> None:
-    flows = importlib.import_module("reg_shop.flows")
-    (shop / "other.py").write_text(OTHER_ACTIVITY)
-    with pytest.raises(loom.WorkflowDefinitionError) as caught:
-        importlib.import_module("reg_shop.other")
-    assert str(caught.value) == (
-        "activity name 'reg_make_greeting' is already registered by "
-        "reg_shop.flows.make_greeting; reg_shop.other.greeting_maker cannot take it: "
-        "give one of them another name"
-    )
-    assert api.registered_activity("reg_make_greeting") is flows.make_greeting.__loom_activity__
+    assert holder(flows)
 
 
 def test_a_function_that_defines_a_workflow_may_run_twice() -> None:

@@ -100,7 +100,7 @@ def _module_name(given: str) -> str:
         return given
     path = Path(given)
     if path.suffix != ".py" or not path.is_file():
-        suggestion = ".".join(path.with_suffix("").parts).lstrip(".")
+        suggestion = ".".join(p for p in path.with_suffix("").parts if p.isidentifier())
         raise click.ClickException(
             f"cannot import workflow module {given!r}: no such .py file; give the path of "
             f"a .py file or a module name, such as {suggestion!r}"
