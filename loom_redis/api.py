@@ -12,6 +12,7 @@ import inspect
 import logging
 import random
 import re
+import types
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -51,6 +52,10 @@ class ActivityDefinition:
     backoff_multiplier: float = 2.0
     max_backoff_seconds: float = 60.0
 
+    @property
+    def origin(self) -> str:
+        return _origin(self.fn)
+
 
 @dataclass(frozen=True)
 class StepDefinition:
@@ -72,10 +77,14 @@ class WorkflowDefinition:
     steps: tuple[StepDefinition, ...]
     on_nondeterminism: NondeterminismPolicy | None = None
 
+    @property
+    def origin(self) -> str:
+        return _origin(self.cls)
+
     @functools.cached_property
-    def start_checks(self) -> tuple[Any, frozenset[str], Any]:
-        """What check_start_arguments checks, worked out once (see _start_checks)."""
-        return _start_checks(self.cls)
+    def start_checks(self) -> StartChecks:
+        """What check_start_arguments checks, worked out once."""
+        return StartChecks.of(self.cls)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -91,6 +100,26 @@ class WorkflowDefinition:
 
 _WORKFLOWS: dict[str, WorkflowDefinition] = {}
 _ACTIVITIES: dict[str, ActivityDefinition] = {}
+
+
+def _origin(code: Any) -> str:
+    """Where a workflow class or an activity function is defined: module.qualname."""
+    return f"{getattr(code, '__module__', '?')}.{getattr(code, '__qualname__', code)}"
+
+
+def _register(
+    registry: dict[str, Any], kind: str, definition: WorkflowDefinition | ActivityDefinition
+) -> None:
+    """Register `definition` under its name. The same code registered again (its module
+    imported again, or reloaded) replaces itself; other code under a taken name is refused,
+    since a worker would otherwise run whichever definition was imported last."""
+    previous = registry.get(definition.name)
+    if previous is not None and previous.origin != definition.origin:
+        raise WorkflowDefinitionError(
+            f"{kind} name {definition.name!r} is already registered by {previous.origin}; "
+            f"{definition.origin} cannot take it: give one of them another name"
+        )
+    registry[definition.name] = definition
 
 
 def registered_workflow(name: str) -> WorkflowDefinition | None:
@@ -175,28 +204,78 @@ def _required_keys(tp: Any) -> set[str]:
     return required
 
 
+# The declared input types whose top level a start checks: the types msgpack carries.
+# Other classes (a dataclass, a model) and Any, TypeVars, Literal... are not checked.
+_WIRE_TYPES = (dict, list, tuple, str, bytes, int, float, bool, type(None), datetime)
+
+
+def _top_level_types(tp: Any) -> tuple[type, ...]:
+    """The classes an input declared as `tp` may be an instance of; () when the
+    declaration says nothing that can be checked."""
+    if _is_typeddict(tp):
+        return (dict,)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = [_top_level_types(arg) for arg in typing.get_args(tp)]
+        return () if not all(members) else tuple(t for m in members for t in m)
+    base = tp if origin is None else origin
+    if base not in _WIRE_TYPES:
+        return ()
+    if base is float:  # an int is a valid float (PEP 484's numeric tower)
+        return (float, int)
+    if base in (list, tuple):  # msgpack sends both as a list
+        return (list, tuple)
+    return (base,)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is None and isinstance(tp, type):
+        return "None" if tp is type(None) else tp.__qualname__
+    return repr(tp).replace("typing.", "")
+
+
+@dataclass(frozen=True)
+class StartChecks:
+    """What a workflow class's declared types let a start check."""
+
+    input_type: Any  # the declared input type (None: none declared)
+    input_classes: tuple[type, ...]  # what the input's top level may be (): anything
+    input_typeddict: Any  # the input TypedDict, or None
+    required: frozenset[str]  # its required keys
+    state_typeddict: Any  # the state TypedDict, or None
+
+    @classmethod
+    def of(cls, workflow_cls: type) -> StartChecks:
+        input_type, state_type = declared_types(workflow_cls)
+        typed = input_type if _is_typeddict(input_type) else None
+        return cls(
+            input_type=input_type,
+            input_classes=() if input_type is None else _top_level_types(input_type),
+            input_typeddict=typed,
+            required=frozenset(_required_keys(typed)) if typed is not None else frozenset(),
+            state_typeddict=state_type if _is_typeddict(state_type) else None,
+        )
+
+
 def check_start_arguments(
     definition: WorkflowDefinition, workflow_input: Any, initial_state: Any
 ) -> None:
-    """Refuse, naming the keys, an input that does not match the workflow's input
-    TypedDict (a required key missing, an unknown key), or an initial state with keys
-    its state TypedDict does not declare. Only the keys are checked, not their values."""
-    input_type, required, state_type = definition.start_checks
-    if input_type is not None:
-        _check_keys(definition, "input", input_type, workflow_input, required)
-    if initial_state is not None and state_type is not None:
+    """Refuse an input whose top-level type contradicts the workflow's declared input
+    type (a list for a dict; element types are not checked), or that does not match its
+    input TypedDict (a required key missing, an unknown key), or an initial state with
+    keys its state TypedDict does not declare. Of a TypedDict, only the keys are checked."""
+    checks = definition.start_checks
+    if checks.input_typeddict is not None:
+        _check_keys(definition, "input", checks.input_typeddict, workflow_input, checks.required)
+    elif checks.input_classes and not isinstance(workflow_input, checks.input_classes):
+        raise WorkflowInputError(
+            f"input of workflow {definition.name!r} must be {_type_name(checks.input_type)}, "
+            f"the input type its class {definition.cls.__qualname__} declares; "
+            f"got {type(workflow_input).__name__} {workflow_input!r:.80}"
+        )
+    if initial_state is not None and checks.state_typeddict is not None:
         # A state fills up as the steps run: its keys may all be absent at the start.
-        _check_keys(definition, "initial state", state_type, initial_state, frozenset())
-
-
-def _start_checks(cls: type) -> tuple[Any, frozenset[str], Any]:
-    """The input TypedDict of a workflow class (None if it declares none) with its
-    required keys, and its state TypedDict (or None)."""
-    input_type, state_type = declared_types(cls)
-    state = state_type if _is_typeddict(state_type) else None
-    if not _is_typeddict(input_type):
-        return None, frozenset(), state
-    return input_type, frozenset(_required_keys(input_type)), state
+        _check_keys(definition, "initial state", checks.state_typeddict, initial_state, frozenset())
 
 
 def _check_keys(
@@ -287,8 +366,8 @@ def activity(
             backoff_multiplier=backoff_multiplier,
             max_backoff_seconds=max_backoff_seconds,
         )
+        _register(_ACTIVITIES, "activity", definition)
         func.__loom_activity__ = definition  # type: ignore[attr-defined]
-        _ACTIVITIES[definition.name] = definition
         return func
 
     return decorate(fn) if fn is not None else decorate
@@ -362,8 +441,8 @@ def workflow(
             steps=tuple(steps),
             on_nondeterminism=on_nondeterminism,
         )
+        _register(_WORKFLOWS, "workflow", definition)
         cls.__loom_workflow__ = definition  # type: ignore[attr-defined]
-        _WORKFLOWS[definition.name] = definition
         return cls
 
     return decorate

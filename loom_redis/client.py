@@ -55,6 +55,8 @@ PROGRESS_FIELDS = (
     "created",
 )
 
+logger = logging.getLogger("loom_redis.client")
+
 _settings: dict[str, str | None] = {"url": None, "namespace": None}
 
 
@@ -198,6 +200,19 @@ class Client:
         """The handle of an existing workflow (its methods raise WorkflowNotFoundError if
         there is none); its `result()` is typed `Any`, as the workflow is not known here."""
         return WorkflowHandle(self, validate_workflow_id(workflow_id))
+
+    async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        """Send signal `name` with `payload` to a workflow. Unlike `handle.signal`, raises
+        WorkflowExecutionError if the workflow has already ended."""
+        ended = await self.get_handle(workflow_id)._deliver_signal(name, payload)
+        _raise_ended(workflow_id, ended, f"signal {name!r}")
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
+        """Request cancellation of a workflow (a repeated request is ignored). Unlike
+        `handle.cancel`, raises WorkflowExecutionError if the workflow has already ended
+        otherwise than cancelled."""
+        ended = await self.get_handle(workflow_id)._deliver_cancel(reason)
+        _raise_ended(workflow_id, ended, "cancel")
 
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         """The workflow's meta: name, status, queue, owner, step, timestamps, result/error."""
@@ -563,18 +578,39 @@ class WorkflowHandle(Generic[StateT]):
         raise error_from_record(self.workflow_id, error)
 
     async def signal(self, name: str, payload: Any = None) -> None:
-        """Send signal `name` with `payload`; `wait_for_signal(name)` in the workflow gets it."""
+        """Send signal `name` with `payload`; `wait_for_signal(name)` in the workflow gets it.
+
+        On a workflow that has already ended it logs a warning and returns, as Loom's
+        handle does (`Client.signal` and `loom signal` raise there instead).
+        """
+        ended = await self._deliver_signal(name, payload)
+        if ended is not None:
+            _warn_ended(self.workflow_id, ended, f"signal {name!r}")
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Request cancellation: the workflow's code gets asyncio.CancelledError where it
+        waits, and the workflow ends CANCELLED. A second request is ignored.
+
+        On a workflow that has already ended otherwise it logs a warning and returns, as
+        Loom's handle does (`Client.cancel` and `loom cancel` raise there instead).
+        """
+        ended = await self._deliver_cancel(reason)
+        if ended is not None:
+            _warn_ended(self.workflow_id, ended, "cancel")
+
+    async def _deliver_signal(self, name: str, payload: Any) -> str | None:
+        """Deliver a signal; the status of the workflow if it has already ended, else None."""
         # Refused here, naming the signal, before anything is read or written.
         encode(payload, what=f"payload of signal {name!r} to workflow {self.workflow_id!r}")
         store = await (await self._get_client())._connected()
         outcome, status = await store.deliver_external(
             self.workflow_id, EventType.SIGNAL_RECEIVED, {"name": name, "payload": payload}
         )
-        self._check_delivered(outcome, status, f"signal {name!r}")
+        return self._ended(outcome, status)
 
-    async def cancel(self, reason: str | None = None) -> None:
-        """Request cancellation: the workflow's code gets asyncio.CancelledError where it
-        waits, and the workflow ends CANCELLED. A second request is ignored."""
+    async def _deliver_cancel(self, reason: str | None) -> str | None:
+        """Request cancellation; the status of the workflow if it has already ended
+        otherwise than cancelled, else None."""
         store = await (await self._get_client())._connected()
         outcome, status = await store.deliver_external(
             self.workflow_id,
@@ -584,18 +620,26 @@ class WorkflowHandle(Generic[StateT]):
         )
         # A repeated cancel is harmless, also once the first one has taken effect.
         if outcome == "duplicate" or (outcome == "closed" and status == Status.CANCELLED):
-            return
-        self._check_delivered(outcome, status, "cancel")
+            return None
+        return self._ended(outcome, status)
 
-    def _check_delivered(self, outcome: str, status: str, what: str) -> None:
+    def _ended(self, outcome: str, status: str) -> str | None:
         if outcome == "missing":
             raise WorkflowNotFoundError(self.workflow_id)
-        if outcome == "closed":
-            raise WorkflowExecutionError(
-                f"cannot deliver {what}: workflow {self.workflow_id!r} has already ended "
-                f"({status})",
-                self.workflow_id,
-            )
+        return status if outcome == "closed" else None
+
+
+def _ended_message(workflow_id: str, status: str, what: str) -> str:
+    return f"cannot deliver {what}: workflow {workflow_id!r} has already ended ({status})"
+
+
+def _warn_ended(workflow_id: str, status: str, what: str) -> None:
+    logger.warning("%s; nothing was sent", _ended_message(workflow_id, status, what))
+
+
+def _raise_ended(workflow_id: str, status: str | None, what: str) -> None:
+    if status is not None:
+        raise WorkflowExecutionError(_ended_message(workflow_id, status, what), workflow_id)
 
 
 def _utc(ms: int) -> str:

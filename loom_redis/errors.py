@@ -14,7 +14,15 @@ class ConfigurationError(LoomError, ValueError):
 
 
 class RedisUnavailableError(LoomError, ConnectionError):
-    """The Redis server cannot be reached or is not supported."""
+    """The Redis server cannot be reached or is not supported.
+
+    `reason` is the message without the hint on where the URL comes from, which
+    `names_url` adds in the words of the Python API (the CLI puts its own there)."""
+
+    def __init__(self, reason: str, *, names_url: bool = False) -> None:
+        super().__init__(f"{reason}; pass url= or set LOOM_REDIS_URL" if names_url else reason)
+        self.reason = reason
+        self.names_url = names_url
 
 
 class RedisAuthenticationError(RedisUnavailableError):

@@ -31,7 +31,7 @@ from loom_redis import api
 from loom_redis.cli import main
 from loom_redis.events import TERMINAL_TYPES, EventType
 from loom_redis.store import Store
-from loom_redis.testing import free_port, running_worker
+from loom_redis.testing import free_port, isolated_registry, running_worker
 from loom_redis.worker import Worker
 
 pytestmark = pytest.mark.anyio
@@ -110,16 +110,16 @@ class WaitForGo(loom.Workflow[dict, dict]):
         await ctx.state.set("got", got)
 
 
-@loom.workflow(name="cat_Unregistered")
-class Unregistered(loom.Workflow[dict, dict]):
-    """Can be started (the class carries its definition); no worker knows its code."""
+with isolated_registry():
 
-    @loom.step()
-    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
-        pass
+    @loom.workflow(name="cat_Unregistered")
+    class Unregistered(loom.Workflow[dict, dict]):
+        """Can be started (the class carries its definition); no worker knows its code."""
 
+        @loom.step()
+        async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+            pass
 
-api._WORKFLOWS.pop("cat_Unregistered")
 
 Ctx = loom.WorkflowContext[dict, dict]
 
@@ -796,7 +796,7 @@ CASES = [
     ),
     Case(
         "signal-finished-workflow",
-        lambda env: env.client.get_handle(SUBJECT).signal("go", 1),
+        lambda env: env.client.signal(SUBJECT, "go", 1),
         loom.WorkflowExecutionError,
         ("cannot deliver signal 'go'", "workflow '{wf}' has already ended (COMPLETED)"),
         setup=finished_subject,
@@ -818,7 +818,7 @@ CASES = [
     ),
     Case(
         "cancel-finished-workflow",
-        lambda env: env.client.get_handle(SUBJECT).cancel("too late"),
+        lambda env: env.client.cancel(SUBJECT, "too late"),
         loom.WorkflowExecutionError,
         ("cannot deliver cancel", "workflow '{wf}' has already ended (COMPLETED)"),
         setup=finished_subject,

@@ -4,12 +4,16 @@ cancel, `python -m loom_redis`, and the errors of a bad module or an unreachable
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ from click.testing import CliRunner, Result
 
 import loom_redis as loom
 from loom_redis.cli import main
-from loom_redis.testing import free_port, running_worker
+from loom_redis.testing import free_port, isolated_registry, running_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,6 +215,57 @@ def test_list_inspect_and_stats(lm: Loom, worker: None) -> None:
     assert "COMPLETED  2" in result.output
 
 
+WHEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+
+
+def test_loom_spellings_stats_json_and_times_with_their_zone(lm: Loom, worker: None) -> None:
+    done = [lm.start(QuickWorkflow, {"value": n}, f"spell-{n}") for n in (1, 2)]
+    for handle in done:
+        lm.call(handle.result, 10)
+    cancelled = lm.start(WaitWorkflow, {}, "spell-cancelled")
+    lm.call(cancelled.cancel)
+    with pytest.raises(loom.WorkflowCancelledError):
+        lm.call(cancelled.result, 10)
+
+    def listed(*args: str) -> list[str]:
+        return [row["workflow_id"] for row in json.loads(lm.cli("list", *args, "--json").output)]
+
+    # Loom's short flags, and a status in any case or Loom's spelling.
+    for spelling in ("completed", "Completed", "COMPLETED"):
+        assert listed("-s", spelling) == ["spell-2", "spell-1"]
+    assert listed("--status", "completed", "-l", "1") == ["spell-2"]
+    for spelling in ("canceled", "CANCELED", "cancelled"):
+        assert listed("--status", spelling) == ["spell-cancelled"]
+    assert listed("-l", "2") == ["spell-cancelled", "spell-2"]
+
+    counts = json.loads(lm.cli("stats", "--json").output)
+    assert counts == {
+        "PENDING": 0,
+        "RUNNING": 0,
+        "SUSPENDED": 0,
+        "COMPLETED": 2,
+        "FAILED": 0,
+        "CANCELLED": 1,
+    }
+
+    # Every time printed carries its zone.
+    rows = lm.cli("list").output.splitlines()[1:]
+    assert len(rows) == 3 and all(WHEN.search(row) and row.endswith(" UTC") for row in rows)
+    shown = lm.cli("inspect", "spell-1", "--events").output.splitlines()
+    fields = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in shown if line[0] != " "}
+    assert WHEN.fullmatch(fields["started"]) and WHEN.fullmatch(fields["closed"])
+    events = [line for line in shown if line.startswith("  ")]
+    assert events and all(WHEN.match(line.strip()) for line in events)
+    assert lm.cli("inspect", "spell-1", "--no-events").output.count("UTC") == 2
+
+
+def test_version_is_the_package_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"loom-redis, version {loom.__version__}\n"
+    assert importlib.metadata.version("loom-redis") == loom.__version__
+
+
 # -- signal and cancel ---------------------------------------------------------------------
 
 
@@ -228,8 +283,15 @@ def test_signal_reaches_a_waiting_workflow(lm: Loom, worker: None) -> None:
     received = [e.data for e in lm.call(handle.history) if e.type == "SIGNAL_RECEIVED"]
     assert received == [{"name": "name", "payload": {"a": 1}}]
 
+    # A person is told that nothing was delivered (the handle only logs a warning).
     ended = lm.cli("signal", "signal-me", "name", "1", code=1)
-    assert "already ended" in ended.output
+    assert "cannot deliver signal 'name': workflow 'signal-me' has already ended (COMPLETED)" in (
+        ended.output
+    )
+    ended = lm.cli("cancel", "signal-me", code=1)
+    assert "cannot deliver cancel: workflow 'signal-me' has already ended (COMPLETED)" in (
+        ended.output
+    )
     missing = lm.cli("signal", "nobody", "name", code=1)
     assert "not found" in missing.output
 
@@ -282,13 +344,113 @@ def test_worker_with_a_module_that_fails_to_import(tmp_path: Path, redis_url: st
     assert "Traceback" not in broken.stderr
 
 
+FLOWS = """
+import loom_redis as loom
+
+
+@loom.activity(name="cli_path_double")
+async def double(n: int) -> int:
+    return 2 * n
+
+
+@loom.workflow(name="cli_PathFlow")
+class PathFlow(loom.Workflow[dict, dict]):
+    @loom.step()
+    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+        await ctx.state.set("doubled", await ctx.activity(double, ctx.input["n"]))
+"""
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Iterator[tuple[Path, type]]:
+    """FLOWS written to shop/flows.py in a package `shop` under tmp_path, and its
+    workflow class loaded in this process (to start it) without registering it here."""
+    package = tmp_path / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    path = package / "flows.py"
+    path.write_text(FLOWS)
+    spec = importlib.util.spec_from_file_location("cli_shop_flows", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with isolated_registry():
+        spec.loader.exec_module(module)
+    yield tmp_path, module.PathFlow
+
+
+@contextmanager
+def worker_process(
+    lm: Loom, *modules: str, cwd: Path, **env: str
+) -> Iterator[subprocess.Popen[str]]:
+    """`python -m loom_redis worker MODULES...` in `cwd`, terminated on exit."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
+    environment.update(env)
+    command = [sys.executable, "-m", "loom_redis", "worker", *modules]
+    command += ["--url", lm.url, "--namespace", lm.namespace, "--poll-interval", "0.2"]
+    process = subprocess.Popen(command, cwd=cwd, env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "cwd", "env"),
+    [
+        ("flows.py", "shop", {}),  # shop is a package: imported as shop.flows
+        ("./shop/flows.py", ".", {}),
+        ("ABSOLUTE", "/", {}),
+        ("", ".", {"LOOM_WORKER_MODULES": "shop.flows, shop"}),
+        ("", ".", {"LOOM_WORKER_MODULES": "shop.flows"}),
+    ],
+)
+def test_worker_takes_file_paths_and_modules_from_the_environment(
+    lm: Loom, flows: tuple[Path, type], given: str, cwd: str, env: dict[str, str]
+) -> None:
+    root, workflow = flows
+    if given == "ABSOLUTE":
+        given = str(root / "shop" / "flows.py")
+    modules = [given] if given else []
+    with worker_process(lm, *modules, cwd=root / cwd if cwd != "/" else Path("/"), **env):
+        handle = lm.start(workflow, {"n": 21}, f"path-{len(given)}-{len(env)}")
+        assert lm.call(handle.result, 30) == {"doubled": 42}
+
+
+def test_worker_with_a_bad_path_suggests_the_module_name(redis_url: str) -> None:
+    for given in ("shop/flow.py", "./shop/flow.py", "/srv/app/shop/flow.py"):
+        result = CliRunner().invoke(main, ["worker", given, "--url", redis_url])
+        assert result.exit_code == 1, result.output
+        assert f"cannot import workflow module {given!r}: no such .py file" in result.output
+        assert "or a module name, such as '" in result.output
+    assert "such as 'shop.flow'" in CliRunner().invoke(main, ["worker", "shop/flow.py"]).output
+    assert "such as 'srv.app.shop.flow'" in result.output
+
+
+def test_worker_without_modules_says_how_to_give_them(redis_url: str) -> None:
+    result = CliRunner().invoke(
+        main, ["worker", "--url", redis_url], env={"LOOM_WORKER_MODULES": None}
+    )
+    assert result.exit_code == 2, result.output
+    assert "no workflow modules" in result.output
+    assert "loom worker myapp.workflows" in result.output
+    assert "LOOM_WORKER_MODULES" in result.output
+
+
 def test_unreachable_url_is_a_clear_error_with_the_password_masked() -> None:
     url = f"redis://admin:s3cr3t-pw@127.0.0.1:{free_port()}/0"
-    for args in (["list", "--url", url], ["worker", "--url", url, "--namespace", "x"]):
+    for args in (
+        ["list", "--url", url],
+        ["worker", "tests.test_smoke", "--url", url, "--namespace", "x"],
+    ):
         result = run_module(*args)
         output = result.stdout + result.stderr
         assert result.returncode == 1, output
         assert "cannot reach Redis" in output
+        # The hint in the words of the command line, after the reason's own words.
+        assert "; pass --url or set LOOM_REDIS_URL" in output
+        assert "url=" not in output and ".;" not in output
         assert "redis://admin:***@127.0.0.1" in output
         assert "s3cr3t-pw" not in output
         assert "Traceback" not in output
@@ -300,6 +462,7 @@ def test_unreachable_url_is_a_clear_error_with_the_password_masked() -> None:
     assert "s3cr3t-pw" not in output
     assert "***" in output
     assert "Traceback" not in output
+    assert "; pass --url or set LOOM_REDIS_URL" in output
 
 
 def test_invalid_url_is_a_clear_error() -> None:
@@ -313,6 +476,7 @@ def test_invalid_url_is_a_clear_error() -> None:
     ("args", "named"),
     [
         (["list", "--status", "bogus"], "--status"),
+        (["list", "-l", "0"], "--limit"),
         (["worker", "--concurrency", "0"], "--concurrency"),
         (["worker", "-w", "-3"], "--workers"),
         (["worker", "--lease", "0"], "--lease"),

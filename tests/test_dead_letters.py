@@ -8,9 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 import loom_redis as loom
-from loom_redis.api import _ACTIVITIES
 from loom_redis.cli import main
-from loom_redis.testing import running_worker
+from loom_redis.testing import isolated_registry, running_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -34,34 +33,36 @@ async def _wait_for_dead_letters(client: loom.Client, count: int) -> list[dict[s
 async def test_unknown_activity_is_dead_lettered_then_redriven(
     client: loom.Client, redis_url: str, namespace: str
 ) -> None:
-    _ACTIVITIES.pop(LATE_ACTIVITY, None)
-    async with running_worker(redis_url, namespace, unregistered_grace_seconds=0):
-        handle = await CallsAnActivityByName.start({"n": 20})
-        [dead] = await _wait_for_dead_letters(client, 1)
-        assert dead["kind"] == "activity"
-        assert dead["workflow_id"] == handle.workflow_id
-        reason = str(dead["reason"])
-        assert (
-            f"no live worker of queue 'default' has registered activity {LATE_ACTIVITY!r}" in reason
-        )
-        assert await handle.status() == "RUNNING"
-
-        # The CLI runs its own event loop, so it runs in a thread here.
-        listed = await anyio.to_thread.run_sync(
-            lambda: CliRunner().invoke(
-                main, ["dead", "list", "--url", redis_url, "--namespace", namespace]
+    # What the test registers (the fix below) is forgotten after it.
+    with isolated_registry():
+        async with running_worker(redis_url, namespace, unregistered_grace_seconds=0):
+            handle = await CallsAnActivityByName.start({"n": 20})
+            [dead] = await _wait_for_dead_letters(client, 1)
+            assert dead["kind"] == "activity"
+            assert dead["workflow_id"] == handle.workflow_id
+            reason = str(dead["reason"])
+            assert (
+                f"no live worker of queue 'default' has registered activity {LATE_ACTIVITY!r}"
+                in reason
             )
-        )
-        assert listed.exit_code == 0, listed.output
-        assert str(dead["id"]) in listed.output and LATE_ACTIVITY in listed.output
+            assert await handle.status() == "RUNNING"
 
-        # The fix is deployed: the activity exists now, and the task goes back.
-        @loom.activity(name=LATE_ACTIVITY)
-        async def late_activity(n: int) -> int:
-            return n + 1
+            # The CLI runs its own event loop, so it runs in a thread here.
+            listed = await anyio.to_thread.run_sync(
+                lambda: CliRunner().invoke(
+                    main, ["dead", "list", "--url", redis_url, "--namespace", namespace]
+                )
+            )
+            assert listed.exit_code == 0, listed.output
+            assert str(dead["id"]) in listed.output and LATE_ACTIVITY in listed.output
 
-        assert await client.redrive(str(dead["id"])) == "ok"
-        assert await handle.result(timeout=10) == {"answer": 21}
+            # The fix is deployed: the activity exists now, and the task goes back.
+            @loom.activity(name=LATE_ACTIVITY)
+            async def late_activity(n: int) -> int:
+                return n + 1
+
+            assert await client.redrive(str(dead["id"])) == "ok"
+            assert await handle.result(timeout=10) == {"answer": 21}
     assert await client.dead_letters() == []
     events = [e.type for e in await handle.history()]
     assert events.count(loom.EventType.ACTIVITY_SCHEDULED) == 1

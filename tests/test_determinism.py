@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 import loom_redis as loom
-from loom_redis.testing import running_worker
+from loom_redis.testing import isolated_registry, running_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -160,7 +160,8 @@ class ClockWorkflow(loom.Workflow[dict, dict]):
         await ctx.activity(fine)
         await ctx.state.set("at", str(helper()))
 """
-    exec(compile(source, f"clock_{clock}.py", "exec"), namespace)
+    with isolated_registry():
+        exec(compile(source, f"clock_{clock}.py", "exec"), namespace)
 
 
 @pytest.mark.parametrize(

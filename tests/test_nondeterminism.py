@@ -3,14 +3,12 @@ the workflow with NonDeterministicWorkflowError, or suspends it until fixed code
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
 
 import loom_redis as loom
 from loom_redis import api
-from loom_redis.testing import running_worker
+from loom_redis.testing import isolated_registry, running_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +46,8 @@ ORIGINAL = OrderWorkflow.__loom_workflow__  # type: ignore[attr-defined]
 
 
 def register_changed_code(on_nondeterminism: api.NondeterminismPolicy | None = None) -> None:
-    """Re-register NAME with code that calls another activity before the wait."""
+    """Register NAME with code that calls another activity before the wait (inside an
+    isolated_registry(without=[NAME]) block, where NAME is free)."""
 
     @loom.workflow(name=NAME, on_nondeterminism=on_nondeterminism)
     class ChangedOrderWorkflow(loom.Workflow[dict, dict]):
@@ -62,17 +61,6 @@ def register_changed_code(on_nondeterminism: api.NondeterminismPolicy | None = N
             await ctx.state.set("done", True)
 
     assert api.registered_workflow(NAME) is not ORIGINAL
-
-
-def restore_original_code() -> None:
-    api._WORKFLOWS[NAME] = ORIGINAL
-
-
-@pytest.fixture(autouse=True)
-def original_code() -> Iterator[None]:
-    restore_original_code()
-    yield
-    restore_original_code()
 
 
 def of_type(history: list[loom.Event], event_type: str) -> list[loom.Event]:
@@ -106,11 +94,13 @@ async def test_changed_code_fails_with_nondeterministic_error(
     assert len(scheduled) == 1
     seq = scheduled[0].seq
 
-    register_changed_code()
-    async with running_worker(redis_url, namespace):
-        await handle.signal("approve", "boss")
-        with pytest.raises(loom.NonDeterministicWorkflowError) as caught:
-            await handle.result(timeout=10)
+    with isolated_registry(without=[NAME]):
+        register_changed_code()
+        async with running_worker(redis_url, namespace):
+            await handle.signal("approve", "boss")
+            with pytest.raises(loom.NonDeterministicWorkflowError) as caught:
+                await handle.result(timeout=10)
+    assert api.registered_workflow(NAME) is ORIGINAL
     message = str(caught.value)
     assert "'nondet-fail'" in message
     assert "step 'prepare'" in message
@@ -142,24 +132,25 @@ async def test_suspended_workflow_resumes_when_the_code_is_fixed(
         )
         await wait_until_waiting(handle)
 
-        register_changed_code("suspend" if where == "workflow" else None)
-        await handle.signal("approve", "first")
-        await wait_for_status(handle, "SUSPENDED")
-        info = await handle.describe()
-        assert info["error"]["type"] == "NonDeterministicWorkflowError"
-        assert "history has ACTIVITY_SCHEDULED(nondet_reserve)" in info["error"]["message"]
-        assert "the code did ACTIVITY_SCHEDULED(nondet_charge)" in info["error"]["message"]
-        suspended_history = await handle.history()
-        # A signal sent while suspended is kept.
-        await handle.signal("approve", "second")
-        # Retries with the broken code keep it suspended and append nothing of theirs.
-        await anyio.sleep(0.3)
-        assert await handle.status() == "SUSPENDED"
-        history = await handle.history()
-        assert len(history) == len(suspended_history) + 1
-        assert str(history[-1].type) == "SIGNAL_RECEIVED"
+        with isolated_registry(without=[NAME]):
+            register_changed_code("suspend" if where == "workflow" else None)
+            await handle.signal("approve", "first")
+            await wait_for_status(handle, "SUSPENDED")
+            info = await handle.describe()
+            assert info["error"]["type"] == "NonDeterministicWorkflowError"
+            assert "history has ACTIVITY_SCHEDULED(nondet_reserve)" in info["error"]["message"]
+            assert "the code did ACTIVITY_SCHEDULED(nondet_charge)" in info["error"]["message"]
+            suspended_history = await handle.history()
+            # A signal sent while suspended is kept.
+            await handle.signal("approve", "second")
+            # Retries with the broken code keep it suspended and append nothing of theirs.
+            await anyio.sleep(0.3)
+            assert await handle.status() == "SUSPENDED"
+            history = await handle.history()
+            assert len(history) == len(suspended_history) + 1
+            assert str(history[-1].type) == "SIGNAL_RECEIVED"
 
-        restore_original_code()
+        # The fixed code is deployed: the block gave NAME its original definition back.
         result = await handle.result(timeout=10)
 
     assert result == {"reserved": "reserved B2", "approvals": ["first", "second"], "done": True}

@@ -613,7 +613,15 @@ async def test_dashboard_user_reads_but_cannot_start_signal_cancel_or_run(
     # The CLI: reading commands work; cancel and worker are clear errors (no traceback).
     with anyio.fail_after(60):
         process = await anyio.run_process(
-            [sys.executable, "-m", "loom_redis", "worker", "--namespace", namespace],
+            [
+                sys.executable,
+                "-m",
+                "loom_redis",
+                "worker",
+                "tests.test_smoke",
+                "--namespace",
+                namespace,
+            ],
             check=False,
             cwd=ROOT,
             env={**os.environ, "LOOM_REDIS_URL": url},

@@ -4,6 +4,7 @@ time that replays, cancellation, and the errors of signalling a closed or unknow
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -356,19 +357,30 @@ async def test_cancel_twice_while_running_records_one_request(
     assert of_type(history, "TIMER_STARTED") == []
 
 
-async def test_signal_to_a_finished_workflow_raises(
-    client: loom.Client, redis_url: str, namespace: str
+async def test_signal_and_cancel_of_a_finished_workflow_warn_on_the_handle(
+    client: loom.Client, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_worker(redis_url, namespace):
         handle = await WaitWorkflow.start({})
         await handle.signal("approve", {"by": "x"})
         await handle.result(timeout=10)
     before = await handle.history()
-    with pytest.raises(loom.WorkflowExecutionError, match="already ended"):
+    wid = handle.workflow_id
+    # As Loom's handle: no error, a warning that names the workflow and its status.
+    with caplog.at_level(logging.WARNING, logger="loom_redis.client"):
         await handle.signal("approve", {"by": "late"})
-    # Cancelling a finished workflow is an error too, and neither wrote anything.
-    with pytest.raises(loom.WorkflowExecutionError, match="COMPLETED"):
-        await handle.cancel()
+        await handle.cancel(reason="too late")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot deliver signal 'approve': workflow {wid!r} has already ended (COMPLETED); "
+        "nothing was sent",
+        f"cannot deliver cancel: workflow {wid!r} has already ended (COMPLETED); nothing was sent",
+    ]
+    # The client's own methods raise.
+    with pytest.raises(loom.WorkflowExecutionError, match="already ended \\(COMPLETED\\)"):
+        await client.signal(wid, "approve", {"by": "late"})
+    with pytest.raises(loom.WorkflowExecutionError, match="cannot deliver cancel"):
+        await client.cancel(wid)
+    # Nothing was written.
     assert await handle.history() == before
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import loom_redis as loom
 from loom_redis import client as client_module
 from loom_redis.cli import main
-from loom_redis.testing import running_worker
+from loom_redis.testing import isolated_registry, running_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -124,10 +124,12 @@ async def test_a_dead_lettered_task_shows_in_the_timeout_status_and_inspect(
         [waiting] = [line for line in inspected.output.splitlines() if line.startswith("waiting")]
         assert "dead-letter stream" in waiting and str(entry["id"]) in waiting
 
-        @loom.activity(name=MISSING_ACTIVITY)
-        async def missing() -> int:
-            return 42
+        with isolated_registry():  # the fix, deployed for this test only
 
-        assert await client.redrive(str(entry["id"])) == "ok"
-        assert (await handle.describe())["dead_letter"] is None
-        assert await handle.result(timeout=10) == {"answer": 42}
+            @loom.activity(name=MISSING_ACTIVITY)
+            async def missing() -> int:
+                return 42
+
+            assert await client.redrive(str(entry["id"])) == "ok"
+            assert (await handle.describe())["dead_letter"] is None
+            assert await handle.result(timeout=10) == {"answer": 42}

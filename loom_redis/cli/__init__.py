@@ -6,14 +6,17 @@ import datetime as dt
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import click
 
+from .. import __version__
 from ..client import Client, default_namespace, default_url
 from ..errors import LoomError, RedisAuthenticationError, RedisUnavailableError
 from ..events import Status
@@ -36,20 +39,32 @@ namespace_option = click.option(
     default=None,
     help="Namespace (env LOOM_NAMESPACE, default 'default').",
 )
+limit_option = click.option(
+    "-l", "--limit", type=click.IntRange(min=1), default=50, show_default=True
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return anyio.run(fn)
     except LoomError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_message(exc)) from None
     except BaseExceptionGroup as group:
         # A loom error raised inside a task group (the worker's startup, e.g. a missing
         # ACL permission) is as clear an error as one raised outside: no traceback.
         matched, rest = group.split(LoomError)
         if matched is None or rest is not None:
             raise
-        raise click.ClickException(str(_first_leaf(matched))) from None
+        raise click.ClickException(_message(_first_leaf(matched))) from None
+
+
+def _message(error: BaseException) -> str:
+    """The error's message, in the words of the command line: where Python is told
+    `url=`, a command is told `--url`."""
+    if isinstance(error, RedisUnavailableError) and error.names_url:
+        return f"{error.reason}; {CLI_URL_HINT}"
+    return str(error)
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -58,18 +73,62 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
+CLI_URL_HINT = "pass --url or set LOOM_REDIS_URL"
+MODULES_ENV = "LOOM_WORKER_MODULES"
+
+
+def _worker_modules(modules: tuple[str, ...]) -> tuple[str, ...]:
+    """The MODULES arguments, else those of LOOM_WORKER_MODULES (comma or space
+    separated): a worker that registers nothing would dead-letter every task."""
+    if modules:
+        return modules
+    listed = tuple(os.environ.get(MODULES_ENV, "").replace(",", " ").split())
+    if not listed:
+        raise click.UsageError(
+            "no workflow modules: pass the modules that define your workflows and "
+            f"activities (loom worker myapp.workflows) or set {MODULES_ENV} "
+            "(comma or space separated)"
+        )
+    return listed
+
+
+def _module_name(given: str) -> str:
+    """The module to import for a MODULES item: a module name as it is, or the path of a
+    .py file (greeting.py, ./flows/greeting.py), whose directory goes on sys.path (the
+    directory above its package, when it is in one)."""
+    if not (given.endswith(".py") or "/" in given or os.sep in given):
+        return given
+    path = Path(given)
+    if path.suffix != ".py" or not path.is_file():
+        suggestion = ".".join(p for p in path.with_suffix("").parts if p.isidentifier())
+        raise click.ClickException(
+            f"cannot import workflow module {given!r}: no such .py file; give the path of "
+            f"a .py file or a module name, such as {suggestion!r}"
+        )
+    path = path.resolve()
+    parts = [path.stem]
+    directory = path.parent
+    while (directory / "__init__.py").is_file():
+        parts.insert(0, directory.name)
+        directory = directory.parent
+    sys.path.insert(0, str(directory))
+    return ".".join(parts)
+
+
 def _import_modules(modules: tuple[str, ...]) -> None:
     sys.path.insert(0, ".")
-    for module in modules:
+    for given in modules:
+        module = _module_name(given)
         try:
             importlib.import_module(module)
         except Exception as exc:
             raise click.ClickException(
-                f"cannot import workflow module {module!r}: {type(exc).__name__}: {exc}"
+                f"cannot import workflow module {given!r}: {type(exc).__name__}: {exc}"
             ) from None
 
 
 @click.group()
+@click.version_option(__version__, prog_name="loom-redis")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """loom-redis: durable workflows on Redis Streams."""
@@ -131,6 +190,7 @@ def _check_queues(_ctx: Any, _param: Any, queues: tuple[str, ...]) -> tuple[str,
     help="Task queue(s) (default 'default').",
 )
 @click.option(
+    "-p",
     "--poll-interval",
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
@@ -214,8 +274,9 @@ def worker(
     unregistered_grace: float,
     wait_for_redis: float,
 ) -> None:
-    """Run a worker for the workflows and activities defined in MODULES."""
-    _import_modules(modules)
+    """Run a worker for the workflows and activities defined in MODULES (module names or
+    .py paths; else env LOOM_WORKER_MODULES)."""
+    _import_modules(_worker_modules(modules))
 
     async def go() -> None:
         store = await _open_when_reachable(
@@ -270,7 +331,9 @@ async def _open_when_reachable(url: str, namespace: str, patience: float) -> Sto
                 anyio.current_time() + delay > deadline
             ):
                 raise
-            logging.getLogger("loom_redis.worker").warning("%s; retrying in %.1fs", exc, delay)
+            logging.getLogger("loom_redis.worker").warning(
+                "%s; retrying in %.1fs", _message(exc), delay
+            )
             await anyio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -280,22 +343,30 @@ def _client(url: str | None, namespace: str | None) -> Client:
 
 
 def _when(ms: int | None) -> str:
+    """A time as every command prints it: UTC, saying so."""
     if not ms:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _loom_status(_ctx: Any, _param: Any, status: str | None) -> str | None:
+    # Loom spells it CANCELED.
+    return str(Status.CANCELLED) if status == "CANCELED" else status
 
 
 @main.command(name="list")
 @url_option
 @namespace_option
 @click.option(
+    "-s",
     "--status",
-    type=click.Choice([str(s) for s in Status], case_sensitive=False),
+    type=click.Choice([*map(str, Status), "CANCELED"], case_sensitive=False),
+    callback=_loom_status,
     default=None,
-    help="Only this status.",
+    help="Only this status (any case).",
 )
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@limit_option
+@json_option
 def list_(
     url: str | None, namespace: str | None, status: str | None, limit: int, as_json: bool
 ) -> None:
@@ -309,7 +380,7 @@ def list_(
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return
-    click.echo(f"{'WORKFLOW ID':<34} {'NAME':<22} {'STATUS':<10} {'STEP':<7} STARTED (UTC)")
+    click.echo(f"{'WORKFLOW ID':<34} {'NAME':<22} {'STATUS':<10} {'STEP':<7} STARTED")
     for row in rows:
         step = f"{row['current_step']}/{row['total_steps']}"
         click.echo(
@@ -322,8 +393,8 @@ def list_(
 @click.argument("workflow_id")
 @url_option
 @namespace_option
-@click.option("--events", is_flag=True, help="Show the full event history.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--events/--no-events", default=False, help="Show the full event history.")
+@json_option
 def inspect(
     workflow_id: str, url: str | None, namespace: str | None, events: bool, as_json: bool
 ) -> None:
@@ -369,14 +440,19 @@ def inspect(
 @main.command()
 @url_option
 @namespace_option
-def stats(url: str | None, namespace: str | None) -> None:
+@json_option
+def stats(url: str | None, namespace: str | None, as_json: bool) -> None:
     """Count workflows by status."""
 
     async def go() -> dict[str, int]:
         async with _client(url, namespace) as client:
             return await client.stats()
 
-    for status, count in _run(go).items():
+    counts = _run(go)
+    if as_json:
+        click.echo(json.dumps(counts, indent=2))
+        return
+    for status, count in counts.items():
         click.echo(f"{status:<10} {count}")
 
 
@@ -397,7 +473,7 @@ def signal_(
 
     async def go() -> None:
         async with _client(url, namespace) as client:
-            await client.get_handle(workflow_id).signal(name, value)
+            await client.signal(workflow_id, name, value)
 
     _run(go)
     click.echo(f"signal {name!r} sent to {workflow_id}")
@@ -413,7 +489,7 @@ def cancel(workflow_id: str, reason: str | None, url: str | None, namespace: str
 
     async def go() -> None:
         async with _client(url, namespace) as client:
-            await client.get_handle(workflow_id).cancel(reason)
+            await client.cancel(workflow_id, reason)
 
     _run(go)
     click.echo(f"cancel requested for {workflow_id}")
@@ -427,8 +503,8 @@ def dead() -> None:
 @dead.command(name="list")
 @url_option
 @namespace_option
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@limit_option
+@json_option
 def dead_list(url: str | None, namespace: str | None, limit: int, as_json: bool) -> None:
     """List dead-lettered tasks, newest first, with the reason each was moved."""
 
@@ -475,7 +551,7 @@ def dead_retry(entry_ids: tuple[str, ...], url: str | None, namespace: str | Non
 @main.command()
 @url_option
 @namespace_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
     """List the workers of the namespace from their heartbeats."""
 

@@ -174,8 +174,10 @@ async def connect_redis(url: str) -> aioredis.Redis:
         ) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await client.aclose()
+        # redis-py's message ends with a full stop ("... Connection refused.").
+        detail = str(exc).rstrip(". ")
         raise RedisUnavailableError(
-            f"cannot reach Redis at {mask_url(url)}: {exc}; set LOOM_REDIS_URL or pass url="
+            f"cannot reach Redis at {mask_url(url)}: {detail}", names_url=True
         ) from None
     except RedisError as exc:
         await client.aclose()
