@@ -55,7 +55,6 @@ PROGRESS_FIELDS = (
     "created",
 )
 
-logger = logging.getLogger("loom_redis.client")
 
 _settings: dict[str, str | None] = {"url": None, "namespace": None}
 
@@ -336,7 +335,7 @@ class Client:
         for seq in waiting["timers"]:
             due = await store.timer_due(info["workflow_id"], info["queue"], seq)
             if due is not None:
-                waits.append(f"its code waits for a timer (seq {seq}) due at {_utc(due)}")
+                waits.append(f"its code waits for a timer (seq {seq}) due at {format_time(due)}")
         if waiting["activities"]:
             seqs = ", ".join(map(str, waiting["activities"]))
             waits.append(f"its code waits for the activities of seq {seqs}")
@@ -642,7 +641,8 @@ def _raise_ended(workflow_id: str, status: str | None, what: str) -> None:
         raise WorkflowExecutionError(_ended_message(workflow_id, status, what), workflow_id)
 
 
-def _utc(ms: int) -> str:
+def format_time(ms: int) -> str:
+    """A time (ms since the epoch) as loom-redis prints it: UTC, saying so."""
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

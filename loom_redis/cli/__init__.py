@@ -17,7 +17,7 @@ import anyio
 import click
 
 from .. import __version__
-from ..client import Client, default_namespace, default_url
+from ..client import Client, default_namespace, default_url, format_time
 from ..errors import LoomError, RedisAuthenticationError, RedisUnavailableError
 from ..events import Status
 from ..store import Store
@@ -343,10 +343,7 @@ def _client(url: str | None, namespace: str | None) -> Client:
 
 
 def _when(ms: int | None) -> str:
-    """A time as every command prints it: UTC, saying so."""
-    if not ms:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_time(ms) if ms else "-"
 
 
 def _loom_status(_ctx: Any, _param: Any, status: str | None) -> str | None:
