@@ -46,19 +46,20 @@ from .errors import (
 from .events import COMMAND_TYPES, Command, Event, EventType, Status
 from .metrics import (
     ACTIVITY_SECONDS,
+    CLAIMED,
     COMMIT_CONFLICTS,
     DEAD_LETTERS,
     EAGER_ACTIVITIES,
+    LEASE_EXPIRED,
     TASKS,
-    TASKS_RECLAIMED,
     TIMERS_FIRED,
     WORKFLOW_TASK_SECONDS,
     WORKFLOWS_CLOSED,
-    counting_in_flight,
+    counting_load,
     labelled,
     serve_metrics,
 )
-from .store import Store, Task, TaskPlan, decode, encode
+from .store import Store, Task, TaskPlan, TimerMember, decode, encode
 from .store.connection import now_ms
 from .store.keys import validate_queue
 from .store.store import CommitResult
@@ -228,7 +229,7 @@ class Worker:
         await self.store.load_scripts()
         await self._publish_definitions()
         self._intake = anyio.CancelScope()
-        with counting_in_flight(self._in_flight):
+        with counting_load(self):
             await self._run_until_stopped(self._intake)
         await self._remove_heartbeat()
         logger.info("worker %s stopped", self.name)
@@ -266,6 +267,18 @@ class Worker:
         """Stop reading new tasks; in-flight ones finish (or are handed back) and run() returns."""
         if self._intake is not None:
             self._intake.cancel()
+
+    @property
+    def tasks_running(self) -> int:
+        """How many tasks the executors run now (at most `concurrency`)."""
+        return len(self._in_flight) - self.tasks_waiting
+
+    @property
+    def tasks_waiting(self) -> int:
+        """How many tasks this worker took from Redis wait for an executor: those a read
+        brought beyond the free executors, and follow-ups that run after the task whose
+        transition delivered them."""
+        return len(self._queued) + len(self._follow_ups)
 
     async def wait_started(self) -> None:
         await self._started.wait()
@@ -356,8 +369,8 @@ class Worker:
         except RedisError as exc:
             await self._redis_trouble("taking over tasks", exc)
             return False
+        CLAIMED.inc(len(claimed))
         for task, deliveries in reversed(claimed):
-            TASKS_RECLAIMED.inc()
             logger.info(
                 "took over task %s (%s) of workflow %s, delivery %d",
                 task.id,
@@ -1083,6 +1096,8 @@ class Worker:
                     outcome = await self.store.fire_timer(member)
                     if outcome == "ok":
                         labelled(TIMERS_FIRED, member.kind).inc()
+                        if member.lease:
+                            self._lease_expired(member)
             except RedisError as exc:
                 await self._redis_trouble("sweeping timers", exc)
                 continue
@@ -1093,6 +1108,14 @@ class Worker:
                 wait_ms = min(wait_ms, next_due - now_ms())
             with anyio.move_on_after(max(wait_ms, 1) / 1000):
                 await self._timer_wakeup.wait()
+
+    def _lease_expired(self, member: TimerMember) -> None:
+        LEASE_EXPIRED.inc()
+        logger.info(
+            "took over an activity of workflow %s: its lease ran out (its worker died or "
+            "handed it back), so it is queued again",
+            member.workflow_id,
+        )
 
     async def _renew_leases(self) -> None:
         while True:
@@ -1160,9 +1183,12 @@ class Worker:
             )
 
 
+_KIND_LABELS = {"w": "workflow", "a": "activity"}
+
+
 def _kind_label(task: Task) -> str:
     """The task's kind as a metrics label: never a garbage value from a hand-written entry."""
-    return task.kind if task.kind in ("w", "a") else "?"
+    return _KIND_LABELS.get(task.kind, "unknown")
 
 
 def _malformed(task: Task) -> str | None:

@@ -17,12 +17,14 @@ from typing import IO, Any
 import anyio
 import pytest
 from anyio.abc import Process
+from prometheus_client.parser import text_string_to_metric_families
 
 import loom_redis as loom
 from loom_redis.events import COMMAND_TYPES, Event, EventType
 from loom_redis.store import Store, Task, decode, encode
-from loom_redis.testing import running_worker
+from loom_redis.testing import free_port, running_worker
 from tests.crash_workflows import LOG_ENV, LongWorkflow, PipelineWorkflow, expected_result
+from tests.test_security import http_get
 
 pytestmark = pytest.mark.anyio
 
@@ -113,6 +115,17 @@ def _running(lines: list[list[str]]) -> Counter[tuple[str, ...]]:
     return begun - Counter(tuple(line[1:3]) for line in lines if line[0] == "end")
 
 
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of metric `name` in a /metrics response, by their labels."""
+    body = text.partition("\r\n\r\n")[2]
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
 def command_seqs(history: list[Event]) -> list[int]:
     return [e.seq for e in history if e.type in COMMAND_TYPES]
 
@@ -150,16 +163,23 @@ async def test_sigkilled_worker_is_taken_over_and_every_workflow_completes_once(
     assert interrupted, "no activity was running when the worker was killed"
     assert all(line[3] == killed_pid for line in at_kill)
 
-    async with worker_process(redis_url, namespace, side_log, second_out, *options) as second:
+    metrics_port = free_port()
+    second_options = (*options, "--metrics-port", str(metrics_port))
+    async with worker_process(
+        redis_url, namespace, side_log, second_out, *second_options
+    ) as second:
         for n, handle in enumerate(handles):
             assert await handle.result(timeout=30) == expected_result(n), await _text(second_out)
             assert await handle.status() == "COMPLETED"
+        reclaimed = samples(await http_get(metrics_port, "/metrics"), "loom_tasks_reclaimed_total")
         second.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
             assert await second.wait() == 0, await _text(second_out)
 
-    # The second worker took over the tasks the first one held when it died.
+    # The second worker took over the tasks pending on the first one when it died, and
+    # counted them.
     assert "took over task" in await _text(second_out)
+    assert reclaimed[(("how", "claimed"),)] > 0, reclaimed
 
     completions: Counter[tuple[str, str]] = Counter()
     for handle in handles:
@@ -195,6 +215,35 @@ async def test_sigkilled_worker_is_taken_over_and_every_workflow_completes_once(
         f"{sum(executions.values())} finished executions, {len(interrupted)} interrupted "
         f"by SIGKILL, duplicate executions: {duplicates or 'none'}"
     )
+
+
+async def test_the_lease_of_a_killed_workers_activity_counts_as_taken_over(
+    client: loom.Client, redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """A worker killed while it runs activities at once leaves no task in a stream: their
+    leases fall due, and the worker whose timer sweep queues them again counts them."""
+    side_log = tmp_path / "side.log"
+    first_out, second_out = tmp_path / "worker1.out", tmp_path / "worker2.out"
+    async with worker_process(redis_url, namespace, side_log, first_out, "--lease", "1") as first:
+        await wait_until_ready(client, first, first_out)
+        handles = [await client.start(LongWorkflow, {"seconds": 3.0}) for _ in range(3)]
+        # Past the eager window: each activity's scheduling is written, with its lease.
+        with anyio.fail_after(20):
+            for handle in handles:
+                while EventType.ACTIVITY_SCHEDULED not in [e.type for e in await handle.history()]:
+                    await anyio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
+    assert len(_running(await side_log_lines(side_log))) == 3
+    assert await pending_tasks(client.store) == 0
+
+    metrics_port = free_port()
+    options = ("--lease", "1", "--metrics-port", str(metrics_port))
+    async with worker_process(redis_url, namespace, side_log, second_out, *options):
+        for handle in handles:
+            assert await handle.result(timeout=30) == {"outcome": "done"}, await _text(second_out)
+        reclaimed = samples(await http_get(metrics_port, "/metrics"), "loom_tasks_reclaimed_total")
+    assert reclaimed == {(("how", "claimed"),): 0, (("how", "lease_expired"),): 3}, reclaimed
 
 
 # -- duplicate activity completion -------------------------------------------------------
