@@ -5,15 +5,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sized
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import SocketStream
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics import MetricWrapperBase
 
 logger = logging.getLogger("loom_redis.metrics")
+
+# A `_created` series per counter and histogram child doubles what Prometheus stores and
+# tells nothing a dashboard uses. (Process-wide: prometheus_client has no per-metric switch.)
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 
 @functools.cache
@@ -25,7 +36,9 @@ def labelled(metric: MetricWrapperBase, *values: str) -> Any:
 
 
 TASKS = Counter(
-    "loom_tasks_total", "Tasks processed by kind and outcome", ["queue", "kind", "outcome"]
+    "loom_tasks_total",
+    "Tasks processed, by queue, kind (workflow, activity, unknown) and outcome",
+    ["queue", "kind", "outcome"],
 )
 ACTIVITY_SECONDS = Histogram(
     "loom_activity_duration_seconds", "Duration of activity attempts", ["activity", "outcome"]
@@ -41,7 +54,11 @@ COMMIT_CONFLICTS = Counter(
 WORKFLOWS_CLOSED = Counter(
     "loom_workflows_closed_total", "Workflows that reached a final status", ["workflow", "status"]
 )
-DEAD_LETTERS = Counter("loom_dead_letters_total", "Tasks moved to the dead-letter stream", ["kind"])
+DEAD_LETTERS = Counter(
+    "loom_dead_letters_total",
+    "Tasks moved to the dead-letter stream, by kind (workflow, activity, unknown)",
+    ["kind"],
+)
 TIMERS_FIRED = Counter("loom_timers_fired_total", "Timer members fired", ["kind"])
 EAGER_ACTIVITIES = Counter(
     "loom_eager_activities_total",
@@ -57,22 +74,51 @@ UNREGISTERED_TASKS = Counter(
     "worker of the queue had registered the name for the grace period",
     ["kind", "name", "outcome"],
 )
-TASKS_RECLAIMED = Counter("loom_tasks_reclaimed_total", "Tasks taken over from idle workers")
-IN_FLIGHT = Gauge("loom_tasks_in_flight", "Tasks being processed by this worker")
-# The in-flight tasks of each worker running in this process: counted when Prometheus
-# scrapes, not at every task.
-_in_flight: list[Sized] = []
-IN_FLIGHT.set_function(lambda: float(sum(len(tasks) for tasks in _in_flight)))
+TASKS_RECLAIMED = Counter(
+    "loom_tasks_reclaimed_total",
+    "Tasks this worker took over from a worker that died (or handed them back), by how: "
+    "claimed (a task left pending in a stream past its lease) or lease_expired (the lease "
+    "of an activity run at once fell due, and this worker queued it again)",
+    ["how"],
+)
+# Both series exist from the start, so that a rate over them starts at zero.
+CLAIMED = TASKS_RECLAIMED.labels("claimed")
+LEASE_EXPIRED = TASKS_RECLAIMED.labels("lease_expired")
+
+
+class Load(Protocol):
+    """What a running worker reports when Prometheus scrapes (not at every task)."""
+
+    concurrency: int
+
+    @property
+    def tasks_running(self) -> int: ...
+
+    @property
+    def tasks_waiting(self) -> int: ...
+
+
+# The workers running in this process.
+_workers: list[Load] = []
+IN_FLIGHT = Gauge("loom_tasks_in_flight", "Tasks running now (at most the concurrency)")
+IN_FLIGHT.set_function(lambda: float(sum(worker.tasks_running for worker in _workers)))
+WAITING = Gauge(
+    "loom_tasks_waiting_locally",
+    "Tasks this worker took from Redis that wait for a free executor",
+)
+WAITING.set_function(lambda: float(sum(worker.tasks_waiting for worker in _workers)))
+CONCURRENCY = Gauge("loom_worker_concurrency", "How many tasks the worker runs at once")
+CONCURRENCY.set_function(lambda: float(sum(worker.concurrency for worker in _workers)))
 
 
 @contextlib.contextmanager
-def counting_in_flight(tasks: Sized) -> Iterator[None]:
-    """Count `tasks` (a running worker's in-flight tasks) in IN_FLIGHT."""
-    _in_flight.append(tasks)
+def counting_load(worker: Load) -> Iterator[None]:
+    """Report `worker`'s tasks in IN_FLIGHT, WAITING and CONCURRENCY while it runs."""
+    _workers.append(worker)
     try:
         yield
     finally:
-        _in_flight.remove(tasks)
+        _workers.remove(worker)
 
 
 async def serve_metrics(host: str, port: int, is_ready: Callable[[], bool]) -> None:

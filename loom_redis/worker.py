@@ -3,7 +3,8 @@
 Everything it runs is a child of one task group: the task reader, the reclaimer
 of tasks whose worker died, the timer sweeper, lease renewal of running tasks,
 the heartbeat and the metrics endpoint. `stop()` (SIGTERM) drains: reading
-stops, in-flight tasks finish within `drain_seconds`, the rest are handed back.
+stops, in-flight tasks finish within `drain_seconds`, the rest are handed back;
+`abort()` (a second SIGTERM) hands them back at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -47,20 +48,21 @@ from .errors import (
 from .events import COMMAND_TYPES, Command, Event, EventType, Status
 from .metrics import (
     ACTIVITY_SECONDS,
+    CLAIMED,
     COMMIT_CONFLICTS,
     DEAD_LETTERS,
     EAGER_ACTIVITIES,
+    LEASE_EXPIRED,
     TASKS,
-    TASKS_RECLAIMED,
     TIMERS_FIRED,
     UNREGISTERED_TASKS,
     WORKFLOW_TASK_SECONDS,
     WORKFLOWS_CLOSED,
-    counting_in_flight,
+    counting_load,
     labelled,
     serve_metrics,
 )
-from .store import Store, Task, TaskPlan, decode, encode
+from .store import Store, Task, TaskPlan, TimerMember, decode, encode
 from .store.connection import now_ms
 from .store.keys import validate_queue
 from .store.store import HEARTBEAT_MS, CommitResult, registering, registrations
@@ -79,6 +81,8 @@ MAX_HANDBACK_SECONDS = 10.0
 # How long a worker that was idle waits before it reads a shard again after a read that
 # brought tasks (see _read_shard).
 IDLE_READ_PAUSE_SECONDS = 0.002
+# How long a worker that stops at once (see Worker.abort) tries to hand its tasks back.
+HAND_BACK_SECONDS = 5.0
 
 
 @dataclass
@@ -231,6 +235,9 @@ class Worker:
         self._heartbeats: tuple[float, list[dict[str, Any]]] | None = None
         self._instances: OrderedDict[str, _Cached] = OrderedDict()
         self._intake: anyio.CancelScope | None = None
+        self._stopping = False
+        self._executors: TaskGroup | None = None
+        self._aborting = False
         self._timer_wakeup = anyio.Event()
         self._capacity_freed = anyio.Event()
         # Made by the drain, to wait for the last in-flight task.
@@ -246,7 +253,9 @@ class Worker:
         await self.store.load_scripts()
         await self._publish_definitions()
         self._intake = anyio.CancelScope()
-        with counting_in_flight(self._in_flight):
+        if self._stopping:  # stop() came while it was starting
+            self._intake.cancel()
+        with counting_load(self):
             await self._run_until_stopped(self._intake)
         await self._remove_heartbeat()
         logger.info("worker %s stopped", self.name)
@@ -262,6 +271,7 @@ class Worker:
                     serve_metrics, self.metrics_host, self.metrics_port, lambda: self._ready
                 )
             async with anyio.create_task_group() as executors:
+                self._executors = executors
                 for _ in range(self.concurrency):
                     executors.start_soon(self._executor)
                 with intake:
@@ -277,32 +287,84 @@ class Worker:
                     await self._take_tasks()
                 self._ready = False
                 await self._run_own_pending()
-                executors.start_soon(self._drain_deadline, executors)
+                executors.start_soon(self._drain_deadline)
             background.cancel_scope.cancel()
 
     def stop(self) -> None:
         """Stop reading new tasks; in-flight ones finish (or are handed back) and run() returns."""
+        self._stopping = True
         if self._intake is not None:
             self._intake.cancel()
+
+    async def abort(self) -> None:
+        """Stop at once: hand back every task this worker has not finished (running,
+        waiting for an executor, and the leases of activities it runs at once), so that
+        other workers take them over now rather than when their lease ends, and end
+        run(). What the drain does at its deadline, and a second SIGTERM (or Ctrl-C).
+
+        Best effort, for at most HAND_BACK_SECONDS: what cannot be handed back (Redis is
+        unreachable) is taken over when its lease ends. The log says which.
+        """
+        if self._aborting:
+            return
+        self._aborting = True
+        self.stop()
+        # An activity run at once stands in for its workflow task (committed: nothing to
+        # hand back) under the same key.
+        unfinished = list({**self._in_flight, **self._holding}.values())
+        # Forgotten before the executors end, so that nothing renews their leases again.
+        self._in_flight.clear()
+        self._holding.clear()
+        self._queued.clear()
+        self._follow_ups.clear()
+        if self._executors is not None:
+            self._executors.cancel_scope.cancel()
+        if unfinished:
+            await self._hand_back(unfinished)
+
+    async def _hand_back(self, tasks: list[Task]) -> None:
+        what = f"{len(tasks)} task(s) of workflow(s) {_listing(t.workflow_id for t in tasks)}"
+        failure = f"{HAND_BACK_SECONDS:g}s passed"
+        # Shielded: the drain deadline runs among the executors it has just cancelled.
+        with anyio.move_on_after(HAND_BACK_SECONDS, shield=True):
+            try:
+                await self.store.hand_back(tasks, self.name, self.lease_ms)
+                logger.warning("handed back %s: other workers take them over now", what)
+                return
+            except RedisError as exc:
+                failure = str(exc)
+        logger.error(
+            "could not hand back %s (%s): they are taken over when their lease (%gs) ends",
+            what,
+            failure,
+            self.lease_ms / 1000,
+        )
+
+    @property
+    def tasks_running(self) -> int:
+        """How many tasks the executors run now (at most `concurrency`)."""
+        return len(self._in_flight) - self.tasks_waiting
+
+    @property
+    def tasks_waiting(self) -> int:
+        """How many tasks this worker took from Redis wait for an executor: those a read
+        brought beyond the free executors, and follow-ups that run after the task whose
+        transition delivered them."""
+        return len(self._queued) + len(self._follow_ups)
 
     async def wait_started(self) -> None:
         await self._started.wait()
 
-    async def _drain_deadline(self, executors: TaskGroup) -> None:
+    async def _drain_deadline(self) -> None:
         with anyio.move_on_after(self.drain_seconds):
             if self._in_flight:
                 self._drained = anyio.Event()
                 await self._drained.wait()
-            executors.cancel_scope.cancel()
+            if self._executors is not None:
+                self._executors.cancel_scope.cancel()
             return
-        unfinished = [*self._in_flight.values(), *self._holding.values()]
-        logger.warning("drain: handing back %d unfinished task(s)", len(unfinished))
-        with anyio.CancelScope(shield=True):
-            await self.store.hand_back(unfinished, self.name, self.lease_ms)
-        executors.cancel_scope.cancel()
-        for task, _deliveries in self._queued:
-            self._in_flight.pop((task.queue_key, task.id), None)
-        self._queued.clear()
+        logger.warning("drain: tasks still unfinished after %gs", self.drain_seconds)
+        await self.abort()
 
     # -- intake ----------------------------------------------------------------------
 
@@ -350,18 +412,19 @@ class Worker:
                 await anyio.sleep(IDLE_READ_PAUSE_SECONDS)
 
     async def _take_over_stale_tasks(self) -> None:
-        """Claim a dead worker's tasks every half lease, busy or not, up to `concurrency`
-        at a time (and again at once while a claim comes back full and capacity is
-        left); they go to the front of the local queue. So a claimed task starts as soon
-        as an executor is free: it waits neither behind new tasks nor behind the
-        follow-ups of running workflows (a takeover would take that long), and a worker
-        holds at most `concurrency` claimed tasks it has not started (should it die too,
-        each costs a delivery)."""
+        """Claim a dead worker's tasks as this one starts (a task handed back is taken at
+        once) and then every half lease, busy or not, up to `concurrency` at a time (and
+        again at once while a claim comes back full and capacity is left); they go to
+        the front of the local queue. So a claimed task starts as soon as an executor is
+        free: it waits neither behind new tasks nor behind the follow-ups of running
+        workflows (a takeover would take that long), and a worker holds at most
+        `concurrency` claimed tasks it has not started (should it die too, each costs a
+        delivery)."""
         interval = max(self.lease_ms / 2000, 0.05)
         while True:
-            await anyio.sleep(interval)
             while await self._claim_stale_tasks():
                 pass
+            await anyio.sleep(interval)
 
     async def _claim_stale_tasks(self) -> bool:
         """One claim; whether to claim again at once (it came back full, and capacity
@@ -374,8 +437,8 @@ class Worker:
         except RedisError as exc:
             await self._redis_trouble("taking over tasks", exc)
             return False
+        CLAIMED.inc(len(claimed))
         for task, deliveries in reversed(claimed):
-            TASKS_RECLAIMED.inc()
             logger.info(
                 "took over task %s (%s) of workflow %s, delivery %d",
                 task.id,
@@ -1142,6 +1205,8 @@ class Worker:
                     outcome = await self.store.fire_timer(member)
                     if outcome == "ok":
                         labelled(TIMERS_FIRED, member.kind).inc()
+                        if member.lease:
+                            self._lease_expired(member)
             except RedisError as exc:
                 await self._redis_trouble("sweeping timers", exc)
                 continue
@@ -1152,6 +1217,14 @@ class Worker:
                 wait_ms = min(wait_ms, next_due - now_ms())
             with anyio.move_on_after(max(wait_ms, 1) / 1000):
                 await self._timer_wakeup.wait()
+
+    def _lease_expired(self, member: TimerMember) -> None:
+        LEASE_EXPIRED.inc()
+        logger.info(
+            "took over an activity of workflow %s: its lease ran out (its worker died or "
+            "handed it back), so it is queued again",
+            member.workflow_id,
+        )
 
     async def _renew_leases(self) -> None:
         while True:
@@ -1171,7 +1244,8 @@ class Worker:
                 "pid": os.getpid(),
                 "queues": list(self.queues),
                 "concurrency": self.concurrency,
-                "in_flight": len(self._in_flight),
+                "in_flight": self.tasks_running,
+                "waiting": self.tasks_waiting,
                 "started_ms": started,
                 "seen_ms": now_ms(),
                 # What other workers look up for a task they do not register.
@@ -1218,9 +1292,19 @@ class Worker:
         )
 
 
+_KIND_LABELS = {"w": "workflow", "a": "activity"}
+
+
 def _kind_label(task: Task) -> str:
     """The task's kind as a metrics label: never a garbage value from a hand-written entry."""
-    return task.kind if task.kind in ("w", "a") else "?"
+    return _KIND_LABELS.get(task.kind, "unknown")
+
+
+def _listing(names: Iterable[str], shown: int = 10) -> str:
+    """The distinct names, sorted, the first `shown` of them spelled out."""
+    distinct = sorted(set(names))
+    more = f" and {len(distinct) - shown} more" if len(distinct) > shown else ""
+    return ", ".join(distinct[:shown]) + more
 
 
 def _malformed(task: Task) -> str | None:

@@ -1,13 +1,15 @@
 """Crash recovery against a real server: a worker SUBPROCESS is SIGKILLed mid-run and a
 second one finishes every workflow exactly once; a late duplicate activity completion is
 dropped; SIGTERM drains a worker (idle, in a long activity, or busy) and exits 0, leaving
-no task pending on it; tasks of two shards with the same entry id keep their own leases."""
+no task pending on it, and a second SIGINT hands its tasks back at once and exits 130;
+tasks of two shards with the same entry id keep their own leases."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,12 +19,15 @@ from typing import IO, Any
 import anyio
 import pytest
 from anyio.abc import Process
+from prometheus_client.parser import text_string_to_metric_families
 
 import loom_redis as loom
 from loom_redis.events import COMMAND_TYPES, Event, EventType
 from loom_redis.store import Store, Task, decode, encode
-from loom_redis.testing import running_worker
+from loom_redis.testing import free_port, running_worker
 from tests.crash_workflows import LOG_ENV, LongWorkflow, PipelineWorkflow, expected_result
+from tests.test_connection_loss import CuttableProxy
+from tests.test_security import http_get
 
 pytestmark = pytest.mark.anyio
 
@@ -118,6 +123,17 @@ def _running(lines: list[list[str]]) -> Counter[tuple[str, ...]]:
     return begun - Counter(tuple(line[1:3]) for line in lines if line[0] == "end")
 
 
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of metric `name` in a /metrics response, by their labels."""
+    body = text.partition("\r\n\r\n")[2]
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
 def command_seqs(history: list[Event]) -> list[int]:
     return [e.seq for e in history if e.type in COMMAND_TYPES]
 
@@ -155,16 +171,23 @@ async def test_sigkilled_worker_is_taken_over_and_every_workflow_completes_once(
     assert interrupted, "no activity was running when the worker was killed"
     assert all(line[3] == killed_pid for line in at_kill)
 
-    async with worker_process(redis_url, namespace, side_log, second_out, *options) as second:
+    metrics_port = free_port()
+    second_options = (*options, "--metrics-port", str(metrics_port))
+    async with worker_process(
+        redis_url, namespace, side_log, second_out, *second_options
+    ) as second:
         for n, handle in enumerate(handles):
             assert await handle.result(timeout=30) == expected_result(n), await _text(second_out)
             assert await handle.status() == "COMPLETED"
+        reclaimed = samples(await http_get(metrics_port, "/metrics"), "loom_tasks_reclaimed_total")
         second.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
             assert await second.wait() == 0, await _text(second_out)
 
-    # The second worker took over the tasks the first one held when it died.
+    # The second worker took over the tasks pending on the first one when it died, and
+    # counted them.
     assert "took over task" in await _text(second_out)
+    assert reclaimed[(("how", "claimed"),)] > 0, reclaimed
 
     completions: Counter[tuple[str, str]] = Counter()
     for handle in handles:
@@ -200,6 +223,35 @@ async def test_sigkilled_worker_is_taken_over_and_every_workflow_completes_once(
         f"{sum(executions.values())} finished executions, {len(interrupted)} interrupted "
         f"by SIGKILL, duplicate executions: {duplicates or 'none'}"
     )
+
+
+async def test_the_lease_of_a_killed_workers_activity_counts_as_taken_over(
+    client: loom.Client, redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """A worker killed while it runs activities at once leaves no task in a stream: their
+    leases fall due, and the worker whose timer sweep queues them again counts them."""
+    side_log = tmp_path / "side.log"
+    first_out, second_out = tmp_path / "worker1.out", tmp_path / "worker2.out"
+    async with worker_process(redis_url, namespace, side_log, first_out, "--lease", "1") as first:
+        await wait_until_ready(client, first, first_out)
+        handles = [await client.start(LongWorkflow, {"seconds": 3.0}) for _ in range(3)]
+        # Past the eager window: each activity's scheduling is written, with its lease.
+        with anyio.fail_after(20):
+            for handle in handles:
+                while EventType.ACTIVITY_SCHEDULED not in [e.type for e in await handle.history()]:
+                    await anyio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
+    assert len(_running(await side_log_lines(side_log))) == 3
+    assert await pending_tasks(client.store) == 0
+
+    metrics_port = free_port()
+    options = ("--lease", "1", "--metrics-port", str(metrics_port))
+    async with worker_process(redis_url, namespace, side_log, second_out, *options):
+        for handle in handles:
+            assert await handle.result(timeout=30) == {"outcome": "done"}, await _text(second_out)
+        reclaimed = samples(await http_get(metrics_port, "/metrics"), "loom_tasks_reclaimed_total")
+    assert reclaimed == {(("how", "claimed"),): 0, (("how", "lease_expired"),): 3}, reclaimed
 
 
 # -- duplicate activity completion -------------------------------------------------------
@@ -334,6 +386,72 @@ async def test_sigterm_during_long_activity_drains_and_records_it(
     assert len(await side_log_lines(side_log)) == 2
     types = Counter(e.type for e in await handle.history())
     assert types[EventType.ACTIVITY_SCHEDULED] == types[EventType.ACTIVITY_COMPLETED] == 1
+
+
+async def wait_for_output(output: Path, text: str) -> None:
+    with anyio.move_on_after(20):
+        while text not in await _text(output):
+            await anyio.sleep(0.02)
+        return
+    pytest.fail(f"the worker did not say {text!r}; it said:\n{await _text(output)}")
+
+
+@pytest.mark.parametrize("eager_seconds", ["0.05", "0"], ids=["run-at-once", "queued"])
+async def test_a_second_sigint_hands_the_running_activity_back_and_exits_130(
+    client: loom.Client, redis_url: str, namespace: str, tmp_path: Path, eager_seconds: str
+) -> None:
+    """Ctrl-C drains; a second one hands back at once what the worker has not finished
+    (here an activity it runs at once, with a lease, or one it took from its queue) and
+    exits 130, instead of leaving it to wait for its lease."""
+    output = tmp_path / "worker.out"
+    side_log = tmp_path / "side.log"
+    options = ("--lease", "60", "--drain", "60", "--eager-seconds", eager_seconds)
+    async with worker_process(redis_url, namespace, side_log, output, *options) as process:
+        await wait_until_ready(client, process, output)
+        handle = await client.start(LongWorkflow, {"seconds": 3.0})
+        await wait_for_lines(side_log, "begin", 1, output)
+        process.send_signal(signal.SIGINT)
+        await wait_for_output(output, "SIGINT: draining")
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(20):
+            assert await process.wait() == 130, await _text(output)
+    text = await _text(output)
+    assert "Traceback" not in text and "Aborted!" not in text, text
+    assert f"handed back 1 task(s) of workflow(s) {handle.workflow_id}" in text, text
+    assert [line[0] for line in await side_log_lines(side_log)] == ["begin"]
+
+    # Another worker finishes the workflow before the first one's lease (60 s, renewed
+    # every 20 s) could have ended: it was handed back.
+    async with running_worker(redis_url, namespace, lease_seconds=60):
+        assert await handle.result(timeout=30) == {"outcome": "done"}
+    assert await pending_tasks(client.store) == 0
+
+
+async def test_a_hand_back_without_redis_says_so_and_leaves_the_lease(
+    client: loom.Client, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping at once is best effort: with Redis out of reach the worker says what it
+    could not hand back, within its bound, and the task keeps its lease."""
+    proxy = CuttableProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    await proxy.start()
+    try:
+        async with running_worker(proxy.url, namespace, lease_seconds=60) as worker:
+            handle = await client.start(LongWorkflow, {"seconds": 60.0})
+            with anyio.fail_after(10):
+                while EventType.ACTIVITY_SCHEDULED not in [e.type for e in await handle.history()]:
+                    await anyio.sleep(0.02)
+            proxy.cut = True
+            proxy.sever()
+            with anyio.fail_after(15):
+                await worker.abort()
+    finally:
+        await proxy.stop()
+    assert f"could not hand back 1 task(s) of workflow(s) {handle.workflow_id}" in caplog.text
+    store = client.store
+    leases = await store.redis.zrange(
+        store.keys.timers(store.keys.shard_of(handle.workflow_id)), 0, -1, withscores=True
+    )
+    assert len(leases) == 1 and leases[0][1] > time.time() * 1000 + 30_000
 
 
 async def pending_tasks(store: Store) -> int:

@@ -7,7 +7,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 import loom_redis as loom
-from loom_redis.testing import running_worker
+from loom_redis.testing import free_port, running_worker
+from tests.test_security import http_get
 
 pytestmark = pytest.mark.anyio
 
@@ -50,3 +51,79 @@ async def test_tasks_in_flight_are_counted_at_scrape_time(
                 await anyio.sleep(0.01)
         assert not worker._in_flight
     assert in_flight() == 0  # a stopped worker counts nothing
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@loom.activity(name="metrics_echo")
+async def echo(value: str) -> str:
+    return value
+
+
+@loom.workflow(name="metrics_Echo")
+class Echo(loom.Workflow[dict, dict]):
+    @loom.step()
+    async def echo(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+        await ctx.state.set("echoed", await ctx.activity(echo, ctx.input["value"]))
+
+
+async def test_task_kinds_are_labelled_in_words(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    def tasks(kind: str, outcome: str) -> float:
+        return sample("loom_tasks_total", queue="default", kind=kind, outcome=outcome)
+
+    before = {kind: tasks(kind, "ok") for kind in ("workflow", "activity")}
+    dead_before = sample("loom_dead_letters_total", kind="unknown")
+    async with running_worker(redis_url, namespace, eager_seconds=0):
+        handle = await client.start(Echo, {"value": "hi"})
+        assert await handle.result(timeout=10) == {"echoed": "hi"}
+        # An entry no loom-redis wrote, of no known kind: a dead letter.
+        await client.store.redis.xadd(client.store.keys.queue(0, "default"), {"k": "zz"})
+        with anyio.fail_after(10):
+            while not await client.dead_letters():
+                await anyio.sleep(0.02)
+    # The activity's outcome and the workflow's next step are one commit: one task.
+    assert tasks("workflow", "ok") - before["workflow"] == 1
+    assert tasks("activity", "ok") - before["activity"] == 1
+    assert sample("loom_dead_letters_total", kind="unknown") - dead_before == 1
+    assert tasks("unknown", "dead") >= 1
+
+
+async def test_in_flight_counts_running_tasks_and_waiting_ones_apart(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    """A read brings more tasks than the worker has executors for: they wait locally, and
+    are not counted in flight (which never exceeds the concurrency)."""
+    global released
+    released = anyio.Event()
+    handles = [await client.start(Waiting, {}) for _ in range(20)]
+    async with running_worker(redis_url, namespace, concurrency=2, eager_seconds=0):
+        assert sample("loom_worker_concurrency") == 2
+        with anyio.fail_after(10):
+            while True:
+                running = sample("loom_tasks_in_flight")
+                waiting = sample("loom_tasks_waiting_locally")
+                assert running <= 2, (running, waiting)
+                if running == 2 and waiting > 0:
+                    break
+                await anyio.sleep(0.005)
+        released.set()
+        for handle in handles:
+            assert await handle.result(timeout=20) == {"said": "released"}
+    assert sample("loom_worker_concurrency") == 0  # a stopped worker counts nothing
+
+
+async def test_metrics_endpoint_has_no_created_series(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    port = free_port()
+    async with running_worker(redis_url, namespace, metrics_port=port):
+        handle = await client.start(Echo, {"value": "hi"})
+        assert await handle.result(timeout=10) == {"echoed": "hi"}
+        text = await http_get(port, "/metrics")
+    assert "loom_tasks_total{" in text
+    assert "loom_activity_duration_seconds_count{" in text
+    assert "_created" not in text, [line for line in text.splitlines() if "_created" in line]

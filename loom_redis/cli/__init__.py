@@ -278,7 +278,7 @@ def worker(
     .py paths; else env LOOM_WORKER_MODULES)."""
     _import_modules(_worker_modules(modules))
 
-    async def go() -> None:
+    async def go() -> bool:
         store = await _open_when_reachable(
             url or default_url(), namespace or default_namespace(), wait_for_redis
         )
@@ -297,14 +297,26 @@ def worker(
             unregistered_grace_seconds=unregistered_grace,
         )
 
+        signals: list[str] = []
+
         async def stop_on_signal() -> None:
+            """The first signal drains; a second one hands the unfinished tasks back at
+            once. The receiver stays open until the worker stops: a later Ctrl-C must not
+            become click's KeyboardInterrupt ("Aborted!")."""
+            log = logging.getLogger("loom_redis.worker")
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
                 async for signum in received:
-                    logging.getLogger("loom_redis.worker").info(
-                        "%s: draining", signal.Signals(signum).name
-                    )
-                    runner.stop()
-                    return
+                    signals.append(name := signal.Signals(signum).name)
+                    if len(signals) == 1:
+                        log.info(
+                            "%s: draining (a second SIGINT or SIGTERM stops at once, handing "
+                            "the unfinished tasks back)",
+                            name,
+                        )
+                        runner.stop()
+                    elif len(signals) == 2:
+                        log.warning("%s again: handing the unfinished tasks back", name)
+                        await runner.abort()
 
         try:
             async with anyio.create_task_group() as group:
@@ -313,8 +325,10 @@ def worker(
                 group.cancel_scope.cancel()
         finally:
             await store.close()
+        return len(signals) > 1
 
-    _run(go)
+    if _run(go):
+        sys.exit(130)  # as a shell reports a process that Ctrl-C interrupted
 
 
 async def _open_when_reachable(url: str, namespace: str, patience: float) -> Store:

@@ -250,6 +250,9 @@ class TimerMember:
     kind: str
     workflow_id: str
     queue: str
+    # A retry of attempt 1: the lease of an activity its worker ran at once (see
+    # held_activity_task), due because that worker stopped renewing it.
+    lease: bool = False
 
 
 class Store:
@@ -838,7 +841,9 @@ class Store:
             return str(exc)
         if not seq.isdigit() or (kind in ("retry", "requeue") and not value[4]):
             return f"{_readable(value)!r:.200} has a bad seq or task ({expected})"
-        return TimerMember(raw, shard, score, kind, workflow_id, queue)
+        task = value[4]
+        lease = kind == "retry" and (b"att", b"1") in zip(task[::2], task[1::2], strict=False)
+        return TimerMember(raw, shard, score, kind, workflow_id, queue, lease)
 
     async def fire_timer(self, member: TimerMember) -> str:
         keys = self.keys
