@@ -488,8 +488,10 @@ class WorkflowRuntime(Protocol):
     @property
     def is_replaying(self) -> bool: ...
 
-    # The workflow's generator, seeded from its history.
-    rng: random.Random
+    @property
+    def rng(self) -> random.Random:
+        """The workflow's generator, seeded from its history."""
+        ...
 
     def now(self) -> datetime: ...
     def schedule_activity(

@@ -36,7 +36,9 @@ class ReplayedSources:
     """What a workflow instance (the running loop of workflow code) offers the
     stand-ins: its generator and its time."""
 
-    rng: random.Random
+    @property
+    def rng(self) -> random.Random:
+        raise NotImplementedError
 
     def time(self) -> float:
         raise NotImplementedError

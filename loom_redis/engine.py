@@ -97,8 +97,9 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
     def __init__(self, definition: WorkflowDefinition, workflow_id: str) -> None:
         self.definition = definition
         self._workflow_id = workflow_id
-        # Seeded again from WORKFLOW_STARTED; the id seeds histories written before seeds.
-        self.rng = random.Random(workflow_id)
+        # The seed WORKFLOW_STARTED records; the id seeds histories written before seeds.
+        self._seed: int | str = workflow_id
+        self._rng: random.Random | None = None
         self._ready: deque[asyncio.Handle] = deque()
         self._now_ms = 0
         self._replaying = False
@@ -146,11 +147,12 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
         activation.status = self.status
         activation.pending_activities = set(self._activities)
         activation.pending_timers = {s for s, f in self._timers.items() if not f.done()}
-        activation.waiting_signals = sorted(
-            name
-            for name, waiters in self._signal_waiters.items()
-            if any(not waiter.done() for waiter in waiters)
-        )
+        if self._signal_waiters:
+            activation.waiting_signals = sorted(
+                name
+                for name, waiters in self._signal_waiters.items()
+                if any(not waiter.done() for waiter in waiters)
+            )
         return activation
 
     @property
@@ -175,7 +177,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == EventType.WORKFLOW_STARTED:
             if data.get("seed") is not None:
-                self.rng.seed(data["seed"])
+                self._seed = data["seed"]
             self._start(data.get("input"), data.get("state"))
         elif event.type in (EventType.ACTIVITY_COMPLETED, EventType.ACTIVITY_FAILED):
             name, future = self._take(self._activities, event)
@@ -286,6 +288,13 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now_ms / 1000, tz=UTC)
+
+    @property
+    def rng(self) -> random.Random:
+        # Made when the code first draws: most workflows never do, and seeding costs.
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
 
     def _emit(self, event_type: EventType, data: Any, *, due_ms: int = 0) -> Command:
         command = Command(event_type, self._next_seq, data, step=self._current_step, due_ms=due_ms)
