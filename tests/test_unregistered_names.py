@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import loom_redis as loom
+from loom_redis import events as loom_events
 from loom_redis.cli import main
 from loom_redis.testing import free_port, running_worker
 from tests.partial_workflows import REMOTE_ACTIVITY, SplitWorkflow
@@ -147,3 +148,31 @@ async def test_with_no_live_worker_registering_the_name_the_task_is_dead_lettere
     async with running_worker(redis_url, namespace):
         assert await client.redrive(str(entry["id"])) == "ok"
         assert await handle.result(timeout=10) == {"greeting": "Hello, Late!"}
+
+
+async def test_an_activity_task_handed_back_is_not_counted_as_a_lease_taken_over(
+    client: loom.Client,
+) -> None:
+    """The sweep counts an activity lease that fell due as a take-over
+    (loom_tasks_reclaimed_total{how="lease_expired"}); a task handed back by a worker
+    that does not register it is queued the same way, but nobody died."""
+    store = client.store
+    shard = store.keys.shard_of("handed-back")
+    stream = store.keys.activity_queue(shard, "default")
+    await store.ensure_groups(["default"])
+    fields = store.activity_task_fields("handed-back", 2, 1, b"\x80")
+    await store.redis.xadd(stream, dict(zip(fields[::2], fields[1::2], strict=True)))
+    [task] = await store.read_tasks({stream: (shard, "default")}, "w1", 1, 100)
+    assert await store.defer_task(task, "default", 0, unregistered_since=0) == "ok"
+    held = store.held_activity_task("lease-held", "default", command_of_seq(3))
+    await store.redis.zadd(store.keys.timers(held.shard), {held.lease: 0})
+
+    due, _ = await store.due_timers()
+    leases = {member.workflow_id: member.lease for member in due}
+    assert leases == {"handed-back": False, "lease-held": True}
+
+
+def command_of_seq(seq: int) -> loom_events.Command:
+    return loom_events.Command(
+        loom_events.EventType.ACTIVITY_SCHEDULED, seq, {"name": REMOTE_ACTIVITY, "args": []}
+    )

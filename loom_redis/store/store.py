@@ -841,8 +841,9 @@ class Store:
             return str(exc)
         if not seq.isdigit() or (kind in ("retry", "requeue") and not value[4]):
             return f"{_readable(value)!r:.200} has a bad seq or task ({expected})"
-        task = value[4]
-        lease = kind == "retry" and (b"att", b"1") in zip(task[::2], task[1::2], strict=False)
+        task = dict(zip(value[4][::2], value[4][1::2], strict=False))
+        # An activity task handed back (defer_task) is no lease, whatever its attempt.
+        lease = kind == "retry" and task.get(b"att") == b"1" and b"handbacks" not in task
         return TimerMember(raw, shard, score, kind, workflow_id, queue, lease)
 
     async def fire_timer(self, member: TimerMember) -> str:
