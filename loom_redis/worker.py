@@ -76,8 +76,8 @@ T = TypeVar("T")
 MAX_COMMIT_TRIES = 20
 # A task this worker does not register waits this long, doubling up to the cap, each
 # time it is handed back for another worker.
-HANDBACK_SECONDS = 0.25
-MAX_HANDBACK_SECONDS = 10.0
+UNREGISTERED_DELAY_SECONDS = 0.25
+MAX_UNREGISTERED_DELAY_SECONDS = 10.0
 # How long a worker that was idle waits before it reads a shard again after a read that
 # brought tasks (see _read_shard).
 IDLE_READ_PAUSE_SECONDS = 0.002
@@ -630,9 +630,9 @@ class Worker:
         queue = self._streams[task.queue_key][1]
         what = f"{kind} {name!r}"
         mine = sorted(registered_workflows() if kind == "workflow" else registered_activities())
-        registering = await self._workers_registering(queue, kind, name)
+        others = await self._workers_registering(queue, kind, name)
         now = now_ms()
-        since = 0 if registering else task.unregistered_since or now
+        since = 0 if others else task.unregistered_since or now
         if since and now - since >= self.unregistered_grace_ms:
             labelled(UNREGISTERED_TASKS, kind, name, "dead").inc()
             await self._dead_letter(
@@ -643,10 +643,13 @@ class Worker:
                 f"{', '.join(mine) or 'no ' + kind}",
             )
             return "dead"
-        delay = min(HANDBACK_SECONDS * 2 ** min(task.handbacks, 16), MAX_HANDBACK_SECONDS)
+        delay = min(
+            UNREGISTERED_DELAY_SECONDS * 2 ** min(task.handbacks, 16),
+            MAX_UNREGISTERED_DELAY_SECONDS,
+        )
         labelled(UNREGISTERED_TASKS, kind, name, "handed_back").inc()
-        if registering:
-            who = f"worker(s) {', '.join(registering)} register it"
+        if others:
+            who = f"worker(s) {', '.join(others)} register it"
         else:
             left = (self.unregistered_grace_ms - (now - since)) / 1000
             who = f"no live worker of the queue registers it: dead-lettered in {left:.0f}s"
