@@ -280,13 +280,20 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -
             await anyio.sleep(0.02)
 
 
-async def namespace_keys(env: Env) -> list[bytes]:
+async def namespace_keys(redis: Any, namespace: str) -> list[bytes]:
     # Also the keys of any namespace whose name starts with this test's (rows that try
     # to create "<ns>x" must leave nothing there either).
     found: set[bytes] = set()
-    for pattern in (f"loom:{{{env.namespace}*", f"loom:{{{env.namespace}}}*"):
-        found.update([key async for key in env.redis.scan_iter(match=pattern)])
+    for pattern in (f"loom:{{{namespace}*", f"loom:{{{namespace}}}*"):
+        found.update([key async for key in redis.scan_iter(match=pattern)])
     return sorted(found)
+
+
+async def namespace_dump(redis: Any, namespace: str, only: bytes = b"") -> dict[bytes, Any]:
+    """Every key of the namespace (whose name holds `only`) and its DUMP: equal
+    snapshots mean nothing was written."""
+    keys = [k for k in await namespace_keys(redis, namespace) if only in k]
+    return {key: await redis.dump(key) for key in keys}
 
 
 async def snapshot(env: Env, watch: Watch | None) -> Any:
@@ -294,10 +301,7 @@ async def snapshot(env: Env, watch: Watch | None) -> Any:
         return None
     if watch == "history":
         return await env.redis.xrange(env.keys.history(SUBJECT))
-    keys = await namespace_keys(env)
-    if watch == "workflows":
-        keys = [k for k in keys if b":wf:" in k]
-    return {key: await env.redis.dump(key) for key in keys}
+    return await namespace_dump(env.redis, env.namespace, b":wf:" if watch == "workflows" else b"")
 
 
 async def raw_history(env: Env, workflow_id: str = SUBJECT) -> list[tuple[str, dict[bytes, bytes]]]:

@@ -44,6 +44,11 @@ NO_WORKFLOW = b"none"
 # is not counted as live.
 HEARTBEAT_MS = 5000
 LIVE_HEARTBEAT_MS = 3 * HEARTBEAT_MS
+# A task loom-redis writes has at most a dozen fields. One with more than this, written
+# by hand, is cut to this many when it goes to the dead-letter stream, and a timer member
+# or dead-lettered entry with more is refused, so that no script passes more values to a
+# command than Lua can (about 8,000).
+MAX_TASK_FIELDS = 64
 # The heartbeat fields that list the workflows and activities a worker registers.
 REGISTRATION_FIELDS = {"workflow": "workflows", "activity": "activities"}
 SCRIPT_NAMES = (
@@ -841,6 +846,16 @@ class Store:
             return str(exc)
         if not seq.isdigit() or (kind in ("retry", "requeue") and not value[4]):
             return f"{_readable(value)!r:.200} has a bad seq or task ({expected})"
+        task_fields = value[4]
+        if (
+            len(task_fields) % 2
+            or len(task_fields) > 2 * MAX_TASK_FIELDS
+            or not all(isinstance(part, bytes) for part in task_fields)
+        ):
+            return (
+                f"its task {_readable(task_fields)!r:.200} is not a list of at most "
+                f"{MAX_TASK_FIELDS} fields and values"
+            )
         task = dict(zip(value[4][::2], value[4][1::2], strict=False))
         # An activity task handed back (defer_task) is no lease, whatever its attempt.
         lease = kind == "retry" and task.get(b"att") == b"1" and b"handbacks" not in task
@@ -979,8 +994,12 @@ class Store:
         same_shard = bool(workflow_id) and keys.shard_of(workflow_id) == task.shard
         meta = keys.meta(workflow_id) if same_shard else dead
         fields: list[Any] = []
-        for name, value in task.fields.items():
+        for name, value in list(task.fields.items())[:MAX_TASK_FIELDS]:
             fields += [name, value]
+        if len(task.fields) > MAX_TASK_FIELDS:
+            reason += (
+                f" (the task has {len(task.fields)} fields; the first {MAX_TASK_FIELDS} are kept)"
+            )
         await self._run(
             "dead_letter",
             [task.queue_key, dead, meta],
@@ -1122,6 +1141,8 @@ class Store:
             problem = f"its 'queue' field {queue_key!r} is not a task queue of shard {dead.shard}"
         elif _text(dead.fields.get("k")) not in ("w", "a"):
             problem = "its 'k' field is not w (workflow task) or a (activity task)"
+        elif len(dead.fields) > MAX_TASK_FIELDS + len(DeadLetter.ANNOTATIONS):
+            problem = f"it has {len(dead.fields)} fields, more than a task has ({MAX_TASK_FIELDS})"
         if problem:
             raise PayloadError(f"dead-lettered entry {dead.id} cannot be put back: {problem}")
         task_fields = {k: v for k, v in dead.fields.items() if k not in DeadLetter.ANNOTATIONS}

@@ -11,6 +11,8 @@
 --       lease (the timer member of an activity run at once by the worker that
 --       scheduled it, '' for none)
 local meta, queue, group = KEYS[1], KEYS[3], ARGV[7]
+expect_types({meta, 'hash', KEYS[2], 'stream', queue, 'stream', KEYS[5], 'stream',
+  KEYS[6], 'zset'})
 ack(queue, group, ARGV[3])
 if ARGV[11] ~= '' then redis.call('ZREM', KEYS[6], ARGV[11]) end
 local outcome = 'ok'

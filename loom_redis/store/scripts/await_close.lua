@@ -7,6 +7,7 @@
 -- Returns the status ('' if there is no such workflow).
 -- KEYS: meta, history, close notice
 local meta, notice = KEYS[1], KEYS[3]
+expect_types({meta, 'hash', KEYS[2], 'stream', notice, 'list'})
 local status = redis.call('HGET', meta, 'status')
 if not status then
   if redis.call('EXISTS', notice) == 0 then

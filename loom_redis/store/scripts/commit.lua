@@ -39,6 +39,15 @@ if length ~= expected then return {'conflict', tostring(length)} end
 if first.activity and (found[2] == '1' or found[4] ~= '1') then
   return {'conflict', tostring(length)}
 end
+local last = plans[#plans]
+-- The keys written below hold their types (meta and history were read above).
+local written = {timers, 'zset', activities, 'stream', queue, 'stream', KEYS[7], 'list',
+  index_prefix .. status, 'zset', index_prefix .. last.status, 'zset'}
+if owner and owner ~= '' then
+  written[#written + 1] = ARGV[7] .. owner
+  written[#written + 1] = 'zset'
+end
+expect_types(written)
 local last_id, closing, now = '', nil, nil
 local fields, deleted = {}, {}
 for _, plan in ipairs(plans) do
@@ -56,8 +65,7 @@ for _, plan in ipairs(plans) do
   for _, member in ipairs(plan.timers_del) do redis.call('ZREM', timers, member) end
   for _, task in ipairs(plan.tasks) do redis.call('XADD', activities, '*', unpack(task)) end
 end
--- The meta, the task flag and the status as the last plan leaves them: one write.
-local last = plans[#plans]
+-- The meta, the task flag and the status as the last plan leaves them.
 for _, field in ipairs({'wft', last.wft, 'updated', now, 'hlen', length}) do
   fields[#fields + 1] = field
 end
@@ -71,8 +79,8 @@ if last.status ~= status then
 end
 -- A workflow that moves again no longer waits on a dead-lettered task.
 if found[5] then deleted[#deleted + 1] = 'dead' end
-redis.call('HSET', meta, unpack(fields))
-if #deleted > 0 then redis.call('HDEL', meta, unpack(deleted)) end
+call_in_pieces('HSET', meta, fields)
+call_in_pieces('HDEL', meta, deleted)
 if TERMINAL[last.status] then
   -- An owner's index lists its open workflows only, so progress reads stay small.
   if owner and owner ~= '' then redis.call('ZREM', ARGV[7] .. owner, workflow_id) end

@@ -8,6 +8,8 @@
 --       names no workflow of this shard), the seq of an activity task (it marks the
 --       workflow only if that activity is pending: an entry written by hand does not),
 --       field, value, ...
+expect_types({KEYS[1], 'stream', KEYS[2], 'stream'})
+if KEYS[3] ~= KEYS[2] then expect_types({KEYS[3], 'hash'}) end
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 'gone' end
 redis.call('XDEL', KEYS[1], ARGV[1])
 local fields = {}

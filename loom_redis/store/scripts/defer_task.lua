@@ -4,6 +4,7 @@
 -- 'retry' for an activity task). Once: a task no longer pending was handed on already.
 -- KEYS: queue, timers
 -- ARGV: task id, consumer group, due (ms), timer member
+expect_types({KEYS[1], 'stream', KEYS[2], 'zset'})
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 'gone' end
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])

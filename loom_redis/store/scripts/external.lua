@@ -4,6 +4,7 @@
 -- ARGV: workflow id, now (ms), event type, data, once-field ('' or a meta field that
 --       makes the event happen at most once, such as the cancel request)
 local meta = KEYS[1]
+expect_types({meta, 'hash', KEYS[2], 'stream', KEYS[3], 'stream'})
 local status, seen = open_status(meta)
 if not seen then return {'missing', ''} end
 if not status then return {'closed', seen} end

@@ -3,11 +3,13 @@
 -- by a worker that does not register its workflow (the task goes back to its queue). Removing the member is the
 -- claim, so two sweepers never fire the same member twice.
 -- KEYS: timers, meta, history, queue
--- ARGV: member (msgpack {kind, workflow id, queue, seq, task fields}), now (ms)
+-- ARGV: member (msgpack {kind, workflow id, queue, seq, task fields}, of at most
+--       MAX_TASK_FIELDS task fields: loom_redis.store checks it), now (ms)
+expect_types({KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'stream', KEYS[4], 'stream'})
+local timer = cmsgpack.unpack(ARGV[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 'gone' end
 local meta = KEYS[2]
 if not open_status(meta) then return 'dropped' end
-local timer = cmsgpack.unpack(ARGV[1])
 local kind, workflow_id, seq = timer[1], timer[2], timer[4]
 if kind == 'timer' then
   if redis.call('HDEL', meta, 't:' .. seq) == 0 then return 'duplicate' end

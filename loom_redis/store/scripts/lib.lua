@@ -5,6 +5,31 @@ local CLOSING = {WORKFLOW_COMPLETED = true, WORKFLOW_FAILED = true, WORKFLOW_CAN
 -- CLOSE_NOTICE_MS, how long a close notice outlives the close, and NO_WORKFLOW, the
 -- notice that ends the wait for a workflow that does not exist.
 
+-- Redis does not roll a script back: a command that fails halfway through a script
+-- leaves the writes made before it. So a script reads and checks first, and writes only
+-- what cannot fail: every key it writes holds its type or nothing (a key written by hand
+-- would fail a later write with WRONGTYPE; keys: {key, type, key, type, ...}), and a
+-- command of more arguments than Lua can pass at once goes in pieces.
+local function expect_types(keys)
+  for i = 1, #keys, 2 do
+    local found = redis.call('TYPE', keys[i])['ok']
+    if found ~= 'none' and found ~= keys[i + 1] then
+      error({err = 'WRONGTYPE loom: key ' .. keys[i] .. ' holds a ' .. found .. ', not a '
+        .. keys[i + 1] .. ' (written by something other than loom-redis): nothing was written'})
+    end
+  end
+end
+
+-- Lua's unpack passes at most about 8,000 values (LUAI_MAXCSTACK), so a command with a
+-- long list of arguments (HSET of fields and values, HDEL of fields) is sent as several
+-- commands of at most PIECE each (even: a piece never splits a field from its value).
+local PIECE = 1000
+local function call_in_pieces(command, key, values)
+  for i = 1, #values, PIECE do
+    redis.call(command, key, unpack(values, i, math.min(i + PIECE - 1, #values)))
+  end
+end
+
 local function ack(queue, group, task_id)
   if task_id ~= '' then
     redis.call('XACK', queue, group, task_id)
@@ -39,9 +64,11 @@ end
 local function take_next(group, consumer, activities, workflows)
   if consumer == '' then return false end
   for _, stream in ipairs({activities, workflows}) do
-    local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+    -- Taken after the transition's writes, so it must not fail the script: a stream
+    -- without its group (deleted by hand) or of another type gives no next task.
+    local reply = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
       'STREAMS', stream, '>')
-    if reply then return {stream, reply[1][2][1]} end
+    if type(reply) == 'table' and reply[1] then return {stream, reply[1][2][1]} end
   end
   return false
 end

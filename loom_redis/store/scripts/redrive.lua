@@ -3,6 +3,8 @@
 -- flag again, unless a task is already queued for that workflow.
 -- KEYS: dead, queue, meta (the dead stream itself when the task names no workflow)
 -- ARGV: dead entry id, kind, field, value, ...
+expect_types({KEYS[1], 'stream', KEYS[2], 'stream'})
+if KEYS[3] ~= KEYS[1] then expect_types({KEYS[3], 'hash'}) end
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 'missing' end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], 'dead') == ARGV[1] then
   redis.call('HDEL', KEYS[3], 'dead')

@@ -7,6 +7,9 @@
 --       not read the history), meta field, value, ...
 local meta, history, queue = KEYS[1], KEYS[2], KEYS[3]
 local workflow_id, now = ARGV[1], ARGV[2]
+expect_types({meta, 'hash', history, 'stream', queue, 'stream', KEYS[4], 'zset',
+  ARGV[3] .. 'PENDING', 'zset'})
+if KEYS[5] then expect_types({KEYS[5], 'zset'}) end
 local existing = redis.call('HGET', meta, 'status')
 if existing then
   if redis.call('HGET', meta, 'start_request') == ARGV[5] then return {'started', existing} end
