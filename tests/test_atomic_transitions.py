@@ -322,5 +322,5 @@ async def test_a_key_of_the_wrong_type_fails_the_script_before_it_writes(
     with pytest.raises(ResponseError) as refused:
         await case.act(store)
     assert await namespace_dump(store.redis, namespace) == before, "something was written"
-    assert f"WRONGTYPE loom: key {key} holds a string, not a" in str(refused.value)
+    assert f"WRONGTYPE loom: key {key} is not a " in str(refused.value)
     assert "nothing was written" in str(refused.value)
