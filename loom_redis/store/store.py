@@ -7,7 +7,7 @@ import functools
 import logging
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
@@ -26,7 +26,7 @@ from ..errors import (
 from ..events import Command, Event, EventType, Status
 from .codec import decode, encode, max_payload_bytes
 from .connection import DirectLane, acl_checked, connect_redis, now_ms, permission_error
-from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
+from .keys import MAX_SHARDS, WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 
 logger = logging.getLogger("loom_redis.store")
 
@@ -235,6 +235,40 @@ def _taken(shard: int, taken: Any) -> Task | None:
     return _task(stream, shard, entry_id, _field_map(flat))
 
 
+async def _create_config(redis: aioredis.Redis, key: str, shards: int) -> bytes | str | None:
+    """Write a namespace's shard count unless it has one; the count it has now."""
+    await redis.hsetnx(key, "shards", shards)
+    return await redis.hget(key, "shards")
+
+
+def _stored_shards(key: str, found: bytes | str | None) -> int:
+    """The shard count a namespace's config holds, refused unless it is 1..MAX_SHARDS (a
+    hand-edited count would put every workflow on another shard)."""
+    text = _text(found)
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_SHARDS):
+        raise ConfigurationError(
+            f"field 'shards' of {key} holds {text!r}, not a shard count 1..{MAX_SHARDS}; "
+            "set it back to the count the namespace was created with (16 unless "
+            "`loom init --shards` chose another)"
+        )
+    return int(text)
+
+
+class ConsumerGroupMissing(ResponseError):
+    """A task stream has no consumer group (NOGROUP): the server lost the namespace's
+    data, or its keys were deleted. Workers recreate them (`Store.restore_namespace`)."""
+
+
+@contextlib.contextmanager
+def _groups_checked() -> Iterator[None]:
+    try:
+        yield
+    except ResponseError as exc:
+        if str(exc).startswith("NOGROUP"):
+            raise ConsumerGroupMissing(str(exc)) from None
+        raise
+
+
 def _stream_id_order(entry_id: str) -> tuple[int, int]:
     millis, _, sequence = entry_id.partition("-")
     return int(millis), int(sequence or 0)
@@ -281,16 +315,15 @@ class Store:
             keys = Keyspace(namespace)
             # Only None means the default: 0 is an error, not a request for 16 shards.
             wanted = keys.shards if shards is None else shards
-            if not isinstance(wanted, int) or not 1 <= wanted <= 4096:
-                raise ConfigurationError(f"shard count must be 1..4096, got {wanted!r}")
+            if not isinstance(wanted, int) or not 1 <= wanted <= MAX_SHARDS:
+                raise ConfigurationError(f"shard count must be 1..{MAX_SHARDS}, got {wanted!r}")
             # Read first: a read-only (dashboard) user can open an existing namespace.
             with acl_checked(f"open namespace {namespace!r}", url):
                 found = await redis.hget(keys.config(), "shards")
             if found is None:
                 with acl_checked(f"create namespace {namespace!r}", url):
-                    await redis.hsetnx(keys.config(), "shards", wanted)
-                    found = await redis.hget(keys.config(), "shards")
-            stored = int(found or wanted)
+                    found = await _create_config(redis, keys.config(), wanted)
+            stored = _stored_shards(keys.config(), found)
             if shards is not None and stored != shards:
                 raise ConfigurationError(
                     f"namespace {namespace!r} was created with {stored} shards, not {shards}; "
@@ -867,6 +900,8 @@ class Store:
     # -- task streams --------------------------------------------------------------
 
     async def ensure_groups(self, queues: Iterable[str]) -> None:
+        """Create the consumer group of every task stream that lacks one. A new group
+        reads from the stream's start ("0"), so that tasks queued before it are run."""
         pipe: Pipeline = self.redis.pipeline(transaction=False)
         for stream in self.queue_keys(queues):
             pipe.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
@@ -874,6 +909,31 @@ class Store:
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
                 doing = "create the consumer groups of the task queues (XGROUP CREATE)"
                 raise permission_error(reply, doing, self.url) or reply
+
+    async def restore_namespace(self, queues: Iterable[str]) -> bool:
+        """Recreate what a server that lost the namespace's data no longer has: its config
+        (with this store's shard count) and the consumer groups of the queues. Whether
+        the config was missing.
+
+        Raises ConfigurationError when the config now holds another shard count (a
+        client that connected first created the namespace anew, with its count)."""
+        key = self.keys.config()
+        found = await self.redis.hget(key, "shards")
+        missing = found is None
+        if missing:
+            found = await _create_config(self.redis, key, self.keys.shards)
+        stored = _stored_shards(key, found)
+        if stored != self.keys.shards:
+            raise ConfigurationError(
+                f"the Redis server lost the data of namespace {self.keys.namespace!r}, and "
+                f"its config was created again with {stored} shards (by a client or worker "
+                f"that connected first); this worker has {self.keys.shards}, so it cannot "
+                f"serve the namespace: restart it (it then uses {stored} shards), or to "
+                f"keep {self.keys.shards}, stop every client and worker, delete {key} and "
+                f"run `loom init --shards {self.keys.shards}` before starting them again"
+            )
+        await self.ensure_groups(queues)
+        return missing
 
     def queue_keys(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
         """Task stream key -> (shard, queue name) for every shard of the queues, both
@@ -899,10 +959,11 @@ class Store:
         # Over the direct lane: this read is sent again each time tasks arrive, while
         # they start, and redis-py would spend longer building it than Redis reading it.
         block = ["BLOCK", block_ms] if start == ">" else []
-        reply: Any = await self._lane.execute(
-            "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
-            "STREAMS", *streams, *[start] * len(streams),
-        )  # fmt: skip
+        with _groups_checked():
+            reply: Any = await self._lane.execute(
+                "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
+                "STREAMS", *streams, *[start] * len(streams),
+            )  # fmt: skip
         tasks: list[Task] = []
         for stream, entries in reply or []:
             key = _text(stream)
@@ -921,9 +982,15 @@ class Store:
         for key, (shard, _queue) in streams.items():
             if len(claimed) >= count:
                 break
-            reply = await self.redis.xautoclaim(
-                key, WORKER_GROUP, consumer, lease_ms, start_id="0-0", count=count - len(claimed)
-            )
+            with _groups_checked():
+                reply = await self.redis.xautoclaim(
+                    key,
+                    WORKER_GROUP,
+                    consumer,
+                    lease_ms,
+                    start_id="0-0",
+                    count=count - len(claimed),
+                )
             entries = reply[1]
             deleted = [d for d in (reply[2] if len(reply) > 2 else [])]
             live = []
@@ -1073,7 +1140,15 @@ class Store:
             await self.redis.hdel(self.keys.workers(), *stale)
         removed = 0
         for key in streams:
-            consumers: Any = await self.redis.xinfo_consumers(key, WORKER_GROUP)
+            try:
+                with _groups_checked():
+                    consumers: Any = await self.redis.xinfo_consumers(key, WORKER_GROUP)
+            except ConsumerGroupMissing:
+                continue  # the readers recreate it
+            except ResponseError as exc:
+                if "no such key" not in str(exc):
+                    raise
+                continue  # no task was ever queued there: nothing to prune
             for consumer in consumers:
                 name = _text(consumer["name"])
                 if (
