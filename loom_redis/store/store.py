@@ -7,7 +7,7 @@ import functools
 import logging
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
@@ -144,6 +144,26 @@ class TaskPlan:
     held_activity: int | None = None
     # The signals the code waits for once the plan is written (meta "signals").
     waiting_signals: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class UnreadableEntry:
+    """A history entry that does not decode (written by hand, or over this reader's
+    payload limit), as a listing shows it."""
+
+    id: str
+    problem: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """As Event.to_dict, with type UNREADABLE and the problem."""
+        return {
+            "id": self.id,
+            "type": "UNREADABLE",
+            "seq": 0,
+            "time_ms": 0,
+            "data": None,
+            "problem": self.problem,
+        }
 
 
 @dataclass(frozen=True)
@@ -482,34 +502,50 @@ class Store:
         raw: Any = await self.redis.hgetall(self.keys.meta(workflow_id))
         return {k.decode(): v for k, v in raw.items()}
 
-    async def read_history(self, workflow_id: str, after: str | None = None) -> list[Event]:
-        """History events in order, read in pages (after stream id `after`, if given)."""
+    async def _history_pages(
+        self, workflow_id: str, after: str | None = None
+    ) -> AsyncIterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+        """A history's raw entries in pages (after stream id `after`, if given)."""
         key = self.keys.history(workflow_id)
-        events: list[Event] = []
         start = f"({after}" if after else "-"
         while True:
             page: Any = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
-            events.extend(
-                self.decode_event(workflow_id, entry_id, fields) for entry_id, fields in page
-            )
+            yield page
             if len(page) < HISTORY_PAGE:
-                return events
+                return
             start = f"({_text(page[-1][0])}"
+
+    async def read_history(self, workflow_id: str, after: str | None = None) -> list[Event]:
+        """History events in order (after stream id `after`, if given); raises
+        PayloadError at an entry that does not decode."""
+        return [
+            self.decode_event(workflow_id, entry_id, fields)
+            async for page in self._history_pages(workflow_id, after)
+            for entry_id, fields in page
+        ]
+
+    async def read_history_entries(self, workflow_id: str) -> list[Event | UnreadableEntry]:
+        """History events in order, an entry that does not decode standing as an
+        UnreadableEntry (to show a history, not to replay it)."""
+        entries: list[Event | UnreadableEntry] = []
+        async for page in self._history_pages(workflow_id):
+            for entry_id, fields in page:
+                try:
+                    entries.append(self.decode_event(workflow_id, entry_id, fields))
+                except PayloadError as exc:
+                    entries.append(UnreadableEntry(_text(entry_id), str(exc)))
+        return entries
 
     async def history_summary(self, workflow_id: str) -> tuple[int, int]:
         """(length, highest seq) of a history, read without decoding its entries, so that a
         workflow whose history holds a corrupt entry can still be failed (fenced by length)."""
-        key = self.keys.history(workflow_id)
-        length, last_seq, start = 0, 0, "-"
-        while True:
-            page: Any = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
+        length, last_seq = 0, 0
+        async for page in self._history_pages(workflow_id):
             length += len(page)
             for _entry_id, fields in page:
                 with contextlib.suppress(ValueError, TypeError):
                     last_seq = max(last_seq, int(fields.get(b"seq", b"0")))
-            if len(page) < HISTORY_PAGE:
-                return length, last_seq
-            start = f"({_text(page[-1][0])}"
+        return length, last_seq
 
     @staticmethod
     def carried_history(task: Task) -> list[Event] | None:
@@ -1100,19 +1136,32 @@ class Store:
                 mapping={name: encode(described) for name, described in definitions.items()},
             )
 
-    async def worker_heartbeats(self) -> list[dict[str, Any]]:
-        """The workers' last heartbeats (name, host, pid, queues, concurrency, ...)."""
+    async def read_heartbeats(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The workers' last heartbeats by name (name, host, pid, queues, concurrency,
+        ...), and why each record that cannot be read is unreadable, by its field."""
         raw: Any = await self.redis.hgetall(self.keys.workers())
-        beats = [
-            decode(value, what=f"heartbeat of worker {_text(name)!r}")
-            for name, value in raw.items()
-        ]
-        return sorted((b for b in beats if isinstance(b, dict)), key=lambda b: str(b["name"]))
+        beats: list[dict[str, Any]] = []
+        unreadable: dict[str, str] = {}
+        for field_name, value in raw.items():
+            name = _text(field_name)
+            beat = _heartbeat(name, value)
+            if isinstance(beat, str):
+                unreadable[name] = f"field {name!r} of {self.keys.workers()} {beat}"
+            else:
+                beats.append(beat)
+        return sorted(beats, key=lambda b: str(b["name"])), unreadable
+
+    async def worker_heartbeats(self) -> list[dict[str, Any]]:
+        """The heartbeats that can be read; the others are skipped with a warning."""
+        beats, unreadable = await self.read_heartbeats()
+        for problem in unreadable.values():
+            warn_unreadable(problem, "skipped")
+        return beats
 
     async def live_workers(self) -> list[dict[str, Any]]:
         """The heartbeats of the workers seen within LIVE_HEARTBEAT_MS."""
         live_since = now_ms() - LIVE_HEARTBEAT_MS
-        return [b for b in await self.worker_heartbeats() if int(b.get("seen_ms", 0)) >= live_since]
+        return [b for b in await self.worker_heartbeats() if b["seen_ms"] >= live_since]
 
     async def timer_due(self, workflow_id: str, queue: str, seq: int) -> int | None:
         """When (ms) the workflow's durable timer `seq` is due, None if it is not set."""
@@ -1131,11 +1180,13 @@ class Store:
         """Delete stale heartbeats, and consumers idle that long with nothing pending
         (a live worker's blocking reads keep its consumer's idle time short)."""
         cutoff = now_ms() - heartbeat_older_than_ms
-        stale = [
-            b["name"]
-            for b in await self.worker_heartbeats()
-            if int(b.get("seen_ms", 0)) < cutoff and b["name"] != keep
-        ]
+        beats, unreadable = await self.read_heartbeats()
+        stale = [b["name"] for b in beats if b["seen_ms"] < cutoff and b["name"] != keep]
+        # No worker wrote these (a live one rewrites its own every HEARTBEAT_MS).
+        for name, problem in unreadable.items():
+            if name != keep:
+                logger.warning("%s: forgotten, as a departed worker's", problem)
+                stale.append(name)
         if stale:
             await self.redis.hdel(self.keys.workers(), *stale)
         removed = 0
@@ -1219,6 +1270,67 @@ class Store:
                     [dead.id, kind, *flat],
                 )
             )
+
+
+# The heartbeat fields other than `name` and `seen_ms` (which it must have): their types,
+# and what a heartbeat without them (an older worker's) stands for.
+_HEARTBEAT_DEFAULTS: dict[str, Any] = {
+    "host": "",
+    "pid": 0,
+    "queues": [],
+    "concurrency": 0,
+    "in_flight": 0,
+    "waiting": 0,
+    "started_ms": 0,
+    "workflows": [],
+    "activities": [],
+}
+
+
+def _heartbeat(name: str, raw: bytes) -> dict[str, Any] | str:
+    """A heartbeat as its worker wrote it (named by its field in the hash), or what makes
+    it unreadable."""
+    try:
+        beat = decode(raw, what="it")
+    except PayloadError as exc:
+        return str(exc).removeprefix("it ")
+    if not isinstance(beat, dict):
+        return f"is a msgpack {type(beat).__name__}, not a map"
+    seen = beat.get("seen_ms")
+    if not _whole_number(seen):
+        return f"has seen_ms {seen!r}, not a time in ms"
+    for key, default in _HEARTBEAT_DEFAULTS.items():
+        value = beat.setdefault(key, default)
+        if isinstance(default, list):
+            readable = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif isinstance(default, int):
+            readable = _whole_number(value)
+        else:
+            readable = isinstance(value, str)
+        if not readable:
+            return f"has {key} {value!r}, not a {type(default).__name__}"
+    beat["name"] = name
+    return beat
+
+
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# How many unreadable records a process remembers having warned of.
+_WARNED_LIMIT = 1000
+_warned: set[str] = set()
+
+
+def warn_unreadable(problem: str, done: str) -> None:
+    """Log a warning that a record read from Redis is unreadable (what `done` with it),
+    once per process for each problem: listings read the same records again and again."""
+    if problem in _warned:
+        return
+    if len(_warned) >= _WARNED_LIMIT:
+        _warned.clear()
+    _warned.add(problem)
+    logger.warning("%s: %s", problem, done)
 
 
 def registering(heartbeats: list[dict[str, Any]], queue: str, kind: str, name: str) -> list[str]:
