@@ -9,10 +9,10 @@ import logging
 import os
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic
+from typing import Any, Generic, TypeVar
 
 from .api import (
     IdReusePolicy,
@@ -36,9 +36,11 @@ from .errors import (
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import Store, decode, encode
 from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
-from .store.store import CLOSE_NOTICE_MS, registering
+from .store.store import CLOSE_NOTICE_MS, UnreadableEntry, registering, warn_unreadable
 
 logger = logging.getLogger("loom_redis.client")
+
+T = TypeVar("T")
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "default"
@@ -219,14 +221,28 @@ class Client:
         meta = await store.read_meta(workflow_id)
         if not meta:
             raise WorkflowNotFoundError(workflow_id)
-        return describe_meta(workflow_id, meta)
+        return describe_meta(workflow_id, meta, store.keys.meta(workflow_id))
 
     async def history(self, workflow_id: str) -> list[Event]:
+        """The workflow's history; raises PayloadError at an entry that does not decode
+        (`history_entries` shows the others)."""
         store = await self._connected()
         events = await store.read_history(workflow_id)
         if not events:
             raise WorkflowNotFoundError(workflow_id)
         return events
+
+    async def history_entries(self, workflow_id: str) -> list[dict[str, Any]]:
+        """The workflow's history as dicts (`Event.to_dict`); an entry that does not
+        decode is `{"id", "type": "UNREADABLE", "problem", ...}`, with a warning."""
+        store = await self._connected()
+        entries = await store.read_history_entries(workflow_id)
+        if not entries:
+            raise WorkflowNotFoundError(workflow_id)
+        for entry in entries:
+            if isinstance(entry, UnreadableEntry):
+                warn_unreadable(entry.problem, "shown as unreadable")
+        return [entry.to_dict() for entry in entries]
 
     async def list_workflows(
         self, *, status: str | None = None, limit: int = 50
@@ -268,7 +284,7 @@ class Client:
                 else {k.decode(): v for k, v in raw.items()}
             )
             if meta:
-                found.append(describe_meta(workflow_id, meta))
+                found.append(describe_meta(workflow_id, meta, store.keys.meta(workflow_id)))
         return found
 
     async def stats(self) -> dict[str, int]:
@@ -286,9 +302,13 @@ class Client:
         }
 
     async def workers(self) -> list[dict[str, Any]]:
-        """The running workers as their heartbeats describe them (refreshed every 5 s)."""
+        """The running workers as their heartbeats describe them (refreshed every 5 s),
+        by name; a heartbeat that cannot be read is `{"name", "unreadable": why}`."""
         store = await self._connected()
-        return await store.worker_heartbeats()
+        beats, unreadable = await store.read_heartbeats()
+        for problem in unreadable.values():
+            warn_unreadable(problem, "shown as unreadable")
+        return beats + [{"name": n, "unreadable": why} for n, why in sorted(unreadable.items())]
 
     async def explain_wait(self, workflow_id: str) -> WaitExplained:
         """Why an open workflow has not ended, as far as Redis tells: its task in the
@@ -296,6 +316,8 @@ class Client:
         what its code waits for (activities, a timer, signals)."""
         store = await self._connected()
         info = await self.describe(workflow_id)
+        if info["status"] is None:
+            return WaitExplained("unreadable", info["unreadable"]["status"], stuck=False)
         status, queue, name = str(info["status"]), str(info["queue"]), info["workflow_name"]
         if Status(status).is_terminal:
             return WaitExplained(status, f"it has ended ({status})", stuck=False)
@@ -379,7 +401,7 @@ class Client:
             for info in await self._describe_many(ids, PROGRESS_FIELDS)
             if info["status"] in ACTIVE_STATUSES
         ]
-        workflows.sort(key=lambda w: (w["started_ms"], w["workflow_id"]))
+        workflows.sort(key=lambda w: (w["started_ms"] or 0, w["workflow_id"]))
         for entry in workflows:
             del entry["started_ms"]
         return {"owner": owner, "workflows": workflows}
@@ -466,6 +488,11 @@ class WorkflowHandle(Generic[StateT]):
         A workflow whose task is in the dead-letter stream keeps its status (it moves
         again once the task is put back): that is logged as a warning."""
         info = await self.describe()
+        if info["status"] is None:
+            raise PayloadError(
+                f"the status of workflow {self.workflow_id!r} cannot be read: "
+                f"{info['unreadable']['status']}"
+            )
         if info["dead_letter"]:
             logger.warning(
                 "workflow %r is %s, but its task is in the dead-letter stream (entry %s): "
@@ -646,19 +673,17 @@ def format_time(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def describe_meta(workflow_id: str, meta: dict[str, bytes]) -> dict[str, Any]:
-    def text(field: str) -> str:
-        return meta.get(field, b"").decode()
-
-    def number(field: str) -> int:
-        value = meta.get(field)
-        return int(value) if value else 0
-
-    return {
+def describe_meta(workflow_id: str, meta: dict[str, bytes], key: str) -> dict[str, Any]:
+    """A workflow's meta (the hash `key`) as `describe()` gives it. A field that cannot be
+    read (written by hand, or over this reader's payload limit) is None, and
+    `unreadable` says why, by field, naming the key; the others are read as usual."""
+    reader = _MetaReader(meta, key)
+    text, number, payload = reader.text, reader.number, reader.payload
+    info = {
         "workflow_id": workflow_id,
         "workflow_name": text("name"),
         "version": text("version"),
-        "status": text("status"),
+        "status": reader.read("status", lambda raw: Status(raw.decode()), None),
         "queue": text("queue"),
         "owner": text("owner") or None,
         "agent": text("agent") or None,
@@ -673,18 +698,69 @@ def describe_meta(workflow_id: str, meta: dict[str, bytes]) -> dict[str, Any]:
         "cancel_requested": "cancel_requested" in meta,
         # What the open workflow waits for: activities and timers by seq, signals by name.
         "waiting_for": {
-            "activities": sorted(int(f[2:]) for f in meta if f.startswith("a:")),
-            "timers": sorted(int(f[2:]) for f in meta if f.startswith("t:")),
-            "signals": decode(meta["signals"]) if meta.get("signals") else [],
+            "activities": reader.seqs("a:"),
+            "timers": reader.seqs("t:"),
+            "signals": payload("signals", list) or [],
         },
         # A workflow task of it is queued or running.
         "task_queued": meta.get("wft") == b"1",
         # The dead-letter entry of its task, while one keeps it from moving.
         "dead_letter": text("dead") or None,
-        "input": decode(meta.get("input")),
-        "result": decode(meta.get("result")),
-        "error": decode(meta.get("error")) or decode(meta.get("suspended")),
+        "input": payload("input"),
+        "result": payload("result"),
+        "error": payload("error", dict) or payload("suspended", dict),
+        "unreadable": reader.unreadable,
     }
+    for problem in reader.unreadable.values():
+        warn_unreadable(problem, "shown as unreadable")
+    return info
+
+
+class _MetaReader:
+    """Reads a workflow's meta field by field; a field that cannot be read is noted in
+    `unreadable` (field -> why, naming the key) and read as None."""
+
+    def __init__(self, meta: dict[str, bytes], key: str) -> None:
+        self.meta = meta
+        self.key = key
+        self.unreadable: dict[str, str] = {}
+
+    def read(self, field: str, parse: Callable[[bytes], T], default: T) -> T | None:
+        raw = self.meta.get(field)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:  # a PayloadError is a TypeError
+            self.unreadable[field] = f"field {field!r} of {self.key} is unreadable: {exc}"
+            return None
+
+    def text(self, field: str) -> str | None:
+        return self.read(field, bytes.decode, "")
+
+    def number(self, field: str) -> int | None:
+        return self.read(field, lambda raw: int(raw) if raw else 0, 0)
+
+    def payload(self, field: str, kind: type | None = None) -> Any:
+        def parse(raw: bytes) -> Any:
+            value = decode(raw, what="its msgpack")
+            if kind is not None and value is not None and not isinstance(value, kind):
+                raise TypeError(f"a {type(value).__name__}, not a {kind.__name__}")
+            return value
+
+        return self.read(field, parse, None)
+
+    def seqs(self, prefix: str) -> list[int]:
+        """The seqs of the fields named `prefix` + seq (pending activities, timers)."""
+        found = []
+        for field in self.meta:
+            if field.startswith(prefix):
+                seq = field[len(prefix) :]
+                if seq.isascii() and seq.isdigit():
+                    found.append(int(seq))
+                else:
+                    self.unreadable[field] = f"field {field!r} of {self.key} is not {prefix}<seq>"
+        return sorted(found)
 
 
 def progress_entry(info: dict[str, Any]) -> dict[str, Any]:

@@ -84,6 +84,11 @@ TASKS_RECLAIMED = Counter(
 # Both series exist from the start, so that a rate over them starts at zero.
 CLAIMED = TASKS_RECLAIMED.labels("claimed")
 LEASE_EXPIRED = TASKS_RECLAIMED.labels("lease_expired")
+NAMESPACE_DATA_LOST = Counter(
+    "loom_namespace_data_lost_total",
+    "Times this worker found the task streams' consumer groups gone (the Redis server lost "
+    "the namespace's data) and created them again",
+)
 
 
 class Load(Protocol):

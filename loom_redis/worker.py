@@ -53,6 +53,7 @@ from .metrics import (
     DEAD_LETTERS,
     EAGER_ACTIVITIES,
     LEASE_EXPIRED,
+    NAMESPACE_DATA_LOST,
     TASKS,
     TIMERS_FIRED,
     UNREGISTERED_TASKS,
@@ -65,7 +66,13 @@ from .metrics import (
 from .store import Store, Task, TaskPlan, TimerMember, decode, encode
 from .store.connection import now_ms
 from .store.keys import validate_queue
-from .store.store import HEARTBEAT_MS, CommitResult, registering, registrations
+from .store.store import (
+    HEARTBEAT_MS,
+    CommitResult,
+    ConsumerGroupMissing,
+    registering,
+    registrations,
+)
 
 logger = logging.getLogger("loom_redis.worker")
 
@@ -244,6 +251,11 @@ class Worker:
         self._drained: anyio.Event | None = None
         self._started = anyio.Event()
         self._ready = False
+        # How many times the namespace was restored (see _restore_namespace), and the
+        # restoration under way, if any: the readers that all find the groups gone at
+        # once restore them once.
+        self._restorations = 0
+        self._restoring: anyio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -387,8 +399,12 @@ class Worker:
             free = await self._wait_for_capacity()
             # So that the reads bring fewer than free + shards tasks, not free * shards.
             count = -(-free // len(self._shard_streams))
+            restorations = self._restorations
             try:
                 tasks = await self.store.read_tasks(streams, self.name, count, self.poll_ms)
+            except ConsumerGroupMissing:
+                await self._restore_namespace(restorations)
+                continue
             except RedisError as exc:
                 await self._redis_trouble("reading tasks", exc)
                 continue
@@ -430,10 +446,14 @@ class Worker:
         """One claim; whether to claim again at once (it came back full, and capacity
         is left)."""
         free = self.concurrency - len(self._in_flight)
+        restorations = self._restorations
         try:
             claimed = await self.store.claim_stale_tasks(
                 self._streams, self.name, self.lease_ms, self.concurrency
             )
+        except ConsumerGroupMissing:
+            await self._restore_namespace(restorations)
+            return False
         except RedisError as exc:
             await self._redis_trouble("taking over tasks", exc)
             return False
@@ -532,6 +552,41 @@ class Worker:
         if follow_up is not None:
             self._in_flight[(follow_up.queue_key, follow_up.id)] = follow_up
             self._follow_ups[(finishing.queue_key, finishing.id)] = follow_up
+
+    async def _restore_namespace(self, restorations: int) -> None:
+        """Recreate the consumer groups (and the namespace's config) that a read found
+        gone, once for all the readers that find it: those that read before the last
+        restoration (`restorations` is the count they saw) just read again.
+
+        Raises ConfigurationError when the recreated config holds another shard count."""
+        if self._restoring is not None:
+            await self._restoring.wait()
+            return
+        if restorations != self._restorations:
+            return
+        self._restoring = anyio.Event()
+        try:
+            config_missing = await self.store.restore_namespace(self.queues)
+            await self._publish_definitions()
+        except RedisError as exc:
+            await self._redis_trouble("recreating the consumer groups", exc)
+            return
+        finally:
+            self._restoring.set()
+            self._restoring = None
+        self._restorations += 1
+        NAMESPACE_DATA_LOST.inc()
+        logger.error(
+            "the Redis server lost the data of namespace %r: the consumer groups of its "
+            "task streams were gone%s (a server restarted without its AOF, a FLUSHALL, a "
+            "failover to a replica that lagged, or keys deleted by hand). The histories, "
+            "queued tasks and timers written before are gone: workflows started before "
+            "cannot complete and are no longer found. Recreated the consumer groups%s; "
+            "new workflows run.",
+            self.store.keys.namespace,
+            ", and its config" if config_missing else "",
+            f" and the config ({self.store.keys.shards} shards)" if config_missing else "",
+        )
 
     async def _redis_trouble(self, doing: str, exc: Exception) -> None:
         if self._ready:  # said once, not by every shard's reader

@@ -524,6 +524,92 @@ def _fn() -> None:
     pass
 
 
+# -- malformed records: skipped or shown as unreadable, the rest works -------------------
+
+
+def config_shards(value: str) -> Act:
+    async def setup(env: Env) -> None:
+        await env.redis.hset(env.keys.config(), "shards", value)
+
+    return setup
+
+
+def heartbeat(value: Any) -> Act:
+    """A heartbeat written by hand as a field of the workers hash, by default 'evil'
+    (bytes as they are, anything else as msgpack)."""
+
+    async def setup(env: Env) -> None:
+        raw = value if isinstance(value, bytes) else msgpack.packb(value)
+        name = value["name"] if isinstance(value, dict) and "name" in value else "evil"
+        await env.redis.hset(env.keys.workers(), name, raw)
+
+    return setup
+
+
+async def workers_listed(env: Env) -> None:
+    """`loom workers` lists the good heartbeat and says 'evil' is unreadable, naming the
+    key; then a worker starts, and prunes 'evil' (see evil_heartbeat_pruned)."""
+    await heartbeat({"name": "good", "seen_ms": 1, "queues": ["default"]})(env)
+    out = await cli(env, "workers", "--url", env.url, "--namespace", env.namespace)
+    assert "good" in out and "evil" in out and "unreadable" in out, out
+    assert env.keys.workers() in out, out
+    assert [row["name"] for row in await env.client.store.worker_heartbeats()] == ["good"]
+    await env.worker()
+
+
+async def evil_heartbeat_pruned(env: Env) -> None:
+    await until(lambda: _no_evil_heartbeat(env))
+
+
+async def _no_evil_heartbeat(env: Env) -> bool:
+    return not await env.redis.hexists(env.keys.workers(), "evil")
+
+
+def meta_field(name: str, value: bytes) -> Act:
+    """Two workflows of one owner wait; the subject's meta field `name` is spoilt."""
+
+    async def setup(env: Env) -> None:
+        await start(env, WaitForGo, {}, owner="cat-owner")
+        other = await env.client.start(WaitForGo, {}, workflow_id="cat-other", owner="cat-owner")
+        env.names["other"] = other.workflow_id
+        env.names["field"] = name
+        await env.redis.hset(env.keys.meta(SUBJECT), name, value)
+
+    return setup
+
+
+async def listed_with_an_unreadable_field(env: Env) -> None:
+    """`loom list`, `loom inspect`, list_workflows and get_progress all work; the spoilt
+    field shows as unreadable, naming the key and the field."""
+    field_name, meta_key = env.names["field"], env.keys.meta(SUBJECT)
+    rows = await env.client.list_workflows()
+    assert {row["workflow_id"] for row in rows} == {SUBJECT, "cat-other"}, rows
+    [subject] = [row for row in rows if row["workflow_id"] == SUBJECT]
+    assert meta_key in subject["unreadable"][field_name], subject
+    progress = await env.client.get_progress("cat-owner")
+    assert "cat-other" in [w["workflow_id"] for w in progress["workflows"]], progress
+    listed = await cli(env, "list", "--url", env.url, "--namespace", env.namespace)
+    assert SUBJECT in listed and "cat-other" in listed and "unreadable" in listed, listed
+    shown = await cli(env, "inspect", SUBJECT, "--url", env.url, "--namespace", env.namespace)
+    assert "unreadable" in shown and meta_key in shown and f"'{field_name}'" in shown, shown
+
+
+async def spoilt_history_entry(env: Env) -> None:
+    await pending_subject(env)
+    entry = await env.redis.xadd(
+        env.keys.history(SUBJECT), {"type": "NOT_AN_EVENT", "t": "later", "d": b"\xc1"}
+    )
+    env.names["entry"] = entry.decode()
+
+
+async def events_shown_around_the_bad_one(env: Env) -> None:
+    shown = await cli(
+        env, "inspect", SUBJECT, "--events", "--url", env.url, "--namespace", env.namespace
+    )
+    assert "WORKFLOW_STARTED" in shown, shown
+    assert "unreadable" in shown and env.names["entry"] in shown and "NOT_AN_EVENT" in shown, shown
+
+
 # -- the catalogue -------------------------------------------------------------------
 
 TOO_BIG = {"blob": "x" * (2 * 1024 * 1024)}  # 2 MiB of text, plus msgpack's framing
@@ -1053,6 +1139,67 @@ CASES = [
         loom.PayloadError,
         ("dead-lettered entry {entry}", "'queue'"),
         setup=redrive_corrupt_dead_entry,
+    ),
+    # --- stored records written by hand: skipped or shown as unreadable -------------------
+    *[
+        Case(
+            f"config-shard-count-{label}",
+            lambda env: open_store(env.url, env.namespace, None),
+            loom.ConfigurationError,
+            ("field 'shards' of loom:{{{ns}}}:config", f"holds {value!r}", "1..4096"),
+            setup=config_shards(value),
+        )
+        for label, value in (
+            ("not-a-number", "abc"),
+            ("zero", "0"),
+            ("negative", "-1"),
+            ("too-big", "999999"),
+        )
+    ],
+    *[
+        Case(
+            f"heartbeat-{label}",
+            workers_listed,
+            None,
+            setup=heartbeat(value),
+            unchanged=None,
+            check=evil_heartbeat_pruned,
+        )
+        for label, value in (
+            ("not-msgpack", b"\xc1 not msgpack"),
+            ("not-a-map", ["evil", 1]),
+            ("seen-ms-not-a-number", {"host": "h", "seen_ms": "yesterday"}),
+            ("queues-not-a-list", {"seen_ms": 1, "queues": 7}),
+        )
+    ],
+    *[
+        Case(
+            f"meta-{label}",
+            listed_with_an_unreadable_field,
+            None,
+            setup=meta_field(name, value),
+        )
+        for label, name, value in (
+            ("step-not-a-number", "step", b"abc"),
+            ("name-not-utf8", "name", b"\xff\xfeOrder"),
+            ("status-unknown", "status", b"SLEEPING"),
+            ("input-not-msgpack", "input", b"\xc1"),
+            ("waiting-activity-not-a-number", "a:x", b"1"),
+        )
+    ],
+    Case(
+        "meta-input-over-the-limit-of-this-reader",
+        listed_with_an_unreadable_field,
+        None,
+        setup=meta_field("input", msgpack.packb("x" * BIG)),
+        environ=LIMITED,
+    ),
+    Case(
+        "inspect-events-with-a-spoilt-entry",
+        events_shown_around_the_bad_one,
+        None,
+        setup=spoilt_history_entry,
+        unchanged="history",
     ),
     # --- the CLI ------------------------------------------------------------------------
     Case(

@@ -393,11 +393,19 @@ def list_(
         return
     click.echo(f"{'WORKFLOW ID':<34} {'NAME':<22} {'STATUS':<10} {'STEP':<7} STARTED")
     for row in rows:
-        step = f"{row['current_step']}/{row['total_steps']}"
+        step = f"{_read(row['current_step'])}/{_read(row['total_steps'])}"
+        # Which fields cannot be read (`loom inspect` says why).
+        spoilt = f"  unreadable: {', '.join(row['unreadable'])}" if row["unreadable"] else ""
         click.echo(
-            f"{row['workflow_id']:<34} {row['workflow_name']:<22} {row['status']:<10} "
-            f"{step:<7} {_when(row['started_ms'])}"
+            f"{row['workflow_id']:<34} {_read(row['workflow_name']):<22} "
+            f"{_read(row['status']):<10} {step:<7} {_when(row['started_ms'])}{spoilt}"
         )
+
+
+def _read(value: Any) -> str:
+    """A field of `describe()` as printed: None is a stored value that cannot be read
+    (its `unreadable` entry says why)."""
+    return "unreadable" if value is None else str(value)
 
 
 @main.command()
@@ -415,21 +423,24 @@ def inspect(
         async with _client(url, namespace) as client:
             info = await client.describe(workflow_id)
             info["waiting"] = (await client.explain_wait(workflow_id)).reason
-            history = [e.to_dict() for e in await client.history(workflow_id)] if events else []
+            history = await client.history_entries(workflow_id) if events else []
             return info, history
 
     info, history = _run(go)
     if as_json:
         click.echo(json.dumps({**info, "events": history}, default=str, indent=2))
         return
-    for field in ("workflow_id", "workflow_name", "version", "status", "queue", "owner", "agent"):
-        click.echo(f"{field:<16} {info[field] if info[field] is not None else '-'}")
-    click.echo(
-        f"{'step':<16} {info['current_step']}/{info['total_steps']} {info['step_name'] or ''}"
-    )
+    for field in ("workflow_id", "workflow_name", "version", "status", "queue"):
+        click.echo(f"{field:<16} {_read(info[field])}")
+    for field in ("owner", "agent"):
+        click.echo(f"{field:<16} {info[field] or '-'}")
+    step = f"{_read(info['current_step'])}/{_read(info['total_steps'])}"
+    click.echo(f"{'step':<16} {step} {info['step_name'] or ''}")
     click.echo(f"{'started':<16} {_when(info['started_ms'])}")
     click.echo(f"{'closed':<16} {_when(info['closed_ms'])}")
-    if not Status(info["status"]).is_terminal:
+    for problem in info["unreadable"].values():
+        click.echo(f"{'unreadable':<16} {problem}")
+    if info["status"] is None or not Status(info["status"]).is_terminal:
         click.echo(f"{'waiting':<16} {info['waiting'] or '-'}")
     click.echo(f"{'input':<16} {json.dumps(info['input'], default=str)}")
     if info["result"] is not None:
@@ -441,6 +452,9 @@ def inspect(
         else:  # a cancellation's record holds only its reason
             click.echo(f"{'cancelled':<16} {error.get('reason') or 'no reason given'}")
     for event in history:
+        if event["type"] == "UNREADABLE":
+            click.echo(f"  {'-':<23} {'':>4} {'unreadable':<26} {event['problem']}")
+            continue
         data = json.dumps(event["data"], default=str)
         if len(data) > 100:
             data = data[:97] + "..."
@@ -577,6 +591,9 @@ def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
     now = dt.datetime.now(tz=dt.UTC).timestamp() * 1000
     click.echo(f"{'WORKER':<36} {'HOST':<20} {'PID':>7} {'QUEUES':<16} {'BUSY':>9} LAST SEEN")
     for row in rows:
+        if "unreadable" in row:
+            click.echo(f"{row['name']:<36} unreadable: {row['unreadable']}")
+            continue
         busy = f"{row['in_flight']}/{row['concurrency']}"
         seen = f"{(now - row['seen_ms']) / 1000:.0f}s ago"
         click.echo(

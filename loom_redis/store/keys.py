@@ -16,6 +16,8 @@ from ..errors import ConfigurationError, InvalidWorkflowIdError
 PREFIX = "loom"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_SHARDS = 16
+# More shards than this is a mistake (a typo, a hand-edited config), not a plan.
+MAX_SHARDS = 4096
 MAX_WORKFLOW_ID_BYTES = 256
 # The consumer group every worker of a namespace reads task streams with.
 WORKER_GROUP = "workers"

@@ -7,7 +7,7 @@ import functools
 import logging
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
@@ -26,7 +26,7 @@ from ..errors import (
 from ..events import Command, Event, EventType, Status
 from .codec import decode, encode, max_payload_bytes
 from .connection import DirectLane, acl_checked, connect_redis, now_ms, permission_error
-from .keys import WORKER_GROUP, Keyspace, validate_namespace, validate_queue
+from .keys import MAX_SHARDS, WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 
 logger = logging.getLogger("loom_redis.store")
 
@@ -152,6 +152,26 @@ class TaskPlan:
 
 
 @dataclass(frozen=True)
+class UnreadableEntry:
+    """A history entry that does not decode (written by hand, or over this reader's
+    payload limit), as a listing shows it."""
+
+    id: str
+    problem: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """As Event.to_dict, with type UNREADABLE and the problem."""
+        return {
+            "id": self.id,
+            "type": "UNREADABLE",
+            "seq": 0,
+            "time_ms": 0,
+            "data": None,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
 class CommitResult:
     """What a workflow task commit did: "ok", "conflict" or "closed"."""
 
@@ -240,6 +260,40 @@ def _taken(shard: int, taken: Any) -> Task | None:
     return _task(stream, shard, entry_id, _field_map(flat))
 
 
+async def _create_config(redis: aioredis.Redis, key: str, shards: int) -> bytes | str | None:
+    """Write a namespace's shard count unless it has one; the count it has now."""
+    await redis.hsetnx(key, "shards", shards)
+    return await redis.hget(key, "shards")
+
+
+def _stored_shards(key: str, found: bytes | str | None) -> int:
+    """The shard count a namespace's config holds, refused unless it is 1..MAX_SHARDS (a
+    hand-edited count would put every workflow on another shard)."""
+    text = _text(found)
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_SHARDS):
+        raise ConfigurationError(
+            f"field 'shards' of {key} holds {text!r}, not a shard count 1..{MAX_SHARDS}; "
+            "set it back to the count the namespace was created with (16 unless "
+            "`loom init --shards` chose another)"
+        )
+    return int(text)
+
+
+class ConsumerGroupMissing(ResponseError):
+    """A task stream has no consumer group (NOGROUP): the server lost the namespace's
+    data, or its keys were deleted. Workers recreate them (`Store.restore_namespace`)."""
+
+
+@contextlib.contextmanager
+def _groups_checked() -> Iterator[None]:
+    try:
+        yield
+    except ResponseError as exc:
+        if str(exc).startswith("NOGROUP"):
+            raise ConsumerGroupMissing(str(exc)) from None
+        raise
+
+
 def _stream_id_order(entry_id: str) -> tuple[int, int]:
     millis, _, sequence = entry_id.partition("-")
     return int(millis), int(sequence or 0)
@@ -286,16 +340,15 @@ class Store:
             keys = Keyspace(namespace)
             # Only None means the default: 0 is an error, not a request for 16 shards.
             wanted = keys.shards if shards is None else shards
-            if not isinstance(wanted, int) or not 1 <= wanted <= 4096:
-                raise ConfigurationError(f"shard count must be 1..4096, got {wanted!r}")
+            if not isinstance(wanted, int) or not 1 <= wanted <= MAX_SHARDS:
+                raise ConfigurationError(f"shard count must be 1..{MAX_SHARDS}, got {wanted!r}")
             # Read first: a read-only (dashboard) user can open an existing namespace.
             with acl_checked(f"open namespace {namespace!r}", url):
                 found = await redis.hget(keys.config(), "shards")
             if found is None:
                 with acl_checked(f"create namespace {namespace!r}", url):
-                    await redis.hsetnx(keys.config(), "shards", wanted)
-                    found = await redis.hget(keys.config(), "shards")
-            stored = int(found or wanted)
+                    found = await _create_config(redis, keys.config(), wanted)
+            stored = _stored_shards(keys.config(), found)
             if shards is not None and stored != shards:
                 raise ConfigurationError(
                     f"namespace {namespace!r} was created with {stored} shards, not {shards}; "
@@ -454,34 +507,50 @@ class Store:
         raw: Any = await self.redis.hgetall(self.keys.meta(workflow_id))
         return {k.decode(): v for k, v in raw.items()}
 
-    async def read_history(self, workflow_id: str, after: str | None = None) -> list[Event]:
-        """History events in order, read in pages (after stream id `after`, if given)."""
+    async def _history_pages(
+        self, workflow_id: str, after: str | None = None
+    ) -> AsyncIterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+        """A history's raw entries in pages (after stream id `after`, if given)."""
         key = self.keys.history(workflow_id)
-        events: list[Event] = []
         start = f"({after}" if after else "-"
         while True:
             page: Any = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
-            events.extend(
-                self.decode_event(workflow_id, entry_id, fields) for entry_id, fields in page
-            )
+            yield page
             if len(page) < HISTORY_PAGE:
-                return events
+                return
             start = f"({_text(page[-1][0])}"
+
+    async def read_history(self, workflow_id: str, after: str | None = None) -> list[Event]:
+        """History events in order (after stream id `after`, if given); raises
+        PayloadError at an entry that does not decode."""
+        return [
+            self.decode_event(workflow_id, entry_id, fields)
+            async for page in self._history_pages(workflow_id, after)
+            for entry_id, fields in page
+        ]
+
+    async def read_history_entries(self, workflow_id: str) -> list[Event | UnreadableEntry]:
+        """History events in order, an entry that does not decode standing as an
+        UnreadableEntry (to show a history, not to replay it)."""
+        entries: list[Event | UnreadableEntry] = []
+        async for page in self._history_pages(workflow_id):
+            for entry_id, fields in page:
+                try:
+                    entries.append(self.decode_event(workflow_id, entry_id, fields))
+                except PayloadError as exc:
+                    entries.append(UnreadableEntry(_text(entry_id), str(exc)))
+        return entries
 
     async def history_summary(self, workflow_id: str) -> tuple[int, int]:
         """(length, highest seq) of a history, read without decoding its entries, so that a
         workflow whose history holds a corrupt entry can still be failed (fenced by length)."""
-        key = self.keys.history(workflow_id)
-        length, last_seq, start = 0, 0, "-"
-        while True:
-            page: Any = await self.redis.xrange(key, min=start, max="+", count=HISTORY_PAGE)
+        length, last_seq = 0, 0
+        async for page in self._history_pages(workflow_id):
             length += len(page)
             for _entry_id, fields in page:
                 with contextlib.suppress(ValueError, TypeError):
                     last_seq = max(last_seq, int(fields.get(b"seq", b"0")))
-            if len(page) < HISTORY_PAGE:
-                return length, last_seq
-            start = f"({_text(page[-1][0])}"
+        return length, last_seq
 
     @staticmethod
     def carried_history(task: Task) -> list[Event] | None:
@@ -882,6 +951,8 @@ class Store:
     # -- task streams --------------------------------------------------------------
 
     async def ensure_groups(self, queues: Iterable[str]) -> None:
+        """Create the consumer group of every task stream that lacks one. A new group
+        reads from the stream's start ("0"), so that tasks queued before it are run."""
         pipe: Pipeline = self.redis.pipeline(transaction=False)
         for stream in self.queue_keys(queues):
             pipe.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
@@ -889,6 +960,31 @@ class Store:
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
                 doing = "create the consumer groups of the task queues (XGROUP CREATE)"
                 raise permission_error(reply, doing, self.url) or reply
+
+    async def restore_namespace(self, queues: Iterable[str]) -> bool:
+        """Recreate what a server that lost the namespace's data no longer has: its config
+        (with this store's shard count) and the consumer groups of the queues. Whether
+        the config was missing.
+
+        Raises ConfigurationError when the config now holds another shard count (a
+        client that connected first created the namespace anew, with its count)."""
+        key = self.keys.config()
+        found = await self.redis.hget(key, "shards")
+        missing = found is None
+        if missing:
+            found = await _create_config(self.redis, key, self.keys.shards)
+        stored = _stored_shards(key, found)
+        if stored != self.keys.shards:
+            raise ConfigurationError(
+                f"the Redis server lost the data of namespace {self.keys.namespace!r}, and "
+                f"its config was created again with {stored} shards (by a client or worker "
+                f"that connected first); this worker has {self.keys.shards}, so it cannot "
+                f"serve the namespace: restart it (it then uses {stored} shards), or to "
+                f"keep {self.keys.shards}, stop every client and worker, delete {key} and "
+                f"run `loom init --shards {self.keys.shards}` before starting them again"
+            )
+        await self.ensure_groups(queues)
+        return missing
 
     def queue_keys(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
         """Task stream key -> (shard, queue name) for every shard of the queues, both
@@ -914,10 +1010,11 @@ class Store:
         # Over the direct lane: this read is sent again each time tasks arrive, while
         # they start, and redis-py would spend longer building it than Redis reading it.
         block = ["BLOCK", block_ms] if start == ">" else []
-        reply: Any = await self._lane.execute(
-            "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
-            "STREAMS", *streams, *[start] * len(streams),
-        )  # fmt: skip
+        with _groups_checked():
+            reply: Any = await self._lane.execute(
+                "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
+                "STREAMS", *streams, *[start] * len(streams),
+            )  # fmt: skip
         tasks: list[Task] = []
         for stream, entries in reply or []:
             key = _text(stream)
@@ -936,9 +1033,15 @@ class Store:
         for key, (shard, _queue) in streams.items():
             if len(claimed) >= count:
                 break
-            reply = await self.redis.xautoclaim(
-                key, WORKER_GROUP, consumer, lease_ms, start_id="0-0", count=count - len(claimed)
-            )
+            with _groups_checked():
+                reply = await self.redis.xautoclaim(
+                    key,
+                    WORKER_GROUP,
+                    consumer,
+                    lease_ms,
+                    start_id="0-0",
+                    count=count - len(claimed),
+                )
             entries = reply[1]
             deleted = [d for d in (reply[2] if len(reply) > 2 else [])]
             live = []
@@ -1052,19 +1155,32 @@ class Store:
                 mapping={name: encode(described) for name, described in definitions.items()},
             )
 
-    async def worker_heartbeats(self) -> list[dict[str, Any]]:
-        """The workers' last heartbeats (name, host, pid, queues, concurrency, ...)."""
+    async def read_heartbeats(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The workers' last heartbeats by name (name, host, pid, queues, concurrency,
+        ...), and why each record that cannot be read is unreadable, by its field."""
         raw: Any = await self.redis.hgetall(self.keys.workers())
-        beats = [
-            decode(value, what=f"heartbeat of worker {_text(name)!r}")
-            for name, value in raw.items()
-        ]
-        return sorted((b for b in beats if isinstance(b, dict)), key=lambda b: str(b["name"]))
+        beats: list[dict[str, Any]] = []
+        unreadable: dict[str, str] = {}
+        for field_name, value in raw.items():
+            name = _text(field_name)
+            beat = _heartbeat(name, value)
+            if isinstance(beat, str):
+                unreadable[name] = f"field {name!r} of {self.keys.workers()} {beat}"
+            else:
+                beats.append(beat)
+        return sorted(beats, key=lambda b: str(b["name"])), unreadable
+
+    async def worker_heartbeats(self) -> list[dict[str, Any]]:
+        """The heartbeats that can be read; the others are skipped with a warning."""
+        beats, unreadable = await self.read_heartbeats()
+        for problem in unreadable.values():
+            warn_unreadable(problem, "skipped")
+        return beats
 
     async def live_workers(self) -> list[dict[str, Any]]:
         """The heartbeats of the workers seen within LIVE_HEARTBEAT_MS."""
         live_since = now_ms() - LIVE_HEARTBEAT_MS
-        return [b for b in await self.worker_heartbeats() if int(b.get("seen_ms", 0)) >= live_since]
+        return [b for b in await self.worker_heartbeats() if b["seen_ms"] >= live_since]
 
     async def timer_due(self, workflow_id: str, queue: str, seq: int) -> int | None:
         """When (ms) the workflow's durable timer `seq` is due, None if it is not set."""
@@ -1083,16 +1199,26 @@ class Store:
         """Delete stale heartbeats, and consumers idle that long with nothing pending
         (a live worker's blocking reads keep its consumer's idle time short)."""
         cutoff = now_ms() - heartbeat_older_than_ms
-        stale = [
-            b["name"]
-            for b in await self.worker_heartbeats()
-            if int(b.get("seen_ms", 0)) < cutoff and b["name"] != keep
-        ]
+        beats, unreadable = await self.read_heartbeats()
+        stale = [b["name"] for b in beats if b["seen_ms"] < cutoff and b["name"] != keep]
+        # No worker wrote these (a live one rewrites its own every HEARTBEAT_MS).
+        for name, problem in unreadable.items():
+            if name != keep:
+                logger.warning("%s: forgotten, as a departed worker's", problem)
+                stale.append(name)
         if stale:
             await self.redis.hdel(self.keys.workers(), *stale)
         removed = 0
         for key in streams:
-            consumers: Any = await self.redis.xinfo_consumers(key, WORKER_GROUP)
+            try:
+                with _groups_checked():
+                    consumers: Any = await self.redis.xinfo_consumers(key, WORKER_GROUP)
+            except ConsumerGroupMissing:
+                continue  # the readers recreate it
+            except ResponseError as exc:
+                if "no such key" not in str(exc):
+                    raise
+                continue  # no task was ever queued there: nothing to prune
             for consumer in consumers:
                 name = _text(consumer["name"])
                 if (
@@ -1165,6 +1291,67 @@ class Store:
                     [dead.id, kind, *flat],
                 )
             )
+
+
+# The heartbeat fields other than `name` and `seen_ms` (which it must have): their types,
+# and what a heartbeat without them (an older worker's) stands for.
+_HEARTBEAT_DEFAULTS: dict[str, Any] = {
+    "host": "",
+    "pid": 0,
+    "queues": [],
+    "concurrency": 0,
+    "in_flight": 0,
+    "waiting": 0,
+    "started_ms": 0,
+    "workflows": [],
+    "activities": [],
+}
+
+
+def _heartbeat(name: str, raw: bytes) -> dict[str, Any] | str:
+    """A heartbeat as its worker wrote it (named by its field in the hash), or what makes
+    it unreadable."""
+    try:
+        beat = decode(raw, what="it")
+    except PayloadError as exc:
+        return str(exc).removeprefix("it ")
+    if not isinstance(beat, dict):
+        return f"is a msgpack {type(beat).__name__}, not a map"
+    seen = beat.get("seen_ms")
+    if not _whole_number(seen):
+        return f"has seen_ms {seen!r}, not a time in ms"
+    for key, default in _HEARTBEAT_DEFAULTS.items():
+        value = beat.setdefault(key, default)
+        if isinstance(default, list):
+            readable = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif isinstance(default, int):
+            readable = _whole_number(value)
+        else:
+            readable = isinstance(value, str)
+        if not readable:
+            return f"has {key} {value!r}, not a {type(default).__name__}"
+    beat["name"] = name
+    return beat
+
+
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# How many unreadable records a process remembers having warned of.
+_WARNED_LIMIT = 1000
+_warned: set[str] = set()
+
+
+def warn_unreadable(problem: str, done: str) -> None:
+    """Log a warning that a record read from Redis is unreadable (what `done` with it),
+    once per process for each problem: listings read the same records again and again."""
+    if problem in _warned:
+        return
+    if len(_warned) >= _WARNED_LIMIT:
+        _warned.clear()
+    _warned.add(problem)
+    logger.warning("%s: %s", problem, done)
 
 
 def registering(heartbeats: list[dict[str, Any]], queue: str, kind: str, name: str) -> list[str]:
