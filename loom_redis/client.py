@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+
+from redis.exceptions import RedisError
 
 from .api import (
     IdReusePolicy,
@@ -25,7 +28,9 @@ from .api import (
 from .errors import (
     ConfigurationError,
     PayloadError,
+    RedisOutOfMemoryError,
     RedisPermissionError,
+    RedisReadOnlyError,
     WorkflowAlreadyStartedError,
     WorkflowCancelledError,
     WorkflowExecutionError,
@@ -35,15 +40,20 @@ from .errors import (
 )
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import Store, decode, encode
+from .store.connection import loom_error, retrying, unreachable
 from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
 from .store.store import CLOSE_NOTICE_MS, UnreadableEntry, registering, warn_unreadable
 
 logger = logging.getLogger("loom_redis.client")
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "default"
+# How long a client retries an operation while Redis cannot be reached (a restart, a
+# failover): a worker's default lease, as long as a worker's task rides out an outage.
+DEFAULT_RETRY_SECONDS = 30.0
 ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
 # What progress reports read of each workflow's meta (not its input or result).
 PROGRESS_FIELDS = (
@@ -88,25 +98,61 @@ class WaitExplained:
     stuck: bool
 
 
+_ClientMethod = Callable[Concatenate["Client", P], Awaitable[T]]
+
+
+def _reads(doing: str) -> Callable[[_ClientMethod[P, T]], _ClientMethod[P, T]]:
+    """A Client method that only reads: run through `Client._call` (`doing` says what it
+    does), so that it is made again while Redis cannot be reached."""
+
+    def decorate(method: _ClientMethod[P, T]) -> _ClientMethod[P, T]:
+        async def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            return await self._call(doing, lambda _store: method(self, *args, **kwargs))
+
+        functools.update_wrapper(call, method)
+        return call
+
+    return decorate
+
+
 class Client:
     """A connection to a loom-redis namespace.
 
     >>> async with loom.Client.connect("redis://127.0.0.1:6379/0") as client:
     ...     handle = await client.start(OrderWorkflow, {"order_id": "A1"})
+
+    An operation that finds Redis unreachable once connected (a restart, a failover) is
+    retried for up to `retry_seconds`, then raises RedisUnavailableError; no error of
+    redis-py reaches the caller, each is a LoomError that names it.
     """
 
-    def __init__(self, url: str | None = None, namespace: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        namespace: str | None = None,
+        *,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    ) -> None:
         self.url = url or default_url()
         # Only None means the default: an empty namespace is an error, not "default".
         self.namespace = default_namespace() if namespace is None else namespace
+        if not retry_seconds >= 0:
+            raise ConfigurationError(f"retry_seconds must be >= 0, got {retry_seconds!r}")
+        self.retry_seconds = float(retry_seconds)
         self._store: Store | None = None
-        # Set when Redis refused result()'s close notice (a read-only ACL user).
+        # Set when Redis refused result()'s close notice (a read-only ACL user, a replica).
         self._reads_only = False
 
     @classmethod
-    def connect(cls, url: str | None = None, *, namespace: str | None = None) -> Client:
+    def connect(
+        cls,
+        url: str | None = None,
+        *,
+        namespace: str | None = None,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    ) -> Client:
         """A client for `url` (default LOOM_REDIS_URL); use `async with` or `await .open()`."""
-        return cls(url, namespace)
+        return cls(url, namespace, retry_seconds=retry_seconds)
 
     async def open(self) -> Client:
         if self._store is None:
@@ -141,6 +187,38 @@ class Client:
     async def _connected(self) -> Store:
         await self.open()
         return self.store
+
+    async def _call(
+        self,
+        doing: str,
+        call: Callable[Concatenate[Store, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`call(store, *args, **kwargs)`, made again while Redis cannot be reached, for
+        up to `retry_seconds`; an error of redis-py comes out as the LoomError that names
+        it (`doing` says what failed). `call` must be safe to repeat."""
+        store = await self._connected()
+        retries: list[float] = []
+
+        def patience(exc: RedisError) -> float | None:
+            return self.retry_seconds if unreachable(exc) else None
+
+        def on_retry(exc: RedisError, pause: float) -> None:
+            if not retries:  # said once a call, not at each try
+                logger.warning(
+                    "Redis cannot be reached to %s: %s; retrying for up to %gs",
+                    doing,
+                    exc,
+                    self.retry_seconds,
+                )
+            retries.append(pause)
+
+        try:
+            return await retrying(lambda: call(store, *args, **kwargs), patience, on_retry)
+        except RedisError as exc:
+            retried = self.retry_seconds if retries else 0.0
+            raise loom_error(exc, doing, self.url, retried=retried) from None
 
     # -- workflows ---------------------------------------------------------------
 
@@ -179,17 +257,22 @@ class Client:
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
         # Likewise only None means the default queue.
         queue = validate_queue(DEFAULT_QUEUE if queue is None else queue)
-        store = await self._connected()
-        created, status = await store.start_workflow(
-            workflow_id,
-            name=definition.name,
-            version=definition.version,
-            queue=queue,
-            owner=owner,
-            agent=definition.agent,
-            total_steps=len(definition.steps),
-            workflow_input=input,
-            initial_state=initial_state,
+        # The same for each try: a start whose reply was lost recognises itself.
+        request_id = uuid.uuid4().hex
+        created, status = await self._call(
+            f"start workflow {workflow_id!r}",
+            lambda store: store.start_workflow(
+                workflow_id,
+                name=definition.name,
+                version=definition.version,
+                queue=queue,
+                owner=owner,
+                agent=definition.agent,
+                total_steps=len(definition.steps),
+                workflow_input=input,
+                initial_state=initial_state,
+                request_id=request_id,
+            ),
         )
         if not created:
             if id_reuse != "return_existing":
@@ -215,6 +298,7 @@ class Client:
         ended = await self.get_handle(workflow_id)._deliver_cancel(reason)
         _raise_ended(workflow_id, ended, "cancel")
 
+    @_reads("describe a workflow")
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         """The workflow's meta: name, status, queue, owner, step, timestamps, result/error."""
         store = await self._connected()
@@ -223,6 +307,7 @@ class Client:
             raise WorkflowNotFoundError(workflow_id)
         return describe_meta(workflow_id, meta, store.keys.meta(workflow_id))
 
+    @_reads("read a workflow's history")
     async def history(self, workflow_id: str) -> list[Event]:
         """The workflow's history; raises PayloadError at an entry that does not decode
         (`history_entries` shows the others)."""
@@ -232,6 +317,7 @@ class Client:
             raise WorkflowNotFoundError(workflow_id)
         return events
 
+    @_reads("read a workflow's history")
     async def history_entries(self, workflow_id: str) -> list[dict[str, Any]]:
         """The workflow's history as dicts (`Event.to_dict`); an entry that does not
         decode is `{"id", "type": "UNREADABLE", "problem", ...}`, with a warning."""
@@ -244,6 +330,7 @@ class Client:
                 warn_unreadable(entry.problem, "shown as unreadable")
         return [entry.to_dict() for entry in entries]
 
+    @_reads("list workflows")
     async def list_workflows(
         self, *, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
@@ -287,6 +374,7 @@ class Client:
                 found.append(describe_meta(workflow_id, meta, store.keys.meta(workflow_id)))
         return found
 
+    @_reads("count workflows")
     async def stats(self) -> dict[str, int]:
         """How many workflows of each status the namespace holds."""
         store = await self._connected()
@@ -301,6 +389,7 @@ class Client:
             for i, status in enumerate(Status)
         }
 
+    @_reads("list workers")
     async def workers(self) -> list[dict[str, Any]]:
         """The running workers as their heartbeats describe them (refreshed every 5 s),
         by name; a heartbeat that cannot be read is `{"name", "unreadable": why}`."""
@@ -310,6 +399,7 @@ class Client:
             warn_unreadable(problem, "shown as unreadable")
         return beats + [{"name": n, "unreadable": why} for n, why in sorted(unreadable.items())]
 
+    @_reads("explain a workflow's wait")
     async def explain_wait(self, workflow_id: str) -> WaitExplained:
         """Why an open workflow has not ended, as far as Redis tells: its task in the
         dead-letter stream, no live worker of its queue (or none that registers it), and
@@ -367,6 +457,7 @@ class Client:
 
     # -- dead letters ------------------------------------------------------------
 
+    @_reads("list dead letters")
     async def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         """Tasks moved to the dead-letter streams, newest first, with their reasons."""
         store = await self._connected()
@@ -381,14 +472,15 @@ class Client:
         Returns 'ok', or 'already-queued' when the workflow already has a task queued
         (the dead entry is then simply removed); raises LookupError for an unknown id.
         """
-        store = await self._connected()
-        dead = await store.find_dead_letter(entry_id)
+        doing = f"re-drive dead-lettered task {entry_id}"
+        dead = await self._call(doing, lambda store: store.find_dead_letter(entry_id))
         if dead is None:
             raise LookupError(f"no dead-lettered task with id {entry_id!r}")
-        return await store.redrive(dead)
+        return await self._call(doing, lambda store: store.redrive(dead))
 
     # -- progress ----------------------------------------------------------------
 
+    @_reads("read progress")
     async def get_progress(self, owner: str) -> dict[str, Any]:
         """Progress of the owner's active workflows, in the shape of Loom's get_progress."""
         store = await self._connected()
@@ -423,7 +515,13 @@ class Client:
                 yield current
             streams: Any = {store.keys.history(w["workflow_id"]): "$" for w in current}
             if streams:
-                await store.redis.xread(streams, block=int(idle_seconds * 1000), count=1)
+                await self._call(
+                    "follow progress",
+                    _xread,
+                    streams,
+                    int(idle_seconds * 1000),
+                    1,
+                )
             else:
                 await asyncio.sleep(idle_seconds)
 
@@ -515,24 +613,34 @@ class WorkflowHandle(Generic[StateT]):
         WorkflowStillRunningError when `timeout` seconds pass first.
         """
         client = await self._get_client()
-        store = await client._connected()
         deadline = _Deadline(timeout)
         if client._reads_only:
-            return await self._result_from_history(store, deadline)
+            return await self._result_from_history(client, deadline)
         warned = False
+        doing = f"wait for the result of workflow {self.workflow_id!r}"
         while True:
             started_at = self._started_at
             registered = (
                 started_at is not None and deadline.now() - started_at < self.REGISTERED_SECONDS
             )
+            block = deadline.block_seconds()
             try:
-                wait = await store.await_close(
-                    self.workflow_id, deadline.block_seconds(), registered=registered
+                # A connection lost meanwhile costs a new wait from here, not the result.
+                wait = await client._call(
+                    doing,
+                    Store.await_close,
+                    self.workflow_id,
+                    block,
+                    registered=registered,
                 )
-            except RedisPermissionError:
-                # A user who may only read (the dashboard's): wake at each history event.
+            except (RedisPermissionError, RedisReadOnlyError):
+                # A user who may only read (the dashboard's), a replica: wake at each
+                # history event.
                 client._reads_only = True
-                return await self._result_from_history(store, deadline)
+                return await self._result_from_history(client, deadline)
+            except RedisOutOfMemoryError:
+                # The wait writes (its waiter, the notice): until memory is freed, reads.
+                return await self._result_from_history(client, deadline)
             if wait.status == "":
                 raise WorkflowNotFoundError(self.workflow_id)
             if wait.closed:
@@ -560,12 +668,14 @@ class WorkflowHandle(Generic[StateT]):
             self.workflow_id, explained.status, timeout, explained.reason
         )
 
-    async def _result_from_history(self, store: Store, deadline: _Deadline) -> StateT:
+    async def _result_from_history(self, client: Client, deadline: _Deadline) -> StateT:
         """result() by reads only: XREAD BLOCK on the history until its closing event."""
+        store = await client._connected()
+        doing = f"wait for the result of workflow {self.workflow_id!r}"
         key = store.keys.history(self.workflow_id)
         # A closed workflow's history ends with its closing event and the
         # WORKFLOW_TASK_COMPLETED after it.
-        newest: Any = await store.redis.xrevrange(key, count=2)
+        newest: Any = await client._call(doing, lambda store: store.redis.xrevrange(key, count=2))
         if not newest:
             await self.describe()  # no such workflow: raises WorkflowNotFoundError
         entries = list(reversed(newest))
@@ -579,9 +689,15 @@ class WorkflowHandle(Generic[StateT]):
                         closing = store.decode_event(self.workflow_id, entry_id, fields)
                     return self._outcome(await self._closing_record(closing))
             if deadline.passed():
-                raise await self._still_running(await self._get_client(), deadline.timeout)
+                raise await self._still_running(client, deadline.timeout)
             block_ms = max(int(deadline.block_seconds() * 1000), 1)
-            reply: Any = await store.redis.xread({key: last_id}, block=block_ms, count=1000)
+            reply: Any = await client._call(
+                doing,
+                _xread,
+                {key: last_id},
+                block_ms,
+                1000,
+            )
             entries = [entry for _stream, stream_entries in reply or [] for entry in stream_entries]
 
     async def _closing_record(self, closing: Event | None) -> dict[str, Any]:
@@ -628,21 +744,30 @@ class WorkflowHandle(Generic[StateT]):
         """Deliver a signal; the status of the workflow if it has already ended, else None."""
         # Refused here, naming the signal, before anything is read or written.
         encode(payload, what=f"payload of signal {name!r} to workflow {self.workflow_id!r}")
-        store = await (await self._get_client())._connected()
-        outcome, status = await store.deliver_external(
-            self.workflow_id, EventType.SIGNAL_RECEIVED, {"name": name, "payload": payload}
+        # The same for each try: a signal whose reply was lost is not delivered twice.
+        once_field = f"once:{uuid.uuid4().hex}"
+        outcome, status = await (await self._get_client())._call(
+            f"signal workflow {self.workflow_id!r}",
+            lambda store: store.deliver_external(
+                self.workflow_id,
+                EventType.SIGNAL_RECEIVED,
+                {"name": name, "payload": payload},
+                once_field=once_field,
+            ),
         )
         return self._ended(outcome, status)
 
     async def _deliver_cancel(self, reason: str | None) -> str | None:
         """Request cancellation; the status of the workflow if it has already ended
         otherwise than cancelled, else None."""
-        store = await (await self._get_client())._connected()
-        outcome, status = await store.deliver_external(
-            self.workflow_id,
-            EventType.WORKFLOW_CANCEL_REQUESTED,
-            {"reason": reason},
-            once_field="cancel_requested",
+        outcome, status = await (await self._get_client())._call(
+            f"cancel workflow {self.workflow_id!r}",
+            lambda store: store.deliver_external(
+                self.workflow_id,
+                EventType.WORKFLOW_CANCEL_REQUESTED,
+                {"reason": reason},
+                once_field="cancel_requested",
+            ),
         )
         # A repeated cancel is harmless, also once the first one has taken effect.
         if outcome == "duplicate" or (outcome == "closed" and status == Status.CANCELLED):
@@ -653,6 +778,11 @@ class WorkflowHandle(Generic[StateT]):
         if outcome == "missing":
             raise WorkflowNotFoundError(self.workflow_id)
         return status if outcome == "closed" else None
+
+
+async def _xread(store: Store, streams: dict[Any, Any], block_ms: int, count: int) -> Any:
+    """XREAD BLOCK of `streams` (stream -> the id to read after)."""
+    return await store.redis.xread(streams, block=block_ms, count=count)
 
 
 def _ended_message(workflow_id: str, status: str, what: str) -> str:

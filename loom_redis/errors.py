@@ -29,6 +29,15 @@ class RedisAuthenticationError(RedisUnavailableError):
     """Redis refused the user name and password of the URL (or needs some)."""
 
 
+class RedisOutOfMemoryError(RedisUnavailableError):
+    """The Redis server is out of memory (`maxmemory` reached, with `noeviction`): it
+    refuses writes until memory is freed."""
+
+
+class RedisReadOnlyError(RedisUnavailableError):
+    """The Redis server is a read-only replica: it refuses writes."""
+
+
 class RedisPermissionError(LoomError, PermissionError):
     """The Redis (ACL) user lacks a command or key permission an operation needs."""
 

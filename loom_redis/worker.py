@@ -14,6 +14,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import socket
 import time
@@ -27,9 +28,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from .api import (
     NondeterminismPolicy,
@@ -64,7 +63,7 @@ from .metrics import (
     serve_metrics,
 )
 from .store import Store, Task, TaskPlan, TimerMember, decode, encode
-from .store.connection import now_ms
+from .store.connection import now_ms, redis_errors, retrying, unreachable
 from .store.keys import validate_queue
 from .store.store import (
     HEARTBEAT_MS,
@@ -256,14 +255,17 @@ class Worker:
         # once restore them once.
         self._restorations = 0
         self._restoring: anyio.Event | None = None
+        # Redis refused a write for want of memory, and none has succeeded since.
+        self._paused_for_memory = False
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def run(self) -> None:
         """Run until `stop()` is called (or the task is cancelled)."""
-        await self.store.ensure_groups(self.queues)
-        await self.store.load_scripts()
-        await self._publish_definitions()
+        with redis_errors("start a worker", self.store.url):
+            await self.store.ensure_groups(self.queues)
+            await self.store.load_scripts()
+            await self._publish_definitions()
         self._intake = anyio.CancelScope()
         if self._stopping:  # stop() came while it was starting
             self._intake.cancel()
@@ -589,11 +591,28 @@ class Worker:
         )
 
     async def _redis_trouble(self, doing: str, exc: Exception) -> None:
-        if self._ready:  # said once, not by every shard's reader
+        if isinstance(exc, OutOfMemoryError):
+            self._out_of_memory(exc)
+        elif self._ready:  # said once, not by every shard's reader
             logger.warning("Redis error while %s: %s; retrying in 1s", doing, exc)
         self._ready = False
         await anyio.sleep(1)
         self._ready = True
+
+    def _out_of_memory(self, exc: RedisError) -> None:
+        """Say once that Redis refuses writes for want of memory (until one succeeds)."""
+        if not self._paused_for_memory:
+            self._paused_for_memory = True
+            logger.warning(
+                "Redis is out of memory (maxmemory): %s; tasks pause and retry their writes "
+                "until memory is freed, without counting a delivery",
+                exc,
+            )
+
+    def _memory_back(self) -> None:
+        if self._paused_for_memory:
+            self._paused_for_memory = False
+            logger.info("Redis accepts writes again: paused tasks carry on")
 
     # -- execution -------------------------------------------------------------------
 
@@ -649,33 +668,37 @@ class Worker:
         return self._follow_ups.pop((task.queue_key, task.id), None)
 
     async def _while_unreachable(self, task: Task, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()`, retried while Redis cannot be reached, for at most one lease.
+        """`call()`, retried while Redis cannot be reached, for at most one lease, and
+        while it is out of memory, until memory is freed.
 
         A task that only lost its connection (a Redis restart, a failover) carries on
         here once Redis is back: left pending, it would wait a whole lease, run again
         elsewhere (an activity a second time), and spend one of its deliveries although
-        no worker died. `call` must be safe to repeat: every transition is fenced or
-        deduplicated by its script.
+        no worker died. Out of memory is back-pressure: the task keeps its lease (XCLAIM
+        is allowed then) and waits here, however long. `call` must be safe to repeat:
+        every transition is fenced or deduplicated by its script.
         """
-        deadline: float | None = None
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if deadline is None:
-                    deadline = anyio.current_time() + self.lease_ms / 1000
-                if anyio.current_time() + delay > deadline:
-                    raise
-                logger.warning(
-                    "Redis unreachable on task %s of workflow %s: %s; retrying in %.1fs",
-                    task.id,
-                    task.workflow_id,
-                    exc,
-                    delay,
-                )
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+
+        def patience(exc: RedisError) -> float | None:
+            if isinstance(exc, OutOfMemoryError):
+                return math.inf
+            return self.lease_ms / 1000 if unreachable(exc) else None
+
+        def on_retry(exc: RedisError, delay: float) -> None:
+            if isinstance(exc, OutOfMemoryError):
+                self._out_of_memory(exc)
+                return
+            logger.warning(
+                "Redis unreachable on task %s of workflow %s: %s; retrying in %.1fs",
+                task.id,
+                task.workflow_id,
+                exc,
+                delay,
+            )
+
+        result = await retrying(call, patience, on_retry)
+        self._memory_back()
+        return result
 
     async def _unregistered(self, task: Task, kind: str, name: str) -> str:
         """A task whose workflow or activity (`kind`) this worker does not register (a

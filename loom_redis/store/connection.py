@@ -9,8 +9,8 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import hiredis
@@ -22,6 +22,8 @@ from redis.exceptions import (
     AuthenticationError,
     InvalidResponse,
     NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
 )
@@ -30,15 +32,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import (
     ConfigurationError,
+    LoomError,
     RedisAuthenticationError,
+    RedisOutOfMemoryError,
     RedisPermissionError,
+    RedisReadOnlyError,
     RedisUnavailableError,
 )
+
+T = TypeVar("T")
 
 MIN_REDIS_VERSION = (6, 2)
 COMMAND_RETRIES = 3
 # Between the tries of a command whose connection broke (redis-py's and the lane's).
 RETRY_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
+# The connections of a client's pool, and how long a command waits for one of them to
+# come free when all are in use; the URL's `max_connections` and `timeout` override them.
+MAX_CONNECTIONS = 100
+POOL_TIMEOUT_SECONDS = 30.0
 
 
 def now_ms() -> int:
@@ -111,6 +122,76 @@ def acl_checked(doing: str, url: str) -> Iterator[None]:
         raise denied from None
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says Redis could not be reached: a lost or refused connection, a
+    timeout, a server still loading its data (not refused credentials)."""
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) and not isinstance(
+        exc, AuthenticationError
+    )
+
+
+def loom_error(exc: RedisError, doing: str, url: str, *, retried: float = 0.0) -> LoomError:
+    """The LoomError that says what `exc`, an error of redis-py while it was to `doing`,
+    means; `retried` is how long the operation was retried, if it was."""
+    where = mask_url(url)
+    detail = str(exc).strip().rstrip(".")
+    denied = permission_error(exc, doing, url)
+    if denied is not None:
+        return denied
+    if isinstance(exc, OutOfMemoryError):
+        return RedisOutOfMemoryError(
+            f"the Redis server at {where} is out of memory (maxmemory), so it refused to "
+            f"{doing}; it accepts writes again once memory is freed or maxmemory raised. "
+            f"Redis said: OOM {detail}"
+        )
+    if isinstance(exc, ReadOnlyError):
+        return RedisReadOnlyError(
+            f"Redis at {where} is a read-only replica, so it refused to {doing}; point "
+            f"the URL at the primary. Redis said: READONLY {detail}"
+        )
+    if isinstance(exc, AuthenticationError):
+        return RedisAuthenticationError(f"Redis at {where} refused the credentials: {detail}")
+    if unreachable(exc):
+        tried = f" (retried for {retried:g}s)" if retried else ""
+        return RedisUnavailableError(f"cannot reach Redis at {where} to {doing}{tried}: {detail}")
+    return RedisUnavailableError(f"Redis at {where} refused to {doing}: {detail}")
+
+
+@contextlib.contextmanager
+def redis_errors(doing: str, url: str) -> Iterator[None]:
+    """Turn an error of redis-py inside the block into the LoomError that names it."""
+    try:
+        yield
+    except RedisError as exc:
+        raise loom_error(exc, doing, url) from None
+
+
+async def retrying(
+    call: Callable[[], Awaitable[T]],
+    patience: Callable[[RedisError], float | None],
+    on_retry: Callable[[RedisError, float], None],
+) -> T:
+    """`call()`, made again after a pause (0.1 s, doubling up to 2 s) while it fails with
+    an error of redis-py for which `patience` gives how long, counted from the first
+    failure, to keep trying (None: the error is raised at once). `on_retry(error, pause)`
+    hears of each retry. `call` must be safe to repeat."""
+    loop = asyncio.get_running_loop()
+    first_failure: float | None = None
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except RedisError as exc:
+            seconds = patience(exc)
+            if first_failure is None:
+                first_failure = loop.time()
+            if seconds is None or loop.time() + delay - first_failure > seconds:
+                raise
+            on_retry(exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 # URL query parameters of redis-py that name files for TLS.
 _TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 
@@ -136,9 +217,12 @@ async def connect_redis(url: str) -> aioredis.Redis:
         # No socket timeout: blocking reads wait longer than redis-py's default of 5 s.
         # A command whose connection broke is sent again (a blip costs no error): every
         # script recognises its own repeat (fencing, request ids, once-fields).
+        # A command finding every connection of the pool in use waits for one.
         # Options in the URL's query string still override these.
-        client: aioredis.Redis = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT_SECONDS,
             decode_responses=False,
             protocol=2,
             socket_timeout=None,
@@ -146,6 +230,7 @@ async def connect_redis(url: str) -> aioredis.Redis:
             retry=Retry(RETRY_BACKOFF, COMMAND_RETRIES),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        client: aioredis.Redis = aioredis.Redis.from_pool(pool)
     except ValueError as exc:
         detail = str(exc)
         if "Port could not be cast" in detail:

@@ -25,7 +25,14 @@ from ..errors import (
 )
 from ..events import Command, Event, EventType, Status
 from .codec import decode, encode, max_payload_bytes
-from .connection import DirectLane, acl_checked, connect_redis, now_ms, permission_error
+from .connection import (
+    DirectLane,
+    acl_checked,
+    connect_redis,
+    now_ms,
+    permission_error,
+    redis_errors,
+)
 from .keys import MAX_SHARDS, WORKER_GROUP, Keyspace, validate_namespace, validate_queue
 
 logger = logging.getLogger("loom_redis.store")
@@ -343,10 +350,10 @@ class Store:
             if not isinstance(wanted, int) or not 1 <= wanted <= MAX_SHARDS:
                 raise ConfigurationError(f"shard count must be 1..{MAX_SHARDS}, got {wanted!r}")
             # Read first: a read-only (dashboard) user can open an existing namespace.
-            with acl_checked(f"open namespace {namespace!r}", url):
+            with redis_errors(f"open namespace {namespace!r}", url):
                 found = await redis.hget(keys.config(), "shards")
             if found is None:
-                with acl_checked(f"create namespace {namespace!r}", url):
+                with redis_errors(f"create namespace {namespace!r}", url):
                     found = await _create_config(redis, keys.config(), wanted)
             stored = _stored_shards(keys.config(), found)
             if shards is not None and stored != shards:
@@ -399,9 +406,11 @@ class Store:
         total_steps: int,
         workflow_input: Any,
         initial_state: dict[str, Any] | None = None,
+        request_id: str,
     ) -> tuple[bool, str]:
         """Create the workflow; returns (created, status) and never writes a second
-        history."""
+        history. A call repeated with the same `request_id` (a client retrying after a
+        lost reply) finds its own start: (True, status)."""
         keys = self.keys
         shard = keys.shard_of(workflow_id)
         what = f"input of workflow {workflow_id!r} ({name})"
@@ -457,9 +466,7 @@ class Store:
                     now_ms(),
                     keys.status_index_prefix(shard),
                     started,
-                    # A command whose reply was lost is sent again: the repeat must
-                    # recognise its own start.
-                    uuid.uuid4().hex,
+                    request_id,
                     "1" if len(started) <= CARRY_BYTES else "0",
                     *meta,
                 ],
