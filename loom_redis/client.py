@@ -35,7 +35,13 @@ from .errors import (
 )
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import Store, decode, encode
-from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
+from .store.keys import (
+    DEFAULT_NAMESPACE,
+    validate_owner,
+    validate_queue,
+    validate_signal_name,
+    validate_workflow_id,
+)
 from .store.store import CLOSE_NOTICE_MS, registering
 
 logger = logging.getLogger("loom_redis.client")
@@ -175,8 +181,9 @@ class Client:
         check_start_arguments(definition, input, initial_state)
         # Only None means "make one up": an empty id is an error, not a request for a new one.
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
-        # Likewise only None means the default queue.
+        # Likewise only None means the default queue, and no owner.
         queue = validate_queue(DEFAULT_QUEUE if queue is None else queue)
+        owner = None if owner is None else validate_owner(owner)
         store = await self._connected()
         created, status = await store.start_workflow(
             workflow_id,
@@ -232,6 +239,7 @@ class Client:
         self, *, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
         """The most recently started workflows (of one status, if given), newest first."""
+        _check_limit(limit)
         store = await self._connected()
         keys = store.keys
         pipe = store.redis.pipeline(transaction=False)
@@ -347,6 +355,7 @@ class Client:
 
     async def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         """Tasks moved to the dead-letter streams, newest first, with their reasons."""
+        _check_limit(limit)
         store = await self._connected()
         return [
             {"id": d.id, "kind": d.kind, "workflow_id": d.workflow_id or None, "reason": d.reason}
@@ -369,6 +378,7 @@ class Client:
 
     async def get_progress(self, owner: str) -> dict[str, Any]:
         """Progress of the owner's active workflows, in the shape of Loom's get_progress."""
+        validate_owner(owner)
         store = await self._connected()
         pipe = store.redis.pipeline(transaction=False)
         for shard in range(store.keys.shards):
@@ -600,6 +610,7 @@ class WorkflowHandle(Generic[StateT]):
     async def _deliver_signal(self, name: str, payload: Any) -> str | None:
         """Deliver a signal; the status of the workflow if it has already ended, else None."""
         # Refused here, naming the signal, before anything is read or written.
+        validate_signal_name(name)
         encode(payload, what=f"payload of signal {name!r} to workflow {self.workflow_id!r}")
         store = await (await self._get_client())._connected()
         outcome, status = await store.deliver_external(
@@ -626,6 +637,12 @@ class WorkflowHandle(Generic[StateT]):
         if outcome == "missing":
             raise WorkflowNotFoundError(self.workflow_id)
         return status if outcome == "closed" else None
+
+
+def _check_limit(limit: int) -> None:
+    # Redis reads a negative end of a range as counted from the end: -1 lists everything.
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ConfigurationError(f"limit must be a whole number >= 1, got {limit!r}")
 
 
 def _ended_message(workflow_id: str, status: str, what: str) -> str:

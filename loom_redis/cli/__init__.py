@@ -22,7 +22,7 @@ from ..errors import LoomError, RedisAuthenticationError, RedisUnavailableError
 from ..events import Status
 from ..store import Store
 from ..store.connection import mask_url
-from ..store.keys import validate_queue
+from ..store.keys import CONTROL_CHARACTERS, validate_queue
 from ..worker import Worker
 
 T = TypeVar("T")
@@ -61,10 +61,11 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
 
 def _message(error: BaseException) -> str:
     """The error's message, in the words of the command line: where Python is told
-    `url=`, a command is told `--url`."""
+    `url=`, a command is told `--url`. It may quote stored text (a failed workflow's
+    error), so it is shown escaped."""
     if isinstance(error, RedisUnavailableError) and error.names_url:
-        return f"{error.reason}; {CLI_URL_HINT}"
-    return str(error)
+        return shown(f"{error.reason}; {CLI_URL_HINT}")
+    return shown(error)
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -220,7 +221,7 @@ def _check_queues(_ctx: Any, _param: Any, queues: tuple[str, ...]) -> tuple[str,
 )
 @click.option(
     "--metrics-port",
-    type=int,
+    type=click.IntRange(min=1, max=65535),
     default=None,
     help="Serve /metrics, /healthz and /readyz on this port.",
 )
@@ -356,6 +357,15 @@ def _client(url: str | None, namespace: str | None) -> Client:
     return Client(url or default_url(), namespace or default_namespace())
 
 
+def shown(text: object) -> str:
+    """Stored text as the CLI prints it: control characters written as escapes
+    (`\\x1b`, `\\n`), so that an id, a name or a reason cannot clear the screen, move
+    the cursor or break a row of a listing."""
+    return CONTROL_CHARACTERS.sub(
+        lambda found: found.group().encode("unicode_escape").decode(), str(text)
+    )
+
+
 def _when(ms: int | None) -> str:
     return format_time(ms) if ms else "-"
 
@@ -395,8 +405,8 @@ def list_(
     for row in rows:
         step = f"{row['current_step']}/{row['total_steps']}"
         click.echo(
-            f"{row['workflow_id']:<34} {row['workflow_name']:<22} {row['status']:<10} "
-            f"{step:<7} {_when(row['started_ms'])}"
+            f"{shown(row['workflow_id']):<34} {shown(row['workflow_name']):<22} "
+            f"{shown(row['status']):<10} {step:<7} {_when(row['started_ms'])}"
         )
 
 
@@ -423,29 +433,32 @@ def inspect(
         click.echo(json.dumps({**info, "events": history}, default=str, indent=2))
         return
     for field in ("workflow_id", "workflow_name", "version", "status", "queue", "owner", "agent"):
-        click.echo(f"{field:<16} {info[field] if info[field] is not None else '-'}")
+        click.echo(f"{field:<16} {shown(info[field]) if info[field] is not None else '-'}")
     click.echo(
-        f"{'step':<16} {info['current_step']}/{info['total_steps']} {info['step_name'] or ''}"
+        f"{'step':<16} {info['current_step']}/{info['total_steps']} "
+        f"{shown(info['step_name'] or '')}"
     )
     click.echo(f"{'started':<16} {_when(info['started_ms'])}")
     click.echo(f"{'closed':<16} {_when(info['closed_ms'])}")
     if not Status(info["status"]).is_terminal:
-        click.echo(f"{'waiting':<16} {info['waiting'] or '-'}")
+        click.echo(f"{'waiting':<16} {shown(info['waiting'] or '-')}")
     click.echo(f"{'input':<16} {json.dumps(info['input'], default=str)}")
     if info["result"] is not None:
         click.echo(f"{'result':<16} {json.dumps(info['result'], default=str)}")
     if info["error"]:
         error = info["error"]
         if "type" in error:
-            click.echo(f"{'error':<16} {error.get('type', '')}: {error.get('message', '')}")
+            click.echo(
+                f"{'error':<16} {shown(error.get('type', ''))}: {shown(error.get('message', ''))}"
+            )
         else:  # a cancellation's record holds only its reason
-            click.echo(f"{'cancelled':<16} {error.get('reason') or 'no reason given'}")
+            click.echo(f"{'cancelled':<16} {shown(error.get('reason') or 'no reason given')}")
     for event in history:
         data = json.dumps(event["data"], default=str)
         if len(data) > 100:
             data = data[:97] + "..."
         seq = event["seq"] or ""
-        click.echo(f"  {_when(event['time_ms'])} {seq!s:>4} {event['type']:<26} {data}")
+        click.echo(f"  {_when(event['time_ms'])} {seq!s:>4} {shown(event['type']):<26} {data}")
 
 
 @main.command()
@@ -487,7 +500,7 @@ def signal_(
             await client.signal(workflow_id, name, value)
 
     _run(go)
-    click.echo(f"signal {name!r} sent to {workflow_id}")
+    click.echo(f"signal {name!r} sent to {shown(workflow_id)}")
 
 
 @main.command()
@@ -503,7 +516,7 @@ def cancel(workflow_id: str, reason: str | None, url: str | None, namespace: str
             await client.cancel(workflow_id, reason)
 
     _run(go)
-    click.echo(f"cancel requested for {workflow_id}")
+    click.echo(f"cancel requested for {shown(workflow_id)}")
 
 
 @main.group()
@@ -530,7 +543,8 @@ def dead_list(url: str | None, namespace: str | None, limit: int, as_json: bool)
     click.echo(f"{'ID':<18} {'KIND':<9} {'WORKFLOW ID':<34} REASON")
     for row in rows:
         click.echo(
-            f"{row['id']:<18} {row['kind']:<9} {row['workflow_id'] or '-':<34} {row['reason']}"
+            f"{shown(row['id']):<18} {shown(row['kind']):<9} "
+            f"{shown(row['workflow_id'] or '-'):<34} {shown(row['reason'])}"
         )
 
 
@@ -553,7 +567,7 @@ def dead_retry(entry_ids: tuple[str, ...], url: str | None, namespace: str | Non
 
     failed = False
     for entry_id, outcome in _run(go):
-        click.echo(f"{entry_id}: {outcome}")
+        click.echo(f"{shown(entry_id)}: {shown(outcome)}")
         failed = failed or outcome not in ("ok", "already-queued")
     if failed:
         raise SystemExit(1)
@@ -580,10 +594,10 @@ def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
         busy = f"{row['in_flight']}/{row['concurrency']}"
         seen = f"{(now - row['seen_ms']) / 1000:.0f}s ago"
         click.echo(
-            f"{row['name']:<36} {row['host']:<20} {row['pid']:>7} "
-            f"{','.join(row['queues']):<16} {busy:>9} {seen}"
+            f"{shown(row['name']):<36} {shown(row['host']):<20} {shown(row['pid']):>7} "
+            f"{shown(','.join(row['queues'])):<16} {busy:>9} {seen}"
         )
         click.echo(
-            f"  workflows: {', '.join(row.get('workflows', ())) or 'none'}; "
-            f"activities: {', '.join(row.get('activities', ())) or 'none'}"
+            f"  workflows: {shown(', '.join(row.get('workflows', ()))) or 'none'}; "
+            f"activities: {shown(', '.join(row.get('activities', ()))) or 'none'}"
         )
