@@ -41,7 +41,13 @@ from .errors import (
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import Store, decode, encode
 from .store.connection import loom_error, retrying, unreachable
-from .store.keys import DEFAULT_NAMESPACE, validate_queue, validate_workflow_id
+from .store.keys import (
+    DEFAULT_NAMESPACE,
+    validate_owner,
+    validate_queue,
+    validate_signal_name,
+    validate_workflow_id,
+)
 from .store.store import CLOSE_NOTICE_MS, UnreadableEntry, registering, warn_unreadable
 
 logger = logging.getLogger("loom_redis.client")
@@ -255,8 +261,9 @@ class Client:
         check_start_arguments(definition, input, initial_state)
         # Only None means "make one up": an empty id is an error, not a request for a new one.
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
-        # Likewise only None means the default queue.
+        # Likewise only None means the default queue, and no owner.
         queue = validate_queue(DEFAULT_QUEUE if queue is None else queue)
+        owner = None if owner is None else validate_owner(owner)
         # The same for each try: a start whose reply was lost recognises itself.
         request_id = uuid.uuid4().hex
         created, status = await self._call(
@@ -335,6 +342,7 @@ class Client:
         self, *, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
         """The most recently started workflows (of one status, if given), newest first."""
+        _check_limit(limit)
         store = await self._connected()
         keys = store.keys
         pipe = store.redis.pipeline(transaction=False)
@@ -460,6 +468,7 @@ class Client:
     @_reads("list dead letters")
     async def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         """Tasks moved to the dead-letter streams, newest first, with their reasons."""
+        _check_limit(limit)
         store = await self._connected()
         return [
             {"id": d.id, "kind": d.kind, "workflow_id": d.workflow_id or None, "reason": d.reason}
@@ -483,6 +492,7 @@ class Client:
     @_reads("read progress")
     async def get_progress(self, owner: str) -> dict[str, Any]:
         """Progress of the owner's active workflows, in the shape of Loom's get_progress."""
+        validate_owner(owner)
         store = await self._connected()
         pipe = store.redis.pipeline(transaction=False)
         for shard in range(store.keys.shards):
@@ -743,6 +753,7 @@ class WorkflowHandle(Generic[StateT]):
     async def _deliver_signal(self, name: str, payload: Any) -> str | None:
         """Deliver a signal; the status of the workflow if it has already ended, else None."""
         # Refused here, naming the signal, before anything is read or written.
+        validate_signal_name(name)
         encode(payload, what=f"payload of signal {name!r} to workflow {self.workflow_id!r}")
         # The same for each try: a signal whose reply was lost is not delivered twice.
         once_field = f"once:{uuid.uuid4().hex}"
@@ -783,6 +794,12 @@ class WorkflowHandle(Generic[StateT]):
 async def _xread(store: Store, streams: dict[Any, Any], block_ms: int, count: int) -> Any:
     """XREAD BLOCK of `streams` (stream -> the id to read after)."""
     return await store.redis.xread(streams, block=block_ms, count=count)
+
+
+def _check_limit(limit: int) -> None:
+    # Redis reads a negative end of a range as counted from the end: -1 lists everything.
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ConfigurationError(f"limit must be a whole number >= 1, got {limit!r}")
 
 
 def _ended_message(workflow_id: str, status: str, what: str) -> str:

@@ -40,6 +40,7 @@ from .errors import (
 from .events import (
     COMMAND_TYPES,
     STATUS_OF_TERMINAL_EVENT,
+    USER_VALUES,
     Command,
     Event,
     EventType,
@@ -331,17 +332,30 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
             self._rng = random.Random(self._seed)
         return self._rng
 
-    def _emit(self, event_type: EventType, data: Any, *, due_ms: int = 0) -> Command:
+    def _emit(
+        self,
+        event_type: EventType,
+        data: Any,
+        *,
+        due_ms: int = 0,
+        state: dict[str, Any] | None = None,
+    ) -> Command:
+        """Make the command; `state`, the workflow's state after it, is checked to fit."""
         command = Command(event_type, self._next_seq, data, step=self._current_step, due_ms=due_ms)
         if not self._replaying:
-            # Encoding now raises a bad payload at the line of workflow code that made it.
-            command.encoded = encode(
-                data,
-                what=lambda: (
+
+            def what() -> str:
+                return (
                     f"{command.describe()} of workflow {self._workflow_id!r} "
                     f"in step {command.step!r}"
-                ),
-            )
+                )
+
+            # Encoding now raises a bad payload at the line of workflow code that made it.
+            command.encoded = encode(data, what=what, carries=USER_VALUES.get(event_type))
+            if state is not None:
+                # The final state is the workflow's result: a state that outgrows the
+                # limit fails at the line that grew it, not at the workflow's end.
+                encode(state, what=lambda: f"the state after {what()}")
         self._next_seq += 1
         self._produced.append(command)
         return command
@@ -412,8 +426,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
                 return
         self._signals.setdefault(name, deque()).append(payload)
 
-    def record_state_set(self, key: str, value: Any) -> None:
-        self._emit(EventType.STATE_SET, {"key": key, "value": value})
+    def record_state_set(self, key: str, value: Any, state: dict[str, Any]) -> None:
+        self._emit(EventType.STATE_SET, {"key": key, "value": value}, state=state)
 
     def record_state_update(self, state: dict[str, Any]) -> None:
         self._emit(EventType.STATE_UPDATE, {"state": dict(state)})

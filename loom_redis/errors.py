@@ -10,7 +10,7 @@ class LoomError(Exception):
 
 
 class ConfigurationError(LoomError, ValueError):
-    """A setting, a URL or a namespace is not usable."""
+    """A setting, a URL, a namespace or a name (queue, owner, signal) is not usable."""
 
 
 class RedisUnavailableError(LoomError, ConnectionError):
@@ -51,7 +51,7 @@ class WorkflowDefinitionError(LoomError, TypeError):
 
 
 class InvalidWorkflowIdError(LoomError, ValueError):
-    """A workflow id is empty or too long."""
+    """A workflow id is empty, too long, or holds control characters."""
 
 
 class WorkflowInputError(LoomError, TypeError):

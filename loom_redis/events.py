@@ -45,6 +45,19 @@ COMMAND_TYPES = frozenset(
     }
 )
 
+# The keys of each event's data that hold users' values: the payload limit applies to
+# each of these, not to the record around them (see codec.encode's `carries`).
+USER_VALUES: dict[EventType, tuple[str, ...]] = {
+    EventType.WORKFLOW_STARTED: ("input", "state"),
+    EventType.STATE_SET: ("value",),
+    EventType.STATE_UPDATE: ("state",),
+    EventType.ACTIVITY_SCHEDULED: ("args", "kwargs"),
+    EventType.ACTIVITY_COMPLETED: ("result",),
+    EventType.SIGNAL_RECEIVED: ("payload",),
+    EventType.WORKFLOW_CANCEL_REQUESTED: ("reason",),
+    EventType.WORKFLOW_COMPLETED: ("result",),
+}
+
 TERMINAL_TYPES = frozenset(
     {EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED}
 )

@@ -44,7 +44,7 @@ from .errors import (
     PayloadError,
     WorkflowExecutionError,
 )
-from .events import COMMAND_TYPES, Command, Event, EventType, Status
+from .events import COMMAND_TYPES, USER_VALUES, Command, Event, EventType, Status
 from .metrics import (
     ACTIVITY_SECONDS,
     CLAIMED,
@@ -249,6 +249,8 @@ class Worker:
         # Made by the drain, to wait for the last in-flight task.
         self._drained: anyio.Event | None = None
         self._started = anyio.Event()
+        # Reading its queues (from its start until its drain), and Redis answering: the
+        # readiness probe needs both.
         self._ready = False
         # How many times the namespace was restored (see _restore_namespace), and the
         # restoration under way, if any: the readers that all find the groups gone at
@@ -257,6 +259,9 @@ class Worker:
         self._restoring: anyio.Event | None = None
         # Redis refused a write for want of memory, and none has succeeded since.
         self._paused_for_memory = False
+        self._reachable = True
+        # Set while one task checks that Redis answers again; the others wait for it.
+        self._reconnected: anyio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -282,7 +287,10 @@ class Worker:
             background.start_soon(self._prune_departed_workers)
             if self.metrics_port is not None:
                 background.start_soon(
-                    serve_metrics, self.metrics_host, self.metrics_port, lambda: self._ready
+                    serve_metrics,
+                    self.metrics_host,
+                    self.metrics_port,
+                    lambda: self._ready and self._reachable,
                 )
             async with anyio.create_task_group() as executors:
                 self._executors = executors
@@ -591,13 +599,30 @@ class Worker:
         )
 
     async def _redis_trouble(self, doing: str, exc: Exception) -> None:
+        """After a failed read: not ready until Redis answers again (checked every
+        second, by one task for all the readers that failed)."""
         if isinstance(exc, OutOfMemoryError):
             self._out_of_memory(exc)
-        elif self._ready:  # said once, not by every shard's reader
-            logger.warning("Redis error while %s: %s; retrying in 1s", doing, exc)
-        self._ready = False
-        await anyio.sleep(1)
-        self._ready = True
+        elif self._reachable:  # said once, not by every shard's reader
+            logger.warning("Redis error while %s: %s; retrying every 1s", doing, exc)
+        self._reachable = False
+        if self._reconnected is not None:
+            await self._reconnected.wait()
+            return
+        self._reconnected = anyio.Event()
+        try:
+            while True:
+                await anyio.sleep(1)
+                try:
+                    await self.store.ping()
+                except RedisError:
+                    continue
+                break
+            logger.info("Redis answers again")
+            self._reachable = True
+        finally:
+            self._reconnected.set()
+            self._reconnected = None
 
     def _out_of_memory(self, exc: RedisError) -> None:
         """Say once that Redis refuses writes for want of memory (until one succeeds)."""
@@ -989,7 +1014,13 @@ class Worker:
             hold.outcome = await self._hold(task, queue, loaded, plan, held, keep=True)
         except Exception as exc:  # the attempt waits for an outcome, whatever happened
             log = logger.warning if isinstance(exc, RedisError) else logger.exception
-            log("could not write the scheduling of workflow %s's activity: %s", held, exc)
+            # Named by workflow and seq: the task carries the activity's arguments.
+            log(
+                "could not write the scheduling of activity seq %s of workflow %s: %s",
+                int(held.fields["seq"]),
+                held.workflow_id,
+                exc,
+            )
             hold.outcome = "error"
         finally:
             hold.written.set()
@@ -1002,7 +1033,12 @@ class Worker:
             try:
                 await self.store.renew_activity_lease(held, now_ms() + self.lease_ms)
             except RedisError as exc:
-                logger.warning("could not renew the lease of %s: %s", held.lease, exc)
+                logger.warning(
+                    "could not renew the lease of activity seq %s of workflow %s: %s",
+                    int(held.fields["seq"]),
+                    held.workflow_id,
+                    exc,
+                )
 
     async def _hold(
         self, task: Task, queue: str, loaded: _Loaded, plan: TaskPlan, held: Task, *, keep: bool
@@ -1073,11 +1109,24 @@ class Worker:
         error: NonDeterministicWorkflowError,
         policy: NondeterminismPolicy,
     ) -> str:
+        # The error quotes the values that differ (users' data): in full only at DEBUG.
+        logger.debug("%s", error)
         if policy == "fail":
-            logger.error("%s", error)
+            logger.error(
+                "workflow %s cannot replay its history (NonDeterministicWorkflowError): it "
+                "fails; `loom inspect %s` shows where and what differs",
+                task.workflow_id,
+                task.workflow_id,
+            )
             return await self._fail(task, queue, history, error)
         due = now_ms() + self.suspend_retry_ms
-        logger.error("%s; workflow suspended, retried at %s", error, time.ctime(due / 1000))
+        logger.error(
+            "workflow %s cannot replay its history (NonDeterministicWorkflowError): "
+            "suspended, retried at %s; `loom inspect %s` shows where and what differs",
+            task.workflow_id,
+            time.ctime(due / 1000),
+            task.workflow_id,
+        )
         member = self.store.timer_member("resume", task.workflow_id, queue, 0)
         result = await self.store.commit_workflow_task(
             task.workflow_id,
@@ -1157,7 +1206,11 @@ class Worker:
             # The whole record, as it will be written: a result that cannot be written fails
             # the activity here, with a clear error, instead of leaving its task in limbo.
             data = {"result": result, "attempts": attempt}
-            encoded = encode(data, what=f"result of activity {name!r}")
+            encoded = encode(
+                data,
+                what=f"result of activity {name!r}",
+                carries=USER_VALUES[EventType.ACTIVITY_COMPLETED],
+            )
         except Exception as exc:
             labelled(ACTIVITY_SECONDS, name, "failed").observe(time.perf_counter() - started)
             if isinstance(exc, TimeoutError) and timeout is not None:

@@ -168,8 +168,8 @@ async def _activity_error_too_big(ctx: Ctx) -> None:
     await ctx.activity(raises_a_huge_message, BIG)
 
 
-async def _final_state_too_big(ctx: Ctx) -> None:
-    # Each value fits; the final state, the workflow's result, does not.
+async def _state_grows_too_big(ctx: Ctx) -> None:
+    # Each value fits; the state after the second does not (nor would the result).
     await ctx.state.set("a", "a" * (LIMIT // 2 + 100))
     await ctx.state.set("b", "b" * (LIMIT // 2 + 100))
 
@@ -192,7 +192,7 @@ MISBEHAVIOURS: dict[str, Callable[[Ctx], Awaitable[None]]] = {
         _activity_result_unencodable,
         _activity_result_too_big,
         _activity_error_too_big,
-        _final_state_too_big,
+        _state_grows_too_big,
         _unknown_activity,
     )
 }
@@ -740,6 +740,43 @@ CASES = [
         ("task queue 7 is invalid",),
     ),
     Case(
+        "id-with-an-escape-sequence",
+        lambda env: start(env, EchoWorkflow, {"text": "a"}, workflow_id="evil\x1b[2J"),
+        loom.InvalidWorkflowIdError,
+        ("workflow id 'evil\\x1b[2J' holds a control character", "position 4"),
+    ),
+    Case(
+        "id-with-a-newline",
+        lambda env: start(env, EchoWorkflow, {"text": "a"}, workflow_id="row\nbreak"),
+        loom.InvalidWorkflowIdError,
+        ("workflow id 'row\\nbreak' holds a control character",),
+    ),
+    Case(
+        "owner-not-a-str",
+        lambda env: start(env, EchoWorkflow, {"text": "a"}, owner=7),
+        loom.ConfigurationError,
+        ("owner must be a non-empty string, got int 7",),
+        never=("input of workflow",),
+    ),
+    Case(
+        "owner-with-a-control-character",
+        lambda env: start(env, EchoWorkflow, {"text": "a"}, owner="ada\x9b"),
+        loom.ConfigurationError,
+        ("owner 'ada\\x9b' holds a control character",),
+    ),
+    Case(
+        "owner-too-long",
+        lambda env: start(env, EchoWorkflow, {"text": "a"}, owner="o" * 257),
+        loom.ConfigurationError,
+        ("owner 'ooo", "is 257 bytes, over the limit of 256"),
+    ),
+    Case(
+        "progress-owner-not-a-str",
+        lambda env: env.client.get_progress(None),  # type: ignore[arg-type]
+        loom.ConfigurationError,
+        ("owner must be a non-empty string, got NoneType None",),
+    ),
+    Case(
         "id-reuse-policy-unknown",
         lambda env: start(env, EchoWorkflow, {"text": "a"}, id_reuse="replace"),
         loom.ConfigurationError,
@@ -795,6 +832,25 @@ CASES = [
         lambda env: with_client("http://127.0.0.1:8080/", env.namespace, stats),
         loom.ConfigurationError,
         ("invalid Redis URL 'http://127.0.0.1:8080/'",),
+    ),
+    Case(
+        "redis-url-password-with-unescaped-at-and-slash",
+        lambda env: with_client(
+            env.url.replace("redis://", "redis://cat:Xq7@Zk9/Wv3@", 1), env.namespace, stats
+        ),
+        loom.ConfigurationError,
+        ("redis://cat:***@127.0.0.1:", "percent-encode", "%40", "%2F"),
+        never=("Xq7", "Zk9", "Wv3"),
+    ),
+    Case(
+        "redis-url-password-with-unescaped-slash-and-digits",
+        # Parsed as it stands, the host would be "cat" and the port "4242".
+        lambda env: with_client(
+            env.url.replace("redis://", "redis://cat:4242/Wv3@", 1), env.namespace, stats
+        ),
+        loom.ConfigurationError,
+        ("redis://cat:***@127.0.0.1:", "percent-encode"),
+        never=("4242", "Wv3"),
     ),
     Case(
         "redis-wrong-password",
@@ -901,6 +957,30 @@ CASES = [
         unchanged="history",
     ),
     Case(
+        "signal-name-with-a-control-character",
+        lambda env: env.client.get_handle(SUBJECT).signal("go\x1b[2J"),
+        loom.ConfigurationError,
+        ("signal name 'go\\x1b[2J' holds a control character",),
+        setup=pending_subject,
+        unchanged="history",
+    ),
+    Case(
+        "signal-name-not-a-str",
+        lambda env: env.client.signal(SUBJECT, 5, "x"),  # type: ignore[arg-type]
+        loom.ConfigurationError,
+        ("signal name must be a non-empty string, got int 5",),
+        setup=pending_subject,
+        unchanged="history",
+    ),
+    Case(
+        "signal-name-too-long",
+        lambda env: env.client.signal(SUBJECT, "s" * 300),
+        loom.ConfigurationError,
+        ("signal name 'sss", "is 300 bytes, over the limit of 256"),
+        setup=pending_subject,
+        unchanged="history",
+    ),
+    Case(
         "cancel-unknown-workflow",
         lambda env: env.client.get_handle("cat-nobody").cancel(),
         loom.WorkflowNotFoundError,
@@ -920,6 +1000,18 @@ CASES = [
         None,
         setup=cancelled_once,
         unchanged="history",
+    ),
+    Case(
+        "list-limit-below-one",
+        lambda env: env.client.list_workflows(limit=-1),
+        loom.ConfigurationError,
+        ("limit must be a whole number >= 1, got -1",),
+    ),
+    Case(
+        "dead-letters-limit-below-one",
+        lambda env: env.client.dead_letters(0),
+        loom.ConfigurationError,
+        ("limit must be a whole number >= 1, got 0",),
     ),
     Case(
         "result-timeout-expires",
@@ -1033,13 +1125,21 @@ CASES = [
         environ=LIMITED,
     ),
     Case(
-        "workflow-result-over-the-limit",
-        misbehaves("final_state_too_big"),
+        "state-over-the-limit-at-the-set-that-grows-it",
+        misbehaves("state_grows_too_big"),
         loom.WorkflowExecutionError,
-        ("workflow '{wf}' failed", "WORKFLOW_COMPLETED", f"over the limit of {LIMIT} bytes"),
+        (
+            "workflow '{wf}' failed",
+            "the state after STATE_SET(b)",
+            "in step 'misbehave'",
+            f"over the limit of {LIMIT} bytes",
+        ),
         unchanged=None,
         absent=(EventType.WORKFLOW_COMPLETED,),
         environ=LIMITED,
+        check=lambda env: traceback_shows(
+            env, 'await ctx.state.set("b", "b" * (LIMIT // 2 + 100))'
+        ),
     ),
     # --- the worker: names it does not know --------------------------------------------
     Case(

@@ -34,7 +34,7 @@ from click.testing import CliRunner, Result
 import loom_redis as loom
 from loom_redis.cli import main
 from loom_redis.store import Store
-from loom_redis.store.codec import MAX_PAYLOAD_BYTES, decode
+from loom_redis.store.codec import MAX_PAYLOAD_BYTES, decode, record_limit
 from loom_redis.store.connection import mask_url
 from loom_redis.testing import EmbeddedServer, free_port, running_worker
 from loom_redis.worker import Worker
@@ -291,9 +291,10 @@ def test_lua_scripts_load_no_code() -> None:
         pytest.param(b"\xc6\xff\xff\xff\xff", "not valid msgpack", id="bin-of-4GiB"),
         pytest.param(b"\x91" * 100_000 + b"\xc0", "nests deeper", id="deep-nesting"),
         pytest.param(
-            b"\xc4" + b"\x00" * (MAX_PAYLOAD_BYTES + 1),
-            f"over the limit of {MAX_PAYLOAD_BYTES} bytes",
-            id="over-2MiB",
+            # A record may carry two values of the limit's size, and fields of its own.
+            b"\xc4" + b"\x00" * record_limit(MAX_PAYLOAD_BYTES),
+            f"over the limit of {record_limit(MAX_PAYLOAD_BYTES)} bytes for a record",
+            id="over-a-record-of-2MiB-values",
         ),
         pytest.param(b"\xc1", "not valid msgpack (FormatError: malformed data)", id="reserved"),
         pytest.param(b"\x01\x02", "not valid msgpack (ExtraData", id="trailing-bytes"),

@@ -22,7 +22,7 @@ from ..errors import LoomError, RedisAuthenticationError, RedisUnavailableError
 from ..events import Status
 from ..store import Store
 from ..store.connection import mask_url
-from ..store.keys import validate_queue
+from ..store.keys import CONTROL_CHARACTERS, validate_queue
 from ..worker import Worker
 
 T = TypeVar("T")
@@ -61,10 +61,11 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
 
 def _message(error: BaseException) -> str:
     """The error's message, in the words of the command line: where Python is told
-    `url=`, a command is told `--url`."""
+    `url=`, a command is told `--url`. It may quote stored text (a failed workflow's
+    error), so it is shown escaped."""
     if isinstance(error, RedisUnavailableError) and error.names_url:
-        return f"{error.reason}; {CLI_URL_HINT}"
-    return str(error)
+        return shown(f"{error.reason}; {CLI_URL_HINT}")
+    return shown(error)
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -220,7 +221,7 @@ def _check_queues(_ctx: Any, _param: Any, queues: tuple[str, ...]) -> tuple[str,
 )
 @click.option(
     "--metrics-port",
-    type=int,
+    type=click.IntRange(min=1, max=65535),
     default=None,
     help="Serve /metrics, /healthz and /readyz on this port.",
 )
@@ -356,6 +357,15 @@ def _client(url: str | None, namespace: str | None) -> Client:
     return Client(url or default_url(), namespace or default_namespace())
 
 
+def shown(text: object) -> str:
+    """Stored text as the CLI prints it: control characters written as escapes
+    (`\\x1b`, `\\n`), so that an id, a name or a reason cannot clear the screen, move
+    the cursor or break a row of a listing."""
+    return CONTROL_CHARACTERS.sub(
+        lambda found: found.group().encode("unicode_escape").decode(), str(text)
+    )
+
+
 def _when(ms: int | None) -> str:
     return format_time(ms) if ms else "-"
 
@@ -397,7 +407,7 @@ def list_(
         # Which fields cannot be read (`loom inspect` says why).
         spoilt = f"  unreadable: {', '.join(row['unreadable'])}" if row["unreadable"] else ""
         click.echo(
-            f"{row['workflow_id']:<34} {_read(row['workflow_name']):<22} "
+            f"{shown(row['workflow_id']):<34} {_read(row['workflow_name']):<22} "
             f"{_read(row['status']):<10} {step:<7} {_when(row['started_ms'])}{spoilt}"
         )
 
@@ -405,7 +415,7 @@ def list_(
 def _read(value: Any) -> str:
     """A field of `describe()` as printed: None is a stored value that cannot be read
     (its `unreadable` entry says why)."""
-    return "unreadable" if value is None else str(value)
+    return "unreadable" if value is None else shown(value)
 
 
 @main.command()
@@ -433,33 +443,35 @@ def inspect(
     for field in ("workflow_id", "workflow_name", "version", "status", "queue"):
         click.echo(f"{field:<16} {_read(info[field])}")
     for field in ("owner", "agent"):
-        click.echo(f"{field:<16} {info[field] or '-'}")
+        click.echo(f"{field:<16} {shown(info[field] or '-')}")
     step = f"{_read(info['current_step'])}/{_read(info['total_steps'])}"
-    click.echo(f"{'step':<16} {step} {info['step_name'] or ''}")
+    click.echo(f"{'step':<16} {step} {shown(info['step_name'] or '')}")
     click.echo(f"{'started':<16} {_when(info['started_ms'])}")
     click.echo(f"{'closed':<16} {_when(info['closed_ms'])}")
     for problem in info["unreadable"].values():
-        click.echo(f"{'unreadable':<16} {problem}")
+        click.echo(f"{'unreadable':<16} {shown(problem)}")
     if info["status"] is None or not Status(info["status"]).is_terminal:
-        click.echo(f"{'waiting':<16} {info['waiting'] or '-'}")
+        click.echo(f"{'waiting':<16} {shown(info['waiting'] or '-')}")
     click.echo(f"{'input':<16} {json.dumps(info['input'], default=str)}")
     if info["result"] is not None:
         click.echo(f"{'result':<16} {json.dumps(info['result'], default=str)}")
     if info["error"]:
         error = info["error"]
         if "type" in error:
-            click.echo(f"{'error':<16} {error.get('type', '')}: {error.get('message', '')}")
+            click.echo(
+                f"{'error':<16} {shown(error.get('type', ''))}: {shown(error.get('message', ''))}"
+            )
         else:  # a cancellation's record holds only its reason
-            click.echo(f"{'cancelled':<16} {error.get('reason') or 'no reason given'}")
+            click.echo(f"{'cancelled':<16} {shown(error.get('reason') or 'no reason given')}")
     for event in history:
         if event["type"] == "UNREADABLE":
-            click.echo(f"  {'-':<23} {'':>4} {'unreadable':<26} {event['problem']}")
+            click.echo(f"  {'-':<23} {'':>4} {'unreadable':<26} {shown(event['problem'])}")
             continue
         data = json.dumps(event["data"], default=str)
         if len(data) > 100:
             data = data[:97] + "..."
         seq = event["seq"] or ""
-        click.echo(f"  {_when(event['time_ms'])} {seq!s:>4} {event['type']:<26} {data}")
+        click.echo(f"  {_when(event['time_ms'])} {seq!s:>4} {shown(event['type']):<26} {data}")
 
 
 @main.command()
@@ -501,7 +513,7 @@ def signal_(
             await client.signal(workflow_id, name, value)
 
     _run(go)
-    click.echo(f"signal {name!r} sent to {workflow_id}")
+    click.echo(f"signal {name!r} sent to {shown(workflow_id)}")
 
 
 @main.command()
@@ -517,7 +529,7 @@ def cancel(workflow_id: str, reason: str | None, url: str | None, namespace: str
             await client.cancel(workflow_id, reason)
 
     _run(go)
-    click.echo(f"cancel requested for {workflow_id}")
+    click.echo(f"cancel requested for {shown(workflow_id)}")
 
 
 @main.group()
@@ -544,7 +556,8 @@ def dead_list(url: str | None, namespace: str | None, limit: int, as_json: bool)
     click.echo(f"{'ID':<18} {'KIND':<9} {'WORKFLOW ID':<34} REASON")
     for row in rows:
         click.echo(
-            f"{row['id']:<18} {row['kind']:<9} {row['workflow_id'] or '-':<34} {row['reason']}"
+            f"{shown(row['id']):<18} {shown(row['kind']):<9} "
+            f"{shown(row['workflow_id'] or '-'):<34} {shown(row['reason'])}"
         )
 
 
@@ -567,7 +580,7 @@ def dead_retry(entry_ids: tuple[str, ...], url: str | None, namespace: str | Non
 
     failed = False
     for entry_id, outcome in _run(go):
-        click.echo(f"{entry_id}: {outcome}")
+        click.echo(f"{shown(entry_id)}: {shown(outcome)}")
         failed = failed or outcome not in ("ok", "already-queued")
     if failed:
         raise SystemExit(1)
@@ -592,15 +605,15 @@ def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
     click.echo(f"{'WORKER':<36} {'HOST':<20} {'PID':>7} {'QUEUES':<16} {'BUSY':>9} LAST SEEN")
     for row in rows:
         if "unreadable" in row:
-            click.echo(f"{row['name']:<36} unreadable: {row['unreadable']}")
+            click.echo(f"{shown(row['name']):<36} unreadable: {shown(row['unreadable'])}")
             continue
         busy = f"{row['in_flight']}/{row['concurrency']}"
         seen = f"{(now - row['seen_ms']) / 1000:.0f}s ago"
         click.echo(
-            f"{row['name']:<36} {row['host']:<20} {row['pid']:>7} "
-            f"{','.join(row['queues']):<16} {busy:>9} {seen}"
+            f"{shown(row['name']):<36} {shown(row['host']):<20} {shown(row['pid']):>7} "
+            f"{shown(','.join(row['queues'])):<16} {busy:>9} {seen}"
         )
         click.echo(
-            f"  workflows: {', '.join(row.get('workflows', ())) or 'none'}; "
-            f"activities: {', '.join(row.get('activities', ())) or 'none'}"
+            f"  workflows: {shown(', '.join(row.get('workflows', ()))) or 'none'}; "
+            f"activities: {shown(', '.join(row.get('activities', ()))) or 'none'}"
         )

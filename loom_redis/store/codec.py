@@ -45,9 +45,18 @@ def _named(what: Name) -> str:
     return what if isinstance(what, str) else what()
 
 
-def encode(value: Any, *, what: Name = "value") -> bytes:
-    """Encode `value` as msgpack; `what` names it in the error (e.g. "input of workflow 'x'"),
-    or makes that name when called (for a name costly to make for every payload)."""
+# What a record (an event's data) may add to the user values it carries: names,
+# versions, an owner, counters. A record carries at most two values (an input and an
+# initial state, an activity's args and kwargs), so it is at most twice the limit and this.
+RECORD_ALLOWANCE = 64 * 1024
+
+
+def record_limit(limit: int) -> int:
+    """The largest record `encode` writes (and `decode` reads) under payload limit `limit`."""
+    return 2 * limit + RECORD_ALLOWANCE
+
+
+def _pack(value: Any, what: Name) -> bytes:
     try:
         data: bytes = msgpack.packb(value, use_bin_type=True, datetime=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -55,11 +64,37 @@ def encode(value: Any, *, what: Name = "value") -> bytes:
             f"{_named(what)} cannot be encoded as msgpack ({exc}); use dicts, lists, str, int, "
             "float, bool, None, bytes or timezone-aware datetimes"
         ) from None
-    if len(data) > MIN_PAYLOAD_LIMIT and len(data) > (limit := max_payload_bytes()):
-        raise PayloadError(
-            f"{_named(what)} is {len(data)} bytes encoded, over the limit of {limit} bytes "
-            f"(set by {PAYLOAD_LIMIT_VARIABLE}, default {MAX_PAYLOAD_BYTES})"
-        )
+    return data
+
+
+def _over_limit(what: Name, size: int, limit: int) -> PayloadError:
+    return PayloadError(
+        f"{_named(what)} is {size} bytes encoded, over the limit of {limit} bytes "
+        f"(set by {PAYLOAD_LIMIT_VARIABLE}, default {MAX_PAYLOAD_BYTES})"
+    )
+
+
+def encode(value: Any, *, what: Name = "value", carries: tuple[str, ...] | None = None) -> bytes:
+    """Encode `value` as msgpack; `what` names it in the error (e.g. "input of workflow 'x'"),
+    or makes that name when called (for a name costly to make for every payload).
+
+    The payload limit applies to `value`, or, with `carries`, to each of the values under
+    those keys of `value` (a record, such as an event's data, that carries users' values:
+    the record's own fields do not count against the user). The error reports the size
+    of the value that is over the limit.
+    """
+    data = _pack(value, what)
+    if len(data) <= MIN_PAYLOAD_LIMIT or len(data) <= (limit := max_payload_bytes()):
+        return data
+    if carries is None:
+        raise _over_limit(what, len(data), limit)
+    # Rare: a record over the limit. Measure what it carries (once more, only here).
+    for key in carries:
+        size = len(_pack(value.get(key), what))
+        if size > limit:
+            raise _over_limit(what, size, limit)
+    if len(data) > record_limit(limit):
+        raise _over_limit(what, len(data), record_limit(limit))
     return data
 
 
@@ -68,10 +103,13 @@ def decode(data: bytes | None, *, what: Name = "value") -> Any:
     if data is None or data == b"":
         return None
     if len(data) > MIN_PAYLOAD_LIMIT and len(data) > (limit := max_payload_bytes()):
-        raise PayloadError(
-            f"{_named(what)} is {len(data)} bytes, over the limit of {limit} bytes "
-            f"(set by {PAYLOAD_LIMIT_VARIABLE})"
-        )
+        bound = record_limit(limit)
+        if len(data) > bound:
+            raise PayloadError(
+                f"{_named(what)} is {len(data)} bytes, over the limit of {bound} bytes "
+                f"for a record (twice {PAYLOAD_LIMIT_VARIABLE}={limit}, plus "
+                f"{RECORD_ALLOWANCE} for its own fields)"
+            )
     try:
         # msgpack bounds every declared length by the size of `data` itself, so a few
         # bytes cannot make it allocate a huge container.

@@ -210,8 +210,24 @@ def _check_tls_files(url: str) -> None:
                 )
 
 
+def _check_userinfo(url: str) -> None:
+    """Refuse a URL whose user name or password holds an unescaped '@', '/', '?' or '#':
+    a URL parser ends the host part at the first '/', '?' or '#', so a piece of the
+    password would be taken for the host, the port or the path (and shown in errors as
+    such), and an '@' leaves it unclear where the password ends."""
+    rest = url.partition("://")[2] or url
+    userinfo, at, _ = rest.rpartition("@")
+    if at and any(char in userinfo for char in "@/?#"):
+        raise ConfigurationError(
+            f"invalid Redis URL {mask_url(url)!r}: its user name or password holds an "
+            "unescaped '@', '/', '?' or '#'; percent-encode the password (and user name): "
+            "%40 for '@', %2F for '/', %3F for '?', %23 for '#'"
+        )
+
+
 async def connect_redis(url: str) -> aioredis.Redis:
     """A client for `url`, checked to answer and to be Redis >= 6.2 (or Valkey)."""
+    _check_userinfo(url)
     try:
         # RESP2 everywhere: reply shapes stay the same across redis-py versions and servers.
         # No socket timeout: blocking reads wait longer than redis-py's default of 5 s.
@@ -234,12 +250,7 @@ async def connect_redis(url: str) -> aioredis.Redis:
     except ValueError as exc:
         detail = str(exc)
         if "Port could not be cast" in detail:
-            # urllib quotes the "port", which is the password when the password holds an
-            # unescaped '/', '?' or '#' ("redis://user:pa/ss@host" ends its host at '/').
-            detail = (
-                "its port is not a number (percent-encode any '/', '?', '#' or '@' "
-                "in the user name and password)"
-            )
+            detail = "its port is not a number"  # redis-py quotes what it found there
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {detail}") from None
     try:
         _check_tls_files(url)

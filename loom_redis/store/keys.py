@@ -18,7 +18,8 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_SHARDS = 16
 # More shards than this is a mistake (a typo, a hand-edited config), not a plan.
 MAX_SHARDS = 4096
-MAX_WORKFLOW_ID_BYTES = 256
+# Workflow ids, owners and signal names, in bytes of UTF-8.
+MAX_NAME_BYTES = 256
 # The consumer group every worker of a namespace reads task streams with.
 WORKER_GROUP = "workers"
 
@@ -43,25 +44,46 @@ def validate_queue(queue: str) -> str:
     return queue
 
 
-def validate_workflow_id(workflow_id: str) -> str:
-    if not isinstance(workflow_id, str) or not workflow_id:
-        kind = "" if isinstance(workflow_id, str) else f"{type(workflow_id).__name__} "
-        raise InvalidWorkflowIdError(
-            f"workflow id must be a non-empty string, got {kind}{workflow_id!r}"
-        )
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators:
+# printed, they move the cursor, clear the screen or break a row of a listing.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _validate_name(value: str, what: str, error: type[Exception] = ConfigurationError) -> str:
+    """A name stored in Redis and printed by the CLI and logs (`what` says which): a
+    non-empty string of at most MAX_NAME_BYTES of UTF-8, without control characters."""
+    if not isinstance(value, str) or not value:
+        kind = "" if isinstance(value, str) else f"{type(value).__name__} "
+        raise error(f"{what} must be a non-empty string, got {kind}{value!r}")
     try:
-        size = len(workflow_id.encode())
+        size = len(value.encode())
     except UnicodeEncodeError as exc:
-        raise InvalidWorkflowIdError(
-            f"workflow id {workflow_id[:40]!r} is not valid Unicode text ({exc.reason} at "
-            f"position {exc.start}): ids are stored as UTF-8"
+        raise error(
+            f"{what} {value[:40]!r} is not valid Unicode text ({exc.reason} at "
+            f"position {exc.start}): it is stored as UTF-8"
         ) from None
-    if size > MAX_WORKFLOW_ID_BYTES:
-        raise InvalidWorkflowIdError(
-            f"workflow id {workflow_id[:40]!r}... is {size} bytes, over the limit of "
-            f"{MAX_WORKFLOW_ID_BYTES}"
+    if size > MAX_NAME_BYTES:
+        raise error(f"{what} {value[:40]!r}... is {size} bytes, over the limit of {MAX_NAME_BYTES}")
+    control = CONTROL_CHARACTERS.search(value)
+    if control:
+        raise error(
+            f"{what} {value[:40]!r} holds a control character ({control.group()!r} at "
+            f"position {control.start()}): names are printed by `loom` and in logs"
         )
-    return workflow_id
+    return value
+
+
+def validate_workflow_id(workflow_id: str) -> str:
+    return _validate_name(workflow_id, "workflow id", InvalidWorkflowIdError)
+
+
+def validate_owner(owner: str) -> str:
+    """An owner names a key (the index of its open workflows) and is printed."""
+    return _validate_name(owner, "owner")
+
+
+def validate_signal_name(name: str) -> str:
+    return _validate_name(name, "signal name")
 
 
 @dataclass(frozen=True)

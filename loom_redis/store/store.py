@@ -23,7 +23,7 @@ from ..errors import (
     ConfigurationError,
     PayloadError,
 )
-from ..events import Command, Event, EventType, Status
+from ..events import USER_VALUES, Command, Event, EventType, Status
 from .codec import decode, encode, max_payload_bytes
 from .connection import (
     DirectLane,
@@ -245,7 +245,9 @@ def _describe(command: Command, workflow_id: str) -> str:
 def _payload(command: Command, workflow_id: str) -> bytes:
     """A command's data as its event (and an activity's task) carries it."""
     return command.encoded or encode(
-        command.data, what=functools.partial(_describe, command, workflow_id)
+        command.data,
+        what=functools.partial(_describe, command, workflow_id),
+        carries=USER_VALUES.get(command.type),
     )
 
 
@@ -374,6 +376,10 @@ class Store:
             pipe.script_load(script.script)
         await pipe.execute()
 
+    async def ping(self) -> None:
+        """Raise a RedisError unless Redis answers."""
+        await self.redis.ping()
+
     async def close(self) -> None:
         await self._lane.aclose()
         await self.redis.aclose()
@@ -430,6 +436,7 @@ class Store:
                 "seed": secrets.randbits(64),
             },
             what=what,
+            carries=USER_VALUES[EventType.WORKFLOW_STARTED],
         )
         meta = [
             "name",
@@ -863,7 +870,11 @@ class Store:
                     workflow_id,
                     now_ms(),
                     str(event_type),
-                    encode(data, what=f"{event_type} for workflow {workflow_id!r}"),
+                    encode(
+                        data,
+                        what=f"{event_type} for workflow {workflow_id!r}",
+                        carries=USER_VALUES.get(event_type),
+                    ),
                     once_field,
                 ],
             )
@@ -887,7 +898,8 @@ class Store:
                 member = self._timer_member(raw, shard, int(score))
                 if isinstance(member, str):
                     reason = f"corrupt member of timers of shard {shard}: {member}"
-                    logger.error("timer member %r goes to the dead-letter stream: %s", raw, reason)
+                    # Not the member itself: a retry's member carries an activity's arguments.
+                    logger.error("a timer member goes to the dead-letter stream: %s", reason)
                     await self._run(
                         "dead_timer",
                         [self.keys.timers(shard), self.keys.dead(shard)],
