@@ -122,6 +122,7 @@ async def started(store: Store, **meta: str) -> None:
         agent=None,
         total_steps=1,
         workflow_input={"n": 1},
+        request_id="atomic-start",
     )
     if meta:
         await store.redis.hset(store.keys.meta(WID), mapping=meta)

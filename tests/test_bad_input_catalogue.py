@@ -31,6 +31,7 @@ from loom_redis import api
 from loom_redis.cli import main
 from loom_redis.events import TERMINAL_TYPES, EventType
 from loom_redis.store import Store
+from loom_redis.store.codec import record_limit
 from loom_redis.testing import free_port, isolated_registry, running_worker
 from loom_redis.worker import Worker
 
@@ -1291,7 +1292,9 @@ CASES = [
         "meta-input-over-the-limit-of-this-reader",
         listed_with_an_unreadable_field,
         None,
-        setup=meta_field("input", msgpack.packb("x" * BIG)),
+        # A record over what a reader with this limit accepts (a value of twice the limit,
+        # plus room for the record's own fields): written by a client with a higher one.
+        setup=meta_field("input", msgpack.packb("x" * (record_limit(LIMIT) + 1))),
         environ=LIMITED,
     ),
     Case(
