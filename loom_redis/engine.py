@@ -39,6 +39,7 @@ from .errors import (
 )
 from .events import (
     COMMAND_TYPES,
+    EXTERNAL_TYPES,
     STATUS_OF_TERMINAL_EVENT,
     USER_VALUES,
     Command,
@@ -89,13 +90,26 @@ class _Batch:
     time_ms: int | None = None
 
 
-def _split_tasks(events: list[Event]) -> list[_Batch]:
+def _split_tasks(events: list[Event], workflow_id: str) -> list[_Batch]:
     batches = [_Batch()]
     for event in events:
         current = batches[-1]
         if event.type == EventType.WORKFLOW_TASK_COMPLETED:
             current.time_ms = event.time_ms
-            batches.append(_Batch())
+            # External events that arrived while the task ran (its commit wrote its
+            # commands after them) were not fed to it: they open the next batch.
+            skip = event.data.get("skip", 0) if isinstance(event.data, dict) else 0
+            cut = len(current.externals) - skip if isinstance(skip, int) else -1
+            following = current.externals[cut:] if 0 <= cut <= len(current.externals) else []
+            if len(following) != skip or any(e.type not in EXTERNAL_TYPES for e in following):
+                raise NonDeterministicWorkflowError(
+                    f"workflow {workflow_id!r}: history entry {event.id} "
+                    f"(WORKFLOW_TASK_COMPLETED) skips {skip!r} events, more than the "
+                    "external events its task ends with; the history was written by "
+                    "something else"
+                )
+            del current.externals[cut:]
+            batches.append(_Batch(externals=following))
         elif event.type in COMMAND_TYPES:
             current.commands.append(event)
         else:
@@ -138,7 +152,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
         last WORKFLOW_TASK_COMPLETED form a new task run at `now_ms`, whose
         commands are returned to be committed.
         """
-        batches = _split_tasks(events)
+        batches = _split_tasks(events, self._workflow_id)
         for batch in batches[:-1]:
             assert batch.time_ms is not None
             self._activate(batch.externals, batch.time_ms, replaying=True)

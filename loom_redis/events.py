@@ -27,6 +27,8 @@ class EventType(StrEnum):
     WORKFLOW_CANCELLED = "WORKFLOW_CANCELLED"
     # Closes each workflow task: its time is the workflow's "now" for that task,
     # and replay feeds the events before it to the code as one batch, as they were.
+    # Its data {"skip": k} says that the last k external events before the task's
+    # commands arrived while it ran: they belong to the next batch.
     WORKFLOW_TASK_COMPLETED = "WORKFLOW_TASK_COMPLETED"
 
 
@@ -42,6 +44,19 @@ COMMAND_TYPES = frozenset(
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
         EventType.WORKFLOW_CANCELLED,
+    }
+)
+
+# Events that come from outside the workflow's code, each written by its own script at
+# any time, also while a workflow task runs (whose commit then leaves them to the next
+# task: WORKFLOW_TASK_COMPLETED's `skip`).
+EXTERNAL_TYPES = frozenset(
+    {
+        EventType.ACTIVITY_COMPLETED,
+        EventType.ACTIVITY_FAILED,
+        EventType.TIMER_FIRED,
+        EventType.SIGNAL_RECEIVED,
+        EventType.WORKFLOW_CANCEL_REQUESTED,
     }
 )
 

@@ -93,11 +93,14 @@ HAND_BACK_SECONDS = 5.0
 
 @dataclass
 class _Cached:
-    """A workflow instance that has applied exactly the first `length` history events."""
+    """A workflow instance that has applied the first `length` history events (the last
+    one `last_id`) but the `carried` ones: external events its last commit left to the
+    next task (see CommitResult.skipped)."""
 
     instance: WorkflowInstance
     length: int
     last_id: str
+    carried: list[Event] = field(default_factory=list)
 
 
 @dataclass
@@ -115,16 +118,20 @@ class _Loaded:
     base_last_id: str
     completing: Event | None = None
     completing_data: bytes = b""
+    # How many of the first events the instance's last commit left to this task: they
+    # are counted in `base_length` and come before `base_last_id`.
+    carried: int = 0
 
     @property
     def length(self) -> int:
         """The history length once the events are applied: the commit's fencing token
         (an outcome being completed is in no history yet)."""
-        return self.base_length + len(self.events) - (self.completing is not None)
+        return self.base_length + len(self.events) - self.carried - (self.completing is not None)
 
     @property
     def last_id(self) -> str:
-        return self.events[-1].id if self.events else self.base_last_id
+        """The id of the last history entry read (or being completed)."""
+        return self.events[-1].id if len(self.events) > self.carried else self.base_last_id
 
 
 @dataclass(frozen=True)
@@ -839,7 +846,13 @@ class Worker:
                     events = preloaded[1]
                 else:
                     events = await self.store.read_history(workflow_id, after=cached.last_id)
-                return _Loaded(cached.instance, events, cached.length, cached.last_id)
+                return _Loaded(
+                    cached.instance,
+                    cached.carried + events,
+                    cached.length,
+                    cached.last_id,
+                    carried=len(cached.carried),
+                )
         carried = self.store.carried_history(task) if use_carried else None
         history = carried or await self.store.read_history(workflow_id)
         if not history or history[0].type != EventType.WORKFLOW_STARTED:
@@ -902,6 +915,8 @@ class Worker:
             plans=[plan],
             take_next_for=take_next_for,
             task_stream=task.queue_key,
+            # An outcome being completed is in no history: the history must not move.
+            last_read_id="" if completing is not None else loaded.last_id,
         )
         return self._committed(task, instance, [plan], result, loaded.last_id)
 
@@ -925,8 +940,14 @@ class Worker:
             status = plans[-1].status
             if status.is_terminal:
                 labelled(WORKFLOWS_CLOSED, instance.definition.name, str(status)).inc()
-            elif keep:
-                self._keep(task.workflow_id, instance, result.length, result.last_id or last_id)
+            elif keep and result.skipped_events is not None:
+                self._keep(
+                    task.workflow_id,
+                    instance,
+                    result.length,
+                    result.last_id or last_id,
+                    result.skipped_events,
+                )
         return result.outcome
 
     # -- eager activities ----------------------------------------------------------
@@ -1053,6 +1074,7 @@ class Worker:
             expected_length=loaded.length,
             plans=[replace(plan, extra_timers=[lease])],
             task_stream=task.queue_key,
+            last_read_id=loaded.last_id,
         )
         self._timer_wakeup.set()  # the sweep learns when the lease is due
         return self._committed(task, loaded.instance, [plan], result, loaded.last_id, keep=keep)
@@ -1090,14 +1112,21 @@ class Worker:
             plans=plans,
             take_next_for=self._take_next_for(),
             task_stream=task.queue_key,
+            last_read_id=loaded.last_id,
         )
         return self._committed(task, loaded.instance, plans, result, loaded.last_id)
 
     def _keep(
-        self, workflow_id: str, instance: WorkflowInstance, length: int, last_id: str
+        self,
+        workflow_id: str,
+        instance: WorkflowInstance,
+        length: int,
+        last_id: str,
+        carried: list[Event],
     ) -> None:
-        """Cache an instance that matches the history exactly, evicting the least recent."""
-        self._instances[workflow_id] = _Cached(instance, length, last_id)
+        """Cache an instance that matches the history (but the `carried` events), evicting
+        the least recent."""
+        self._instances[workflow_id] = _Cached(instance, length, last_id, carried)
         while len(self._instances) > self.cache_size:
             self._instances.popitem(last=False)
 
@@ -1270,9 +1299,11 @@ class Worker:
         both in one transition; None when there is no such instance or the commit could
         not be made (the history moved, a workflow task is queued, replay disagreed)."""
         workflow_id = task.workflow_id
-        cached = self._instances.pop(workflow_id, None)
-        if cached is None:
+        cached = self._instances.get(workflow_id)
+        # With carried events, a workflow task is queued: the outcome waits for it.
+        if cached is None or cached.carried:
             return None
+        del self._instances[workflow_id]
         definition = cached.instance.definition
         if registered_workflow(definition.name) is not definition:
             return None

@@ -23,7 +23,7 @@ from ..errors import (
     ConfigurationError,
     PayloadError,
 )
-from ..events import USER_VALUES, Command, Event, EventType, Status
+from ..events import EXTERNAL_TYPES, USER_VALUES, Command, Event, EventType, Status
 from .codec import decode, encode, max_payload_bytes
 from .connection import (
     DirectLane,
@@ -47,6 +47,9 @@ CARRY_BYTES = 16 * 1024
 CLOSE_NOTICE_MS = 60_000
 # The notice that ends a wait for a workflow that does not exist (see await_close.lua).
 NO_WORKFLOW = b"none"
+# The most external events a commit leaves to the next task (see commit.lua); a history
+# that moved by more since the worker read it is a conflict.
+MAX_SKIPPED = 1000
 # Workers write a heartbeat this often; one older than LIVE_HEARTBEAT_MS (three missed)
 # is not counted as live.
 HEARTBEAT_MS = 5000
@@ -189,6 +192,10 @@ class CommitResult:
     last_id: str
     # The queue's next task, delivered to the committing worker (see `take_next`).
     next_task: Task | None = None
+    # How many external events that arrived while the task ran the commit left to the
+    # next task, and those events (None if one of them does not decode).
+    skipped: int = 0
+    skipped_events: list[Event] | None = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -331,9 +338,12 @@ class Store:
         self.keys = keys
         self.url = url
         self._lane = DirectLane(redis)
+        external = ", ".join(f"{t} = true" for t in sorted(EXTERNAL_TYPES))
         lib = (
             f"local CLOSE_NOTICE_MS = {CLOSE_NOTICE_MS}\n"
-            f"local NO_WORKFLOW = '{NO_WORKFLOW.decode()}'\n" + _script_source("lib")
+            f"local NO_WORKFLOW = '{NO_WORKFLOW.decode()}'\n"
+            f"local EXTERNAL = {{{external}}}\n"
+            f"local MAX_SKIPPED = {MAX_SKIPPED}\n" + _script_source("lib")
         )
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
@@ -607,8 +617,14 @@ class Store:
         plans: Sequence[TaskPlan],
         take_next_for: str = "",
         task_stream: str = "",
+        last_read_id: str = "",
     ) -> CommitResult:
         """Write the plans of a workflow task, in order, fenced by `expected_length`.
+
+        With `last_read_id` (the id of the last history entry the task read, which must
+        be entry number `expected_length`), external events that arrived after it do not
+        fence a one-plan commit out: they are left to the next task, which the commit
+        requests (`CommitResult.skipped`, see commit.lua).
 
         `task_id` is acknowledged: the workflow task, or the activity task whose outcome
         the first plan records (`TaskPlan.completing`), in `task_stream` (by default the
@@ -643,6 +659,7 @@ class Store:
                 _plan([self._lua_plan(workflow_id, queue, plan) for plan in plans]),
                 keys.owner_index_prefix(shard),
                 take_next_for,
+                last_read_id,
             ],
         )
         outcome = _text(reply[0])
@@ -650,7 +667,19 @@ class Store:
             return CommitResult(outcome, 0, "", _taken(shard, reply[2]))
         if outcome == "conflict":
             return CommitResult(outcome, int(reply[1]), "")
-        return CommitResult(outcome, int(reply[1]), _text(reply[2]), _taken(shard, reply[3]))
+        skipped: list[Event] | None
+        try:
+            skipped = [self.decode_event(workflow_id, i, _field_map(f)) for i, f in reply[4]]
+        except PayloadError:
+            skipped = None  # the next task reads them itself, and fails the workflow
+        return CommitResult(
+            outcome,
+            int(reply[1]),
+            _text(reply[2]),
+            _taken(shard, reply[3]),
+            skipped=len(reply[4]),
+            skipped_events=skipped,
+        )
 
     def _lua_plan(self, workflow_id: str, queue: str, plan: TaskPlan) -> dict[str, Any]:
         """A plan as commit.lua reads it."""

@@ -6,9 +6,15 @@
 -- checks are made on the first; the second continues what the first wrote, and the meta
 -- and the status index are written once, as the last plan leaves them (a plan never
 -- sets a meta field an earlier one deletes: the seqs in field names are new).
--- Returns {'ok', new length, id of the last appended entry ('' if none), next task},
--- {'conflict', current length} or {'closed', status, next task}; the next task (see
--- take_next) is {stream, {id, fields}} or nil.
+-- External events (signals, activity outcomes, timers fired, a cancel request; EXTERNAL)
+-- that arrived after the entry the worker read last do not fence a commit of one plan
+-- out: under a steady stream of them it would lose every time. The commit appends its
+-- events after them, and its WORKFLOW_TASK_COMPLETED says how many it did not see
+-- ({skip = k}), so that a replay feeds them to the next task; it requests that task.
+-- Anything else after the entry read (another worker's commit) is a conflict.
+-- Returns {'ok', new length, id of the last appended entry ('' if none), next task,
+-- entries skipped}, {'conflict', current length} or {'closed', status, next task}; the
+-- next task (see take_next) is {stream, {id, fields}} or nil.
 -- KEYS: meta, history, the task's stream, timers, activity stream, workflow stream,
 --       close notice
 -- ARGV: workflow id, expected history length, task id, status index prefix, consumer
@@ -17,7 +23,8 @@
 --       tasks = {{k, v, ...}}, status = new status, wft = '0' (or '1' to keep the task
 --       flag, when suspending), activity = seq of the activity whose outcome is the
 --       first event (or nil)}}, owner index prefix, consumer to take the next task for
---       ('' for none)
+--       ('' for none), id of the last history entry the worker read ('' to allow no
+--       skipped events)
 local meta, history, queue, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local activities, workflows = KEYS[5], KEYS[6]
 local workflow_id, expected, task_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -35,17 +42,31 @@ if not status or TERMINAL[status] then
   return {'closed', status or '', take_next(group, ARGV[8], activities, workflows)}
 end
 local length = redis.call('XLEN', history)
-if length ~= expected then return {'conflict', tostring(length)} end
+local skipped = {}
+if length ~= expected then
+  local closes = first.events[#first.events]
+  if #plans > 1 or first.activity or not closes or closes[1] ~= 'WORKFLOW_TASK_COMPLETED' then
+    return {'conflict', tostring(length)}
+  end
+  skipped = arrived_while_running(history, ARGV[9], length - expected)
+  if not skipped then return {'conflict', tostring(length)} end
+  closes[3] = cmsgpack.pack({skip = #skipped})
+end
 if first.activity and (found[2] == '1' or found[4] ~= '1') then
   return {'conflict', tostring(length)}
 end
 local last = plans[#plans]
+local follows = #skipped > 0 and not TERMINAL[last.status] and last.wft ~= '1'
 -- The keys written below hold their types (meta and history were read above).
 local written = {timers, 'zset', activities, 'stream', queue, 'stream', KEYS[7], 'list',
   index_prefix .. status, 'zset', index_prefix .. last.status, 'zset'}
 if owner and owner ~= '' then
   written[#written + 1] = ARGV[7] .. owner
   written[#written + 1] = 'zset'
+end
+if follows then
+  written[#written + 1] = workflows
+  written[#written + 1] = 'stream'
 end
 expect_types(written)
 local last_id, closing, now = '', nil, nil
@@ -66,7 +87,9 @@ for _, plan in ipairs(plans) do
   for _, task in ipairs(plan.tasks) do redis.call('XADD', activities, '*', unpack(task)) end
 end
 -- The meta, the task flag and the status as the last plan leaves them.
-for _, field in ipairs({'wft', last.wft, 'updated', now, 'hlen', length}) do
+-- The task for the events skipped: queued here, as external.lua found the flag set.
+if follows then redis.call('XADD', workflows, '*', 'k', 'w', 'wf', workflow_id) end
+for _, field in ipairs({'wft', follows and '1' or last.wft, 'updated', now, 'hlen', length}) do
   fields[#fields + 1] = field
 end
 if last.status ~= status then
@@ -87,4 +110,5 @@ if TERMINAL[last.status] then
   if redis.call('HDEL', meta, 'waited') == 1 then push_close_notice(KEYS[7], closing or {}) end
 end
 ack(queue, group, task_id)
-return {'ok', tostring(length), last_id, take_next(group, ARGV[8], activities, workflows)}
+return {'ok', tostring(length), last_id, take_next(group, ARGV[8], activities, workflows),
+  skipped}

@@ -2,8 +2,9 @@
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 local CLOSING = {WORKFLOW_COMPLETED = true, WORKFLOW_FAILED = true, WORKFLOW_CANCELLED = true}
 -- loom_redis.store defines above this file, for its clients count on them:
--- CLOSE_NOTICE_MS, how long a close notice outlives the close, and NO_WORKFLOW, the
--- notice that ends the wait for a workflow that does not exist.
+-- CLOSE_NOTICE_MS, how long a close notice outlives the close, NO_WORKFLOW, the notice
+-- that ends the wait for a workflow that does not exist, EXTERNAL, the set of event types
+-- that come from outside a workflow's code, and MAX_SKIPPED (see commit.lua).
 
 -- Redis does not roll a script back: a command that fails halfway through a script
 -- leaves the writes made before it. So a script reads and checks first, and writes only
@@ -44,6 +45,19 @@ end
 
 local function append_event(history, event_type, seq, now, data)
   return redis.call('XADD', history, '*', 'type', event_type, 'seq', seq, 't', now, 'd', data)
+end
+
+-- The `count` entries of a history after entry `read_id`, if all are external events
+-- (see commit.lua) and there are at most MAX_SKIPPED of them; else nil.
+local function arrived_while_running(history, read_id, count)
+  if read_id == '' or count < 1 or count > MAX_SKIPPED then return nil end
+  local entries = redis.call('XRANGE', history, '(' .. read_id, '+', 'COUNT', count + 1)
+  if #entries ~= count then return nil end
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    if fields[1] ~= 'type' or not EXTERNAL[fields[2]] then return nil end
+  end
+  return entries
 end
 
 -- At most one workflow task per workflow waits in a queue; the meta flag 'wft' says
