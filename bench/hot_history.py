@@ -7,7 +7,8 @@ Valkey (AOF everysec) with one `loom worker` process of the checkout:
 - signals: a workflow waits for N signals one after another; the client sends them as
   fast as it can (50 at a time). Reported: how long the sending took, and how long after
   the last signal the workflow completed.
-- gather: one step gathers M activities. Reported: start to result.
+- gather: one step gathers M activities. Reported: start to result, and the longest
+  script Redis ran meanwhile (its slow log: how long a commit of M commands blocks it).
 
     .venv/bin/python -m bench.hot_history ../baseline-checkout [--signals 5000] [--gather 2000]
 
@@ -57,20 +58,29 @@ async def _signals(url: str, count: int) -> tuple[float, float]:
     return sent - started, done - sent
 
 
-async def _gather(url: str, count: int) -> float:
+async def _gather(url: str, count: int) -> tuple[float, float]:
+    """(start to result, the longest script meanwhile), in seconds."""
+    import redis.asyncio as aioredis
+
     import loom_redis as loom
     from bench.hot_workflows import Gather
 
+    redis = aioredis.Redis.from_url(url)
+    await redis.config_set("slowlog-log-slower-than", 1000)
+    await redis.config_set("slowlog-max-len", 10000)
+    await redis.slowlog_reset()
     async with loom.Client.connect(url) as client:
         started = time.perf_counter()
         handle = await client.start(Gather, {"count": count})
         result = await handle.result(timeout=PATIENCE)
         done = time.perf_counter()
     assert result["total"] == sum(range(count)), result
-    return done - started
+    slowest = max((e["duration"] for e in await redis.slowlog_get(10000)), default=0)
+    await redis.aclose()
+    return done - started, slowest / 1e6
 
 
-async def _measure(checkout: Path, signals: int, gather: int) -> tuple[float, float, float]:
+async def _measure(checkout: Path, signals: int, gather: int) -> tuple[float, float, float, float]:
     import loom_redis as loom
     from loom_redis.testing import EmbeddedServer
 
@@ -88,12 +98,12 @@ async def _measure(checkout: Path, signals: int, gather: int) -> tuple[float, fl
                         break
                     await asyncio.sleep(0.05)
             sending, after_last = await _signals(server.url, signals)
-            gathered = await _gather(server.url, gather)
+            gathered, slowest = await _gather(server.url, gather)
         finally:
             worker.terminate()
             with anyio.fail_after(30):
                 await worker.wait()
-    return sending, after_last, gathered
+    return sending, after_last, gathered, slowest
 
 
 def main() -> None:
@@ -104,7 +114,7 @@ def main() -> None:
     parser.add_argument("--gather", type=int, default=2000)
     args = parser.parse_args()
     checkouts = {"this checkout": ROOT, "baseline": args.baseline.resolve()}
-    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in checkouts}
+    runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in checkouts}
     for _ in range(args.rounds):
         for name, checkout in checkouts.items():
             runs[name].append(asyncio.run(_measure(checkout, args.signals, args.gather)))
@@ -117,6 +127,7 @@ def main() -> None:
         print("    signals sent in:         " + ", ".join(f"{m[0]:.2f}" for m in measured))
         print("    done after the last one: " + ", ".join(f"{m[1]:.2f}" for m in measured))
         print("    gather, start to result: " + ", ".join(f"{m[2]:.2f}" for m in measured))
+        print("    gather, longest script:  " + ", ".join(f"{m[3]:.3f}" for m in measured))
 
 
 if __name__ == "__main__":
