@@ -121,6 +121,9 @@ class _Loaded:
     # How many of the first events the instance's last commit left to this task: they
     # are counted in `base_length` and come before `base_last_id`.
     carried: int = 0
+    # The events are the copy a workflow's first task carries, as of its queueing: what
+    # came after them may have come before the task ran, so the code must see it first.
+    queued_copy: bool = False
 
     @property
     def length(self) -> int:
@@ -132,6 +135,12 @@ class _Loaded:
     def last_id(self) -> str:
         """The id of the last history entry read (or being completed)."""
         return self.events[-1].id if len(self.events) > self.carried else self.base_last_id
+
+    @property
+    def skip_from(self) -> str:
+        """The commit's `last_read_id`: "" when events after the last one read must fence
+        it out (an outcome being completed is in no history; a queued copy is old)."""
+        return "" if self.completing is not None or self.queued_copy else self.last_id
 
 
 @dataclass(frozen=True)
@@ -853,8 +862,8 @@ class Worker:
                     cached.last_id,
                     carried=len(cached.carried),
                 )
-        carried = self.store.carried_history(task) if use_carried else None
-        history = carried or await self.store.read_history(workflow_id)
+        queued_copy = self.store.carried_history(task) if use_carried else None
+        history = queued_copy or await self.store.read_history(workflow_id)
         if not history or history[0].type != EventType.WORKFLOW_STARTED:
             await self._dead_letter(task, f"workflow {workflow_id!r} has no history")
             return "dead"
@@ -863,7 +872,7 @@ class Worker:
         if found is None:
             return await self._unregistered(task, "workflow", name)
         instance = WorkflowInstance(found, workflow_id)  # type: ignore[abstract]
-        return _Loaded(instance, history, 0, "")
+        return _Loaded(instance, history, 0, "", queued_copy=bool(queued_copy))
 
     async def _replay_and_commit(
         self, task: Task, queue: str, loaded: _Loaded, *, eager: bool = False
@@ -915,8 +924,7 @@ class Worker:
             plans=[plan],
             take_next_for=take_next_for,
             task_stream=task.queue_key,
-            # An outcome being completed is in no history: the history must not move.
-            last_read_id="" if completing is not None else loaded.last_id,
+            last_read_id=loaded.skip_from,
         )
         return self._committed(task, instance, [plan], result, loaded.last_id)
 
@@ -1074,7 +1082,7 @@ class Worker:
             expected_length=loaded.length,
             plans=[replace(plan, extra_timers=[lease])],
             task_stream=task.queue_key,
-            last_read_id=loaded.last_id,
+            last_read_id=loaded.skip_from,
         )
         self._timer_wakeup.set()  # the sweep learns when the lease is due
         return self._committed(task, loaded.instance, [plan], result, loaded.last_id, keep=keep)
@@ -1112,7 +1120,7 @@ class Worker:
             plans=plans,
             take_next_for=self._take_next_for(),
             task_stream=task.queue_key,
-            last_read_id=loaded.last_id,
+            last_read_id=loaded.skip_from,
         )
         return self._committed(task, loaded.instance, plans, result, loaded.last_id)
 
