@@ -19,12 +19,9 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 5
@@ -39,37 +36,25 @@ def _cpu_seconds(pid: int) -> float:
 async def _measure(checkout: Path, count: int) -> tuple[float, float]:
     """(worker CPU, wall time) per step, in microseconds, for one run."""
     import loom_redis as loom
+    from bench.checkouts import worker_of
     from bench.peers.loom_workflows import ChainWorkflow
     from loom_redis.testing import EmbeddedServer
 
     with EmbeddedServer(appendonly=True) as server:
-        env = {**os.environ, "LOOM_REDIS_URL": server.url, "PYTHONPATH": str(checkout)}
-        command = [str(checkout / ".venv" / "bin" / "python"), "-m", "loom_redis", "worker"]
-        command += ["bench.peers.loom_workflows", "--poll-interval", "0.2"]
-        worker = await anyio.open_process(
-            command, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            async with loom.Client.connect(server.url) as client:
-                for _ in range(400):
-                    if await client.workers():
-                        break
-                    await asyncio.sleep(0.05)
-                for handle in [
-                    await client.start(ChainWorkflow, {"steps": STEPS}) for _ in range(WARM)
-                ]:
-                    await handle.result(timeout=60)
-                cpu_before, started = _cpu_seconds(worker.pid), time.perf_counter()
-                handles = [
-                    await client.start(ChainWorkflow, {"steps": STEPS}) for _ in range(count)
-                ]
-                for handle in handles:
-                    await handle.result(timeout=300)
-                cpu, wall = _cpu_seconds(worker.pid) - cpu_before, time.perf_counter() - started
-        finally:
-            worker.terminate()
-            with anyio.fail_after(30):
-                await worker.wait()
+        arguments = ("bench.peers.loom_workflows", "--poll-interval", "0.2")
+        async with (
+            worker_of(checkout, server.url, *arguments) as worker,
+            loom.Client.connect(server.url) as client,
+        ):
+            for handle in [
+                await client.start(ChainWorkflow, {"steps": STEPS}) for _ in range(WARM)
+            ]:
+                await handle.result(timeout=60)
+            cpu_before, started = _cpu_seconds(worker.pid), time.perf_counter()
+            handles = [await client.start(ChainWorkflow, {"steps": STEPS}) for _ in range(count)]
+            for handle in handles:
+                await handle.result(timeout=300)
+            cpu, wall = _cpu_seconds(worker.pid) - cpu_before, time.perf_counter() - started
     steps = count * STEPS
     return cpu / steps * 1e6, wall / steps * 1e6
 

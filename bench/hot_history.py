@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,28 +79,13 @@ async def _gather(url: str, count: int) -> tuple[float, float]:
 
 
 async def _measure(checkout: Path, signals: int, gather: int) -> tuple[float, float, float, float]:
-    import loom_redis as loom
+    from bench.checkouts import worker_of
     from loom_redis.testing import EmbeddedServer
 
     with EmbeddedServer(appendonly=True) as server:
-        env = {**os.environ, "LOOM_REDIS_URL": server.url, "PYTHONPATH": str(checkout)}
-        command = [str(checkout / ".venv" / "bin" / "python"), "-m", "loom_redis", "worker"]
-        command += [str(WORKFLOWS)]
-        worker = await anyio.open_process(
-            command, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            async with loom.Client.connect(server.url) as client:
-                for _ in range(400):
-                    if await client.workers():
-                        break
-                    await asyncio.sleep(0.05)
+        async with worker_of(checkout, server.url, str(WORKFLOWS)):
             sending, after_last = await _signals(server.url, signals)
             gathered, slowest = await _gather(server.url, gather)
-        finally:
-            worker.terminate()
-            with anyio.fail_after(30):
-                await worker.wait()
     return sending, after_last, gathered, slowest
 
 

@@ -9,7 +9,7 @@ still a conflict, and a replay feeds every event to the code in the batch it was
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -18,10 +18,11 @@ import pytest
 import loom_redis as loom
 from loom_redis.engine import WorkflowInstance
 from loom_redis.errors import NonDeterministicWorkflowError
-from loom_redis.events import EventType, Status
+from loom_redis.events import Event, EventType, Status
 from loom_redis.store import Store, TaskPlan
 from loom_redis.store.connection import now_ms
 from loom_redis.store.keys import WORKER_GROUP
+from loom_redis.store.store import CommitResult
 from loom_redis.testing import isolated_registry, running_worker
 
 pytestmark = pytest.mark.anyio
@@ -106,38 +107,48 @@ async def test_a_workflow_whose_history_moves_before_every_commit_completes(
     assert fresh.apply(history, now_ms()).status == Status.COMPLETED
 
 
-async def _started_with_a_task(client: loom.Client) -> tuple[str, Any, list[Any]]:
-    store = client.store
-    handle = await client.start(Counter, {"count": 2})
-    await store.ensure_groups(["default"])
-    [task] = await store.read_tasks(store.queue_keys(["default"]), "racer", 10, 100)
-    history = await store.read_history(handle.workflow_id)
-    return handle.workflow_id, task, history
+@dataclass
+class FirstTask:
+    """A started Counter whose first workflow task one test takes and commits by hand,
+    after `signals` signals arrived."""
 
+    store: Store
+    workflow_id: str
+    task: Any
+    history: list[Event]
 
-def _commands(workflow_id: str, history: list[Any]) -> list[Any]:
-    definition = loom.api.workflow_definition(Counter)
-    instance = WorkflowInstance(definition, workflow_id)  # type: ignore[abstract]
-    return instance.apply(history, now_ms()).commands
+    @classmethod
+    async def taken(cls, client: loom.Client, signals: int) -> FirstTask:
+        store = client.store
+        handle = await client.start(Counter, {"count": 2})
+        await store.ensure_groups(["default"])
+        [task] = await store.read_tasks(store.queue_keys(["default"]), "racer", 10, 100)
+        history = await store.read_history(handle.workflow_id)
+        for n in range(signals):
+            await client.signal(handle.workflow_id, "tick", n)
+        return cls(store, handle.workflow_id, task, history)
+
+    async def commit(self, *, expected_length: int | None = None) -> CommitResult:
+        """Commit what the code did on the history read, as read at its last entry."""
+        definition = loom.api.workflow_definition(Counter)
+        instance = WorkflowInstance(definition, self.workflow_id)  # type: ignore[abstract]
+        commands = instance.apply(self.history, now_ms()).commands
+        return await self.store.commit_workflow_task(
+            self.workflow_id,
+            queue="default",
+            task_id=self.task.id,
+            expected_length=len(self.history) if expected_length is None else expected_length,
+            last_read_id=self.history[-1].id,
+            plans=[TaskPlan(commands, Status.RUNNING, consumed_events=True)],
+        )
 
 
 async def test_a_commit_after_signals_writes_them_as_skipped_and_queues_a_task(
     client: loom.Client,
 ) -> None:
-    store = client.store
-    workflow_id, task, history = await _started_with_a_task(client)
-    commands = _commands(workflow_id, history)
-    for n in range(3):
-        await client.signal(workflow_id, "tick", n)
-
-    result = await store.commit_workflow_task(
-        workflow_id,
-        queue="default",
-        task_id=task.id,
-        expected_length=len(history),
-        last_read_id=history[-1].id,
-        plans=[TaskPlan(commands, Status.RUNNING, consumed_events=True)],
-    )
+    first = await FirstTask.taken(client, signals=3)
+    store, workflow_id, task, history = first.store, first.workflow_id, first.task, first.history
+    result = await first.commit()
 
     assert result.outcome == "ok"
     after = await store.read_history(workflow_id)
@@ -161,23 +172,9 @@ async def test_a_history_moved_by_another_commit_is_still_a_conflict(
 ) -> None:
     """Two workers racing on one task: the loser's commit finds the winner's commands
     (not external events) after what it read, and writes nothing."""
-    store = client.store
-    workflow_id, task, history = await _started_with_a_task(client)
-    commands = _commands(workflow_id, history)
-    await client.signal(workflow_id, "tick", 0)
-
-    outcomes = []
-    for _ in range(2):
-        result = await store.commit_workflow_task(
-            workflow_id,
-            queue="default",
-            task_id=task.id,
-            expected_length=len(history),
-            last_read_id=history[-1].id,
-            plans=[TaskPlan(commands, Status.RUNNING, consumed_events=True)],
-        )
-        outcomes.append(result.outcome)
-    assert outcomes == ["ok", "conflict"]
+    first = await FirstTask.taken(client, signals=1)
+    store, workflow_id = first.store, first.workflow_id
+    assert [(await first.commit()).outcome for _ in range(2)] == ["ok", "conflict"]
     after = await store.read_history(workflow_id)
     assert [e.type for e in after].count(EventType.WORKFLOW_TASK_COMPLETED) == 1
     pending = await store.redis.xpending(
@@ -191,35 +188,17 @@ async def test_a_commit_that_read_from_another_point_is_a_conflict(
 ) -> None:
     """The entry the worker read last must be where the expected length says: a stale
     pair (a history read, then an older length) writes nothing."""
-    store = client.store
-    workflow_id, task, history = await _started_with_a_task(client)
-    commands = _commands(workflow_id, history)
-    await client.signal(workflow_id, "tick", 0)
-    result = await store.commit_workflow_task(
-        workflow_id,
-        queue="default",
-        task_id=task.id,
-        expected_length=len(history) - 1,
-        last_read_id=history[-1].id,
-        plans=[TaskPlan(commands, Status.RUNNING, consumed_events=True)],
-    )
+    first = await FirstTask.taken(client, signals=1)
+    result = await first.commit(expected_length=len(first.history) - 1)
     assert result.outcome == "conflict"
-    assert len(await store.read_history(workflow_id)) == len(history) + 1
+    assert len(await first.store.read_history(first.workflow_id)) == len(first.history) + 1
 
 
 async def test_a_skip_beyond_its_task_is_refused_naming_the_entry(client: loom.Client) -> None:
-    store = client.store
-    workflow_id, task, history = await _started_with_a_task(client)
-    await client.signal(workflow_id, "tick", 0)
-    await store.commit_workflow_task(
-        workflow_id,
-        queue="default",
-        task_id=task.id,
-        expected_length=len(history),
-        last_read_id=history[-1].id,
-        plans=[TaskPlan(_commands(workflow_id, history), Status.RUNNING, consumed_events=True)],
-    )
-    after = await store.read_history(workflow_id)
+    first = await FirstTask.taken(client, signals=1)
+    workflow_id = first.workflow_id
+    await first.commit()
+    after = await first.store.read_history(workflow_id)
     closing = after[-1]
     spoilt = [*after[:-1], replace(closing, data={"skip": 2})]
     definition = loom.api.workflow_definition(Counter)
