@@ -744,8 +744,9 @@ class Worker:
     async def _unregistered(self, task: Task, kind: str, name: str) -> str:
         """A task whose workflow or activity (`kind`) this worker does not register (a
         rolling deploy, workers split by team): handed back to the queue for another
-        worker, waiting longer each time, while a live worker of the queue registers the
-        name or for `unregistered_grace_seconds` since none has; then dead-lettered."""
+        worker (in 0.25 s while a live worker of the queue registers the name, else
+        waiting longer each time) until none has for `unregistered_grace_seconds`; then
+        dead-lettered."""
         queue = self._streams[task.queue_key][1]
         what = f"{kind} {name!r}"
         mine = sorted(registered_workflows() if kind == "workflow" else registered_activities())
@@ -762,8 +763,11 @@ class Worker:
                 f"{', '.join(mine) or 'no ' + kind}",
             )
             return "dead"
+        # The back-off spares Redis while no worker can run the task. While one can, it
+        # would only delay the task: each hand-back may come back to this worker (a
+        # blocked read is served in the order the readers blocked), so it stays short.
         delay = min(
-            UNREGISTERED_DELAY_SECONDS * 2 ** min(task.handbacks, 16),
+            UNREGISTERED_DELAY_SECONDS * 2 ** min(0 if others else task.handbacks, 16),
             MAX_UNREGISTERED_DELAY_SECONDS,
         )
         labelled(UNREGISTERED_TASKS, kind, name, "handed_back").inc()
