@@ -73,8 +73,9 @@ from bench.chaos_workflows import (
     expected_result,
     signal_payload,
 )
+from loom_redis.codec import decode
 from loom_redis.events import COMMAND_TYPES, Event, EventType
-from loom_redis.store import Store, decode
+from loom_redis.store import Store
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import EmbeddedServer
 

@@ -13,15 +13,15 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError
 
-from .api import (
+from .codec import decode, encode
+from .definitions import (
     IdReusePolicy,
     InputT,
     StateT,
-    Workflow,
     check_start_arguments,
     workflow_definition,
 )
@@ -39,7 +39,7 @@ from .errors import (
     error_from_record,
 )
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
-from .store import Store, decode, encode
+from .store import Store
 from .store.connection import loom_error, retrying, unreachable
 from .store.keys import (
     DEFAULT_NAMESPACE,
@@ -49,6 +49,9 @@ from .store.keys import (
     validate_workflow_id,
 )
 from .store.store import CLOSE_NOTICE_MS, UnreadableEntry, registering, warn_unreadable
+
+if TYPE_CHECKING:
+    from .api import Workflow
 
 logger = logging.getLogger("loom_redis.client")
 

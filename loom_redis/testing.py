@@ -10,14 +10,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
 
-from . import api
+from .definitions import isolated_registry as isolated_registry
 from .errors import ConfigurationError
 from .store import Store
 from .worker import Worker
@@ -165,34 +165,3 @@ async def running_worker(url: str, namespace: str, **options: Any) -> AsyncItera
                 worker.stop()
     finally:
         await store.close()
-
-
-@contextlib.contextmanager
-def isolated_registry(*, without: Iterable[str] = ()) -> Iterator[None]:
-    """Undo, on exit, what the block registers: the workflows and activities of this
-    process are then what they were on entry.
-
-    The workflows and activities named in `without` are unregistered inside the block, so
-    that it may register other code under their names (a test of changed code) or run a
-    worker that lacks them. Use it around a test, or as a fixture:
-
-    >>> @pytest.fixture(autouse=True)
-    ... def registry():
-    ...     with loom_redis.testing.isolated_registry():
-    ...         yield
-    """
-    workflows, activities = dict(api._WORKFLOWS), dict(api._ACTIVITIES)
-    try:
-        for name in without:
-            found = [registry.pop(name, None) for registry in (api._WORKFLOWS, api._ACTIVITIES)]
-            if not any(found):
-                raise ConfigurationError(
-                    f"isolated_registry(without=...): no workflow or activity is registered "
-                    f"as {name!r}"
-                )
-        yield
-    finally:
-        api._WORKFLOWS.clear()
-        api._WORKFLOWS.update(workflows)
-        api._ACTIVITIES.clear()
-        api._ACTIVITIES.update(activities)

@@ -30,7 +30,8 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from .api import (
+from .codec import decode, encode
+from .definitions import (
     NondeterminismPolicy,
     registered_activities,
     registered_activity,
@@ -62,7 +63,7 @@ from .metrics import (
     labelled,
     serve_metrics,
 )
-from .store import Store, Task, TaskPlan, TimerMember, decode, encode
+from .store import Store, Task, TaskPlan, TimerMember
 from .store.connection import now_ms, redis_errors, retrying, unreachable
 from .store.keys import validate_queue
 from .store.store import (

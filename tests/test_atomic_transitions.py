@@ -61,7 +61,7 @@ async def test_a_step_gathers_10000_activities(
 async def test_too_many_commands_in_one_task_fail_the_workflow_and_write_none(
     redis_url: str, namespace: str, client: loom.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "MAX_COMMANDS_PER_TASK", 100)
+    monkeypatch.setattr(engine.instance, "MAX_COMMANDS_PER_TASK", 100)
     ECHOED.clear()
     async with running_worker(redis_url, namespace):
         # STEP_STARTED and 99 activities: at the limit.

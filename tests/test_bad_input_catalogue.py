@@ -27,11 +27,11 @@ import pytest
 from click.testing import CliRunner
 
 import loom_redis as loom
-from loom_redis import api
+from loom_redis import definitions
 from loom_redis.cli import main
+from loom_redis.codec import record_limit
 from loom_redis.events import TERMINAL_TYPES, EventType
 from loom_redis.store import Store
-from loom_redis.store.codec import record_limit
 from loom_redis.testing import free_port, isolated_registry, running_worker
 from loom_redis.worker import Worker
 
@@ -1446,7 +1446,7 @@ async def test_typeddict_input_that_matches_is_accepted(client: loom.Client) -> 
     await client.start(
         OrderWorkflow, {"order_id": "A3", "amount": 3}, initial_state={"paid": False}
     )
-    assert api._required_keys(FutureInput) == {"order_id"}
+    assert definitions._required_keys(FutureInput) == {"order_id"}
 
 
 class FutureInput(TypedDict):

@@ -22,8 +22,9 @@ from anyio.abc import Process
 from prometheus_client.parser import text_string_to_metric_families
 
 import loom_redis as loom
+from loom_redis.codec import decode, encode
 from loom_redis.events import COMMAND_TYPES, Event, EventType
-from loom_redis.store import Store, Task, decode, encode
+from loom_redis.store import Store, Task
 from loom_redis.testing import free_port, running_worker
 from tests.crash_workflows import LOG_ENV, LongWorkflow, PipelineWorkflow, expected_result
 from tests.test_connection_loss import CuttableProxy

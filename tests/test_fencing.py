@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import loom_redis as loom
+from loom_redis.definitions import workflow_definition
 from loom_redis.engine import WorkflowInstance
 from loom_redis.events import EventType, Status
 from loom_redis.store import Store, TaskPlan
@@ -39,7 +40,7 @@ async def test_the_second_of_two_racing_commits_is_rejected(client: loom.Client)
     handle = await Echo.start({"value": "x"})
     [task] = await _take_workflow_task(store, "racer-a")
     history = await store.read_history(handle.workflow_id)
-    definition = loom.api.workflow_definition(Echo)
+    definition = workflow_definition(Echo)
 
     # Both "workers" replay the same history and produce the same commands.
     activations = []
@@ -82,7 +83,7 @@ async def test_a_workflow_task_taken_over_midway_completes_once(
     assert [e.type for e in history].count(EventType.ACTIVITY_SCHEDULED) == 1
     assert [e.type for e in history].count(EventType.WORKFLOW_COMPLETED) == 1
     # The stalled worker wakes up and commits what it computed from the old history.
-    definition = loom.api.workflow_definition(Echo)
+    definition = workflow_definition(Echo)
     old = history[:1]
     instance = WorkflowInstance(definition, handle.workflow_id)  # type: ignore[abstract]
     late = await store.commit_workflow_task(

@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 import loom_redis as loom
+from loom_redis.definitions import workflow_definition
 from loom_redis.engine import WorkflowInstance
 from loom_redis.errors import NonDeterministicWorkflowError
 from loom_redis.events import Event, EventType, Status
@@ -102,7 +103,7 @@ async def test_a_workflow_whose_history_moves_before_every_commit_completes(
     ]
     assert skips, "no commit left a signal for the next task"
     # The whole history replays in a fresh instance, feeding each batch as it was fed.
-    definition = loom.api.workflow_definition(Counter)
+    definition = workflow_definition(Counter)
     fresh = WorkflowInstance(definition, handle.workflow_id)  # type: ignore[abstract]
     assert fresh.apply(history, now_ms()).status == Status.COMPLETED
 
@@ -130,7 +131,7 @@ class FirstTask:
 
     async def commit(self, *, expected_length: int | None = None) -> CommitResult:
         """Commit what the code did on the history read, as read at its last entry."""
-        definition = loom.api.workflow_definition(Counter)
+        definition = workflow_definition(Counter)
         instance = WorkflowInstance(definition, self.workflow_id)  # type: ignore[abstract]
         commands = instance.apply(self.history, now_ms()).commands
         return await self.store.commit_workflow_task(
@@ -201,7 +202,7 @@ async def test_a_skip_beyond_its_task_is_refused_naming_the_entry(client: loom.C
     after = await first.store.read_history(workflow_id)
     closing = after[-1]
     spoilt = [*after[:-1], replace(closing, data={"skip": 2})]
-    definition = loom.api.workflow_definition(Counter)
+    definition = workflow_definition(Counter)
     fresh = WorkflowInstance(definition, workflow_id)  # type: ignore[abstract]
     with pytest.raises(NonDeterministicWorkflowError, match=f"{closing.id}.*skips 2 events"):
         fresh.apply(spoilt, now_ms())

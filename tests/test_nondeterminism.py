@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 import loom_redis as loom
-from loom_redis import api
+from loom_redis import definitions
 from loom_redis.testing import isolated_registry, running_worker
 
 pytestmark = pytest.mark.anyio
@@ -45,7 +45,9 @@ class OrderWorkflow(loom.Workflow[dict, dict]):
 ORIGINAL = OrderWorkflow.__loom_workflow__  # type: ignore[attr-defined]
 
 
-def register_changed_code(on_nondeterminism: api.NondeterminismPolicy | None = None) -> None:
+def register_changed_code(
+    on_nondeterminism: definitions.NondeterminismPolicy | None = None,
+) -> None:
     """Register NAME with code that calls another activity before the wait (inside an
     isolated_registry(without=[NAME]) block, where NAME is free)."""
 
@@ -60,7 +62,7 @@ def register_changed_code(on_nondeterminism: api.NondeterminismPolicy | None = N
         async def finish(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
             await ctx.state.set("done", True)
 
-    assert api.registered_workflow(NAME) is not ORIGINAL
+    assert definitions.registered_workflow(NAME) is not ORIGINAL
 
 
 def of_type(history: list[loom.Event], event_type: str) -> list[loom.Event]:
@@ -100,7 +102,7 @@ async def test_changed_code_fails_with_nondeterministic_error(
             await handle.signal("approve", "boss")
             with pytest.raises(loom.NonDeterministicWorkflowError) as caught:
                 await handle.result(timeout=10)
-    assert api.registered_workflow(NAME) is ORIGINAL
+    assert definitions.registered_workflow(NAME) is ORIGINAL
     message = str(caught.value)
     assert "'nondet-fail'" in message
     assert "step 'prepare'" in message

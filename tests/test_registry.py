@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 import loom_redis as loom
-from loom_redis import api
+from loom_redis import definitions
 from loom_redis.testing import isolated_registry
 
 FLOWS = """
@@ -69,13 +69,16 @@ def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def test_a_module_imported_again_replaces_its_own_definitions(shop: Path) -> None:
     flows = importlib.import_module("reg_shop.flows")
-    first = api.registered_workflow("reg_Greeting")
+    first = definitions.registered_workflow("reg_Greeting")
     assert first is flows.GreetingWorkflow.__loom_workflow__
     reloaded = importlib.reload(flows)
-    second = api.registered_workflow("reg_Greeting")
+    second = definitions.registered_workflow("reg_Greeting")
     assert second is reloaded.GreetingWorkflow.__loom_workflow__
     assert second is not first
-    assert api.registered_activity("reg_make_greeting") is reloaded.make_greeting.__loom_activity__
+    assert (
+        definitions.registered_activity("reg_make_greeting")
+        is reloaded.make_greeting.__loom_activity__
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,7 +89,8 @@ def test_a_module_imported_again_replaces_its_own_definitions(shop: Path) -> Non
             "workflow name 'reg_Greeting' is already registered by "
             "reg_shop.flows.GreetingWorkflow; reg_shop.other.Greeting cannot take it",
             lambda flows: (
-                api.registered_workflow("reg_Greeting") is flows.GreetingWorkflow.__loom_workflow__
+                definitions.registered_workflow("reg_Greeting")
+                is flows.GreetingWorkflow.__loom_workflow__
             ),
         ),
         (
@@ -94,7 +98,7 @@ def test_a_module_imported_again_replaces_its_own_definitions(shop: Path) -> Non
             "activity name 'reg_make_greeting' is already registered by "
             "reg_shop.flows.make_greeting; reg_shop.other.greeting_maker cannot take it",
             lambda flows: (
-                api.registered_activity("reg_make_greeting")
+                definitions.registered_activity("reg_make_greeting")
                 is flows.make_greeting.__loom_activity__
             ),
         ),
@@ -126,11 +130,11 @@ def test_a_function_that_defines_a_workflow_may_run_twice() -> None:
     with isolated_registry():
         define()
         second = define()
-        assert api.registered_workflow("reg_Local") is second.__loom_workflow__  # type: ignore[attr-defined]
+        assert definitions.registered_workflow("reg_Local") is second.__loom_workflow__  # type: ignore[attr-defined]
 
 
 def test_isolated_registry_undoes_what_the_block_registers() -> None:
-    before = api.registered_workflows()
+    before = definitions.registered_workflows()
     with isolated_registry():
 
         @loom.workflow(name="reg_Temporary")
@@ -139,9 +143,9 @@ def test_isolated_registry_undoes_what_the_block_registers() -> None:
             async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
                 pass
 
-        assert api.registered_workflow("reg_Temporary") is not None
-    assert api.registered_workflow("reg_Temporary") is None
-    assert api.registered_workflows() == before
+        assert definitions.registered_workflow("reg_Temporary") is not None
+    assert definitions.registered_workflow("reg_Temporary") is None
+    assert definitions.registered_workflows() == before
 
 
 def test_isolated_registry_without_frees_a_name_for_the_block(shop: Path) -> None:
@@ -150,8 +154,8 @@ def test_isolated_registry_without_frees_a_name_for_the_block(shop: Path) -> Non
     (shop / "other.py").write_text(OTHER_WORKFLOW)
     with isolated_registry(without=["reg_Greeting"]):
         other = importlib.import_module("reg_shop.other")
-        assert api.registered_workflow("reg_Greeting") is other.Greeting.__loom_workflow__
-    assert api.registered_workflow("reg_Greeting") is original
+        assert definitions.registered_workflow("reg_Greeting") is other.Greeting.__loom_workflow__
+    assert definitions.registered_workflow("reg_Greeting") is original
 
     with (
         pytest.raises(loom.ConfigurationError, match="no workflow or activity is registered as"),

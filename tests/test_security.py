@@ -33,8 +33,8 @@ from click.testing import CliRunner, Result
 
 import loom_redis as loom
 from loom_redis.cli import main
+from loom_redis.codec import MAX_PAYLOAD_BYTES, decode, record_limit
 from loom_redis.store import Store
-from loom_redis.store.codec import MAX_PAYLOAD_BYTES, decode, record_limit
 from loom_redis.store.connection import mask_url
 from loom_redis.testing import EmbeddedServer, free_port, running_worker
 from loom_redis.worker import Worker

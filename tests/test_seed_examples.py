@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 import loom_redis as loom
+from loom_redis.codec import decode
 from loom_redis.events import COMMAND_TYPES, Event, EventType, describe_command
-from loom_redis.store import decode
 from loom_redis.testing import running_worker
 from tests.seed_workflows import AssessmentWorkflow, OrderInput, OrderWorkflow
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import loom_redis as loom
 from loom_redis.cli import main
-from loom_redis.store import encode
+from loom_redis.codec import encode
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import running_worker
 

@@ -1,9 +1,8 @@
-"""Redis storage: the keyspace, the connection, the Lua transitions and the msgpack codec.
+"""Redis storage: the keyspace, the connection and the Lua transitions.
 
 `Store` is the only code that talks to Redis; it never imports user code.
 """
 
-from .codec import decode, encode
 from .connection import connect_redis
 from .keys import Keyspace
 from .store import Store, Task, TaskPlan, TimerMember
@@ -15,6 +14,4 @@ __all__ = [
     "TaskPlan",
     "TimerMember",
     "connect_redis",
-    "decode",
-    "encode",
 ]

@@ -19,12 +19,12 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
+from ..codec import decode, encode, max_payload_bytes
 from ..errors import (
     ConfigurationError,
     PayloadError,
 )
 from ..events import EXTERNAL_TYPES, USER_VALUES, Command, Event, EventType, Status
-from .codec import decode, encode, max_payload_bytes
 from .connection import (
     DirectLane,
     acl_checked,

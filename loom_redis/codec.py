@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import ConfigurationError, PayloadError
+from .errors import ConfigurationError, PayloadError
 
 # Payloads above this many bytes are refused when encoded and when decoded, unless the
 # environment variable LOOM_MAX_PAYLOAD_BYTES sets another limit.

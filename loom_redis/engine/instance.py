@@ -1,18 +1,7 @@
-"""Deterministic execution of workflow code by replay of its history.
+"""`WorkflowInstance`: one workflow's code on its own deterministic event loop.
 
-A `WorkflowInstance` IS the asyncio event loop workflow code runs on (the design
-of Temporal's Python SDK): it runs only while the worker hands it a workflow
-task, sets itself as the running loop for that time and restores the worker's
-loop after. Time comes from history; nothing here touches Redis or the clock.
-
-History is a sequence of workflow tasks. Each task is the batch of external
-events (activity results, timers fired, signals, cancel requests) that arrived
-since the previous task, followed by the commands the code produced in
-response, closed by WORKFLOW_TASK_COMPLETED, whose time is the task's "now".
-Replay feeds each batch to the code exactly as it was fed the first time and
-checks that the code produces the same commands; a difference is a
-`NonDeterministicWorkflowError` naming the step, the sequence number, what
-history holds and what the code did.
+It runs only while the worker hands it a workflow task, sets itself as the running loop
+for that time and restores the worker's loop after (see the package's docstring).
 """
 
 from __future__ import annotations
@@ -21,25 +10,24 @@ import asyncio
 import contextvars
 import logging
 import random
-import traceback
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import determinism
-from .api import ActivityDefinition, WorkflowContext, WorkflowDefinition
-from .determinism import ReplayedSources
-from .errors import (
+from .. import determinism
+from ..codec import encode
+from ..context import WorkflowContext
+from ..definitions import ActivityDefinition, WorkflowDefinition
+from ..determinism import ReplayedSources
+from ..errors import (
     ActivityFailedError,
     NonDeterministicWorkflowError,
     SignalTimeoutError,
     WorkflowExecutionError,
 )
-from .events import (
-    COMMAND_TYPES,
-    EXTERNAL_TYPES,
+from ..events import (
     STATUS_OF_TERMINAL_EVENT,
     USER_VALUES,
     Command,
@@ -48,7 +36,9 @@ from .events import (
     Status,
     describe_command,
 )
-from .store.codec import decode, encode
+from .history import split_tasks
+from .mismatch import VALUE_CAUSE, mismatch_error, value_difference
+from .records import failure_record
 
 logger = logging.getLogger("loom_redis.engine")
 
@@ -79,42 +69,6 @@ class Activation:
     def current_step(self) -> Command | None:
         steps = [c for c in self.commands if c.type == EventType.STEP_STARTED]
         return steps[-1] if steps else None
-
-
-@dataclass
-class _Batch:
-    """One workflow task of history: external events, recorded commands, its time."""
-
-    externals: list[Event] = field(default_factory=list)
-    commands: list[Event] = field(default_factory=list)
-    time_ms: int | None = None
-
-
-def _split_tasks(events: list[Event], workflow_id: str) -> list[_Batch]:
-    batches = [_Batch()]
-    for event in events:
-        current = batches[-1]
-        if event.type == EventType.WORKFLOW_TASK_COMPLETED:
-            current.time_ms = event.time_ms
-            # External events that arrived while the task ran (its commit wrote its
-            # commands after them) were not fed to it: they open the next batch.
-            skip = event.data.get("skip", 0) if isinstance(event.data, dict) else 0
-            cut = len(current.externals) - skip if isinstance(skip, int) else -1
-            following = current.externals[cut:] if 0 <= cut <= len(current.externals) else []
-            if len(following) != skip or any(e.type not in EXTERNAL_TYPES for e in following):
-                raise NonDeterministicWorkflowError(
-                    f"workflow {workflow_id!r}: history entry {event.id} "
-                    f"(WORKFLOW_TASK_COMPLETED) skips {skip!r} events, more than the "
-                    "external events its task ends with; the history was written by "
-                    "something else"
-                )
-            del current.externals[cut:]
-            batches.append(_Batch(externals=following))
-        elif event.type in COMMAND_TYPES:
-            current.commands.append(event)
-        else:
-            current.externals.append(event)
-    return batches
 
 
 class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
@@ -152,7 +106,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
         last WORKFLOW_TASK_COMPLETED form a new task run at `now_ms`, whose
         commands are returned to be committed.
         """
-        batches = _split_tasks(events, self._workflow_id)
+        batches = split_tasks(events, self._workflow_id)
         for batch in batches[:-1]:
             assert batch.time_ms is not None
             self._activate(batch.externals, batch.time_ms, replaying=True)
@@ -257,23 +211,22 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
             if history_says != code_did:
                 raise self._mismatch(seq, history_says, code_did, step)
             assert history is not None and code is not None
-            difference = _value_difference(history, code)
+            difference = value_difference(history, code)
             if difference is not None:
                 raise self._mismatch(seq, *difference, step, VALUE_CAUSE)
         self._produced = []
 
     def _mismatch(
-        self,
-        seq: int,
-        history_says: str,
-        code_did: str,
-        step: str | None = None,
-        cause: str = "the workflow code changed in a way its history cannot replay",
+        self, seq: int, history_says: str, code_did: str, step: str | None = None, *cause: str
     ) -> NonDeterministicWorkflowError:
-        where = f"step {step or self._current_step or '?'!r}"
-        return NonDeterministicWorkflowError(
-            f"workflow {self._workflow_id!r} ({self.definition.name}): {where}, seq {seq}: "
-            f"history has {history_says} but the code did {code_did}; {cause}"
+        return mismatch_error(
+            self._workflow_id,
+            self.definition.name,
+            seq,
+            history_says,
+            code_did,
+            step or self._current_step,
+            *cause,
         )
 
     def _start(self, workflow_input: Any, initial_state: dict[str, Any] | None) -> None:
@@ -508,65 +461,3 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         self.call_exception_handler(context)
-
-
-# What replay compares beyond a command's type and name (or state key): the values that
-# workflow code computed, for a value computed differently on replay (a random number, a
-# clock read, a global counter) would otherwise carry on silently. A timer's duration
-# and an activity's retry options are not compared: code may change them.
-_COMPARED_VALUES = {
-    EventType.STATE_SET: ("value",),
-    EventType.STATE_UPDATE: ("state",),
-    EventType.ACTIVITY_SCHEDULED: ("args", "kwargs"),
-}
-
-
-VALUE_CAUSE = (
-    "the code computed a value differently on replay: use ctx.random(), ctx.uuid4() and "
-    "ctx.now() in workflow code, and read anything else (the clock, a file, a global "
-    "that changes) in an activity"
-)
-
-
-def _value_difference(history: Event, code: Command) -> tuple[str, str] | None:
-    """How the values a replayed command computed differ from the recorded ones, as
-    (what history has, what the code did), or None if they are the same."""
-    fields = _COMPARED_VALUES.get(code.type)
-    if not fields or not isinstance(history.data, dict):
-        return None
-    what = describe_command(code.type, code.data)
-    for name in fields:
-        recorded = history.data.get(name)
-        # As it would be written: msgpack makes tuples lists, and NaN equals itself there.
-        replayed = decode(encode(code.data.get(name), what=f"{what} {name}"))
-        if recorded != replayed and encode(recorded) != encode(replayed):
-            return (
-                f"{what} with {name} {clip(repr(recorded), 200)}",
-                f"{what} with {name} {clip(repr(replayed), 200)}",
-            )
-    return None
-
-
-def clip(text: str, limit: int = 2000) -> str:
-    """`text`, cut to `limit` characters: an error message must fit in its event."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit} characters cut)"
-
-
-def failure_record(error: BaseException, step: str | None) -> dict[str, Any]:
-    """How a workflow failure is stored, so `result()` can raise the same kind of error."""
-    record: dict[str, Any] = {
-        "type": type(error).__name__,
-        "message": clip(str(error)),
-        "step": step,
-        "traceback": "".join(traceback.format_exception(error))[-8000:],
-    }
-    if isinstance(error, ActivityFailedError):
-        record.update(
-            activity_name=error.activity_name,
-            error_message=error.error_message,
-            error_type=error.error_type,
-            attempts=error.attempts,
-        )
-    return record
