@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict loom_redis examples
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest -q

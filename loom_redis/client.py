@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from redis.exceptions import RedisError
-
-from .codec import decode, encode
+from .codec import encode
 from .definitions import (
     IdReusePolicy,
     InputT,
@@ -39,8 +37,8 @@ from .errors import (
     error_from_record,
 )
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
-from .store import Store
-from .store.connection import loom_error, retrying, unreachable
+from .store import CLOSE_NOTICE_MS, Store, UnreadableEntry, registering, warn_unreadable
+from .store.connection import retried_call
 from .store.keys import (
     DEFAULT_NAMESPACE,
     validate_owner,
@@ -48,7 +46,6 @@ from .store.keys import (
     validate_signal_name,
     validate_workflow_id,
 )
-from .store.store import CLOSE_NOTICE_MS, UnreadableEntry, registering, warn_unreadable
 
 if TYPE_CHECKING:
     from .api import Workflow
@@ -64,18 +61,6 @@ DEFAULT_QUEUE = "default"
 # failover): a worker's default lease, as long as a worker's task rides out an outage.
 DEFAULT_RETRY_SECONDS = 30.0
 ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
-# What progress reports read of each workflow's meta (not its input or result).
-PROGRESS_FIELDS = (
-    "name",
-    "status",
-    "agent",
-    "step",
-    "total_steps",
-    "step_name",
-    "step_desc",
-    "created",
-)
-
 
 _settings: dict[str, str | None] = {"url": None, "namespace": None}
 
@@ -208,26 +193,13 @@ class Client:
         up to `retry_seconds`; an error of redis-py comes out as the LoomError that names
         it (`doing` says what failed). `call` must be safe to repeat."""
         store = await self._connected()
-        retries: list[float] = []
-
-        def patience(exc: RedisError) -> float | None:
-            return self.retry_seconds if unreachable(exc) else None
-
-        def on_retry(exc: RedisError, pause: float) -> None:
-            if not retries:  # said once a call, not at each try
-                logger.warning(
-                    "Redis cannot be reached to %s: %s; retrying for up to %gs",
-                    doing,
-                    exc,
-                    self.retry_seconds,
-                )
-            retries.append(pause)
-
-        try:
-            return await retrying(lambda: call(store, *args, **kwargs), patience, on_retry)
-        except RedisError as exc:
-            retried = self.retry_seconds if retries else 0.0
-            raise loom_error(exc, doing, self.url, retried=retried) from None
+        return await retried_call(
+            lambda: call(store, *args, **kwargs),
+            doing=doing,
+            url=self.url,
+            retry_seconds=self.retry_seconds,
+            log=logger,
+        )
 
     # -- workflows ---------------------------------------------------------------
 
@@ -312,10 +284,10 @@ class Client:
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         """The workflow's meta: name, status, queue, owner, step, timestamps, result/error."""
         store = await self._connected()
-        meta = await store.read_meta(workflow_id)
-        if not meta:
+        info = await store.describe(workflow_id)
+        if info is None:
             raise WorkflowNotFoundError(workflow_id)
-        return describe_meta(workflow_id, meta, store.keys.meta(workflow_id))
+        return info
 
     @_reads("read a workflow's history")
     async def history(self, workflow_id: str) -> list[Event]:
@@ -347,58 +319,13 @@ class Client:
         """The most recently started workflows (of one status, if given), newest first."""
         _check_limit(limit)
         store = await self._connected()
-        keys = store.keys
-        pipe = store.redis.pipeline(transaction=False)
-        for shard in range(keys.shards):
-            index = (
-                keys.status_index(shard, Status(status.upper()))
-                if status
-                else keys.started_index(shard)
-            )
-            pipe.zrevrange(index, 0, limit - 1, withscores=True)
-        ranked: list[tuple[float, str]] = []
-        for entries in await pipe.execute():
-            ranked.extend((score, member.decode()) for member, score in entries)
-        ranked.sort(reverse=True)
-        return await self._describe_many([wid for _, wid in ranked[:limit]])
-
-    async def _describe_many(
-        self, workflow_ids: list[str], fields: tuple[str, ...] | None = None
-    ) -> list[dict[str, Any]]:
-        """describe() of several workflows in one round trip; with `fields`, only those
-        meta fields are read (the others describe as empty)."""
-        store = await self._connected()
-        pipe = store.redis.pipeline(transaction=False)
-        for workflow_id in workflow_ids:
-            if fields:
-                pipe.hmget(store.keys.meta(workflow_id), list(fields))
-            else:
-                pipe.hgetall(store.keys.meta(workflow_id))
-        found = []
-        for workflow_id, raw in zip(workflow_ids, await pipe.execute(), strict=True):
-            meta = (
-                {f: v for f, v in zip(fields, raw, strict=True) if v is not None}
-                if fields
-                else {k.decode(): v for k, v in raw.items()}
-            )
-            if meta:
-                found.append(describe_meta(workflow_id, meta, store.keys.meta(workflow_id)))
-        return found
+        return await store.list_workflows(Status(status.upper()) if status else None, limit)
 
     @_reads("count workflows")
     async def stats(self) -> dict[str, int]:
         """How many workflows of each status the namespace holds."""
         store = await self._connected()
-        pipe = store.redis.pipeline(transaction=False)
-        for status in Status:
-            for shard in range(store.keys.shards):
-                pipe.zcard(store.keys.status_index(shard, status))
-        counts = await pipe.execute()
-        shards = store.keys.shards
-        return {
-            str(status): sum(counts[i * shards : (i + 1) * shards])
-            for i, status in enumerate(Status)
-        }
+        return await store.count_by_status()
 
     @_reads("list workers")
     async def workers(self) -> list[dict[str, Any]]:
@@ -497,13 +424,9 @@ class Client:
         """Progress of the owner's active workflows, in the shape of Loom's get_progress."""
         validate_owner(owner)
         store = await self._connected()
-        pipe = store.redis.pipeline(transaction=False)
-        for shard in range(store.keys.shards):
-            pipe.zrange(store.keys.owner_index(shard, owner), 0, -1)
-        ids = [m.decode() for members in await pipe.execute() for m in members]
         workflows = [
             progress_entry(info)
-            for info in await self._describe_many(ids, PROGRESS_FIELDS)
+            for info in await store.owner_workflows(owner)
             if info["status"] in ACTIVE_STATUSES
         ]
         workflows.sort(key=lambda w: (w["started_ms"] or 0, w["workflow_id"]))
@@ -519,19 +442,17 @@ class Client:
         Wakes on new history events of the owner's workflows (XREAD BLOCK); looks for
         newly started workflows at least every `idle_seconds`.
         """
-        store = await self._connected()
         last: list[dict[str, Any]] | None = None
         while True:
             current = (await self.get_progress(owner))["workflows"]
             if current != last:
                 last = current
                 yield current
-            streams: Any = {store.keys.history(w["workflow_id"]): "$" for w in current}
-            if streams:
+            if current:
                 await self._call(
                     "follow progress",
-                    _xread,
-                    streams,
+                    Store.wait_for_history,
+                    {w["workflow_id"]: "$" for w in current},
                     int(idle_seconds * 1000),
                     1,
                 )
@@ -685,33 +606,26 @@ class WorkflowHandle(Generic[StateT]):
         """result() by reads only: XREAD BLOCK on the history until its closing event."""
         store = await client._connected()
         doing = f"wait for the result of workflow {self.workflow_id!r}"
-        key = store.keys.history(self.workflow_id)
         # A closed workflow's history ends with its closing event and the
         # WORKFLOW_TASK_COMPLETED after it.
-        newest: Any = await client._call(doing, lambda store: store.redis.xrevrange(key, count=2))
-        if not newest:
+        entries = await client._call(doing, Store.history_tail, self.workflow_id, 2)
+        if not entries:
             await self.describe()  # no such workflow: raises WorkflowNotFoundError
-        entries = list(reversed(newest))
-        last_id = newest[0][0] if newest else b"0-0"
+        last_id = entries[-1].id if entries else "0-0"
         while True:
-            for entry_id, fields in entries:
-                last_id = entry_id
-                if fields.get(b"type", b"").decode() in TERMINAL_TYPES:
+            for entry in entries:
+                last_id = entry.id
+                if entry.type in TERMINAL_TYPES:
                     closing = None
                     with contextlib.suppress(PayloadError):
-                        closing = store.decode_event(self.workflow_id, entry_id, fields)
+                        closing = store.decode_event(self.workflow_id, entry.id, entry.fields)
                     return self._outcome(await self._closing_record(closing))
             if deadline.passed():
                 raise await self._still_running(client, deadline.timeout)
             block_ms = max(int(deadline.block_seconds() * 1000), 1)
-            reply: Any = await client._call(
-                doing,
-                _xread,
-                {key: last_id},
-                block_ms,
-                1000,
+            entries = await client._call(
+                doing, Store.wait_for_history, {self.workflow_id: last_id}, block_ms, 1000
             )
-            entries = [entry for _stream, stream_entries in reply or [] for entry in stream_entries]
 
     async def _closing_record(self, closing: Event | None) -> dict[str, Any]:
         """The status and result or error of a closed workflow, from its closing event
@@ -794,11 +708,6 @@ class WorkflowHandle(Generic[StateT]):
         return status if outcome == "closed" else None
 
 
-async def _xread(store: Store, streams: dict[Any, Any], block_ms: int, count: int) -> Any:
-    """XREAD BLOCK of `streams` (stream -> the id to read after)."""
-    return await store.redis.xread(streams, block=block_ms, count=count)
-
-
 def _check_limit(limit: int) -> None:
     # Redis reads a negative end of a range as counted from the end: -1 lists everything.
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -821,96 +730,6 @@ def _raise_ended(workflow_id: str, status: str | None, what: str) -> None:
 def format_time(ms: int) -> str:
     """A time (ms since the epoch) as loom-redis prints it: UTC, saying so."""
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def describe_meta(workflow_id: str, meta: dict[str, bytes], key: str) -> dict[str, Any]:
-    """A workflow's meta (the hash `key`) as `describe()` gives it. A field that cannot be
-    read (written by hand, or over this reader's payload limit) is None, and
-    `unreadable` says why, by field, naming the key; the others are read as usual."""
-    reader = _MetaReader(meta, key)
-    text, number, payload = reader.text, reader.number, reader.payload
-    info = {
-        "workflow_id": workflow_id,
-        "workflow_name": text("name"),
-        "version": text("version"),
-        "status": reader.read("status", lambda raw: Status(raw.decode()), None),
-        "queue": text("queue"),
-        "owner": text("owner") or None,
-        "agent": text("agent") or None,
-        "current_step": number("step"),
-        "total_steps": number("total_steps"),
-        "step_name": text("step_name") or None,
-        "step_description": text("step_desc") or None,
-        "started_ms": number("created"),
-        "updated_ms": number("updated"),
-        "closed_ms": number("closed") or None,
-        "history_length": number("hlen"),
-        "cancel_requested": "cancel_requested" in meta,
-        # What the open workflow waits for: activities and timers by seq, signals by name.
-        "waiting_for": {
-            "activities": reader.seqs("a:"),
-            "timers": reader.seqs("t:"),
-            "signals": payload("signals", list) or [],
-        },
-        # A workflow task of it is queued or running.
-        "task_queued": meta.get("wft") == b"1",
-        # The dead-letter entry of its task, while one keeps it from moving.
-        "dead_letter": text("dead") or None,
-        "input": payload("input"),
-        "result": payload("result"),
-        "error": payload("error", dict) or payload("suspended", dict),
-        "unreadable": reader.unreadable,
-    }
-    for problem in reader.unreadable.values():
-        warn_unreadable(problem, "shown as unreadable")
-    return info
-
-
-class _MetaReader:
-    """Reads a workflow's meta field by field; a field that cannot be read is noted in
-    `unreadable` (field -> why, naming the key) and read as None."""
-
-    def __init__(self, meta: dict[str, bytes], key: str) -> None:
-        self.meta = meta
-        self.key = key
-        self.unreadable: dict[str, str] = {}
-
-    def read(self, field: str, parse: Callable[[bytes], T], default: T) -> T | None:
-        raw = self.meta.get(field)
-        if raw is None:
-            return default
-        try:
-            return parse(raw)
-        except (ValueError, TypeError) as exc:  # a PayloadError is a TypeError
-            self.unreadable[field] = f"field {field!r} of {self.key} is unreadable: {exc}"
-            return None
-
-    def text(self, field: str) -> str | None:
-        return self.read(field, bytes.decode, "")
-
-    def number(self, field: str) -> int | None:
-        return self.read(field, lambda raw: int(raw) if raw else 0, 0)
-
-    def payload(self, field: str, kind: type | None = None) -> Any:
-        def parse(raw: bytes) -> Any:
-            value = decode(raw, what="its msgpack")
-            if kind is not None and value is not None and not isinstance(value, kind):
-                raise TypeError(f"a {type(value).__name__}, not a {kind.__name__}")
-            return value
-
-        return self.read(field, parse, None)
-
-    def seqs(self, prefix: str) -> list[int]:
-        """The seqs of the fields named `prefix` + seq (pending activities, timers)."""
-        found = []
-        for field in self.meta:
-            if field.startswith(prefix):
-                seq = field[len(prefix) :]
-                if seq.isascii() and seq.isdigit():
-                    found.append(int(seq))
-                else:
-                    self.unreadable[field] = f"field {field!r} of {self.key} is not {prefix}<seq>"
-        return sorted(found)
 
 
 def progress_entry(info: dict[str, Any]) -> dict[str, Any]:

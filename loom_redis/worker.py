@@ -63,16 +63,20 @@ from .metrics import (
     labelled,
     serve_metrics,
 )
-from .store import Store, Task, TaskPlan, TimerMember
-from .store.connection import now_ms, redis_errors, retrying, unreachable
-from .store.keys import validate_queue
-from .store.store import (
+from .store import (
     HEARTBEAT_MS,
     CommitResult,
     ConsumerGroupMissing,
+    Store,
+    Task,
+    TaskPlan,
+    TimerMember,
     registering,
     registrations,
 )
+from .store.connection import now_ms, redis_errors, retrying, unreachable
+from .store.keys import validate_queue
+from .store.wire import TimerKind
 
 logger = logging.getLogger("loom_redis.worker")
 
@@ -1169,7 +1173,7 @@ class Worker:
             time.ctime(due / 1000),
             task.workflow_id,
         )
-        member = self.store.timer_member("resume", task.workflow_id, queue, 0)
+        member = self.store.timer_member(TimerKind.RESUME, task.workflow_id, queue, 0)
         result = await self.store.commit_workflow_task(
             task.workflow_id,
             queue=queue,

@@ -19,9 +19,8 @@ from redis.exceptions import ResponseError
 import loom_redis as loom
 from loom_redis import engine
 from loom_redis.events import EventType, Status
-from loom_redis.store import Store
+from loom_redis.store import Store, Task, TaskPlan
 from loom_redis.store.keys import WORKER_GROUP
-from loom_redis.store.store import Task, TaskPlan
 from loom_redis.testing import running_worker
 
 from .test_bad_input_catalogue import namespace_dump
@@ -296,7 +295,7 @@ async def test_a_dead_letter_of_5000_fields_is_not_put_back(client: loom.Client)
 
 
 def test_every_script_has_a_hostile_case() -> None:
-    from loom_redis.store.store import SCRIPT_NAMES
+    from loom_redis.store._part import SCRIPT_NAMES
 
     assert sorted(HOSTILE) == sorted(SCRIPT_NAMES)
 

@@ -20,10 +20,9 @@ from loom_redis.definitions import workflow_definition
 from loom_redis.engine import WorkflowInstance
 from loom_redis.errors import NonDeterministicWorkflowError
 from loom_redis.events import Event, EventType, Status
-from loom_redis.store import Store, TaskPlan
+from loom_redis.store import CommitResult, Store, TaskPlan
 from loom_redis.store.connection import now_ms
 from loom_redis.store.keys import WORKER_GROUP
-from loom_redis.store.store import CommitResult
 from loom_redis.testing import isolated_registry, running_worker
 
 pytestmark = pytest.mark.anyio

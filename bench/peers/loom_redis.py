@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import redis.asyncio
+
 import loom_redis as loom
 from bench.peers.common import (
     D_PAUSE_SECONDS,
@@ -39,10 +41,12 @@ PAIRED_WINDOW = 100
 
 
 class Driver:
-    def __init__(self, client: loom.Client) -> None:
+    def __init__(self, client: loom.Client, observer: Any) -> None:
         self.client = client
         self.store = client.store
-        self.redis: Any = client.store.redis
+        # The harness watches the run over a connection of its own, as redis-cli would:
+        # counts, close times and memory that no loom-redis API reads.
+        self.redis = observer
         # Commands this driver sends only to watch the run, subtracted from the costs.
         self.own = Counter[str]()
 
@@ -179,8 +183,11 @@ async def drive(argv: list[str]) -> None:
     args = parse_args(argv)
 
     url = os.environ[REDIS_URL_ENV]
-    async with loom.Client.connect(url, namespace=NAMESPACE) as client:
-        driver = Driver(client)
+    async with (
+        loom.Client.connect(url, namespace=NAMESPACE) as client,
+        redis.asyncio.Redis.from_url(url) as observer,
+    ):
+        driver = Driver(client, observer)
         if args.workload == "warm":
             result = await driver.batch(WARM_PREFIX, args.count, args.steps, args.timeout)
         elif args.workload == "D":

@@ -1,17 +1,51 @@
-"""Redis storage: the keyspace, the connection and the Lua transitions.
+"""Redis storage: the keyspace, the wire format, the connection and the Lua transitions.
 
-`Store` is the only code that talks to Redis; it never imports user code.
+`Store` is the only code that talks to Redis; it never imports user code. It is a facade
+over parts, each a module named for what it does (its base classes):
+- `workflows.py`: the transitions of a workflow (start, commit, activity outcomes,
+  signals and cancel requests, the wait for its close), each one Lua script;
+- `history.py`: a workflow's history and meta, read;
+- `tasks.py`: the task streams (read, claim, renew, hand back);
+- `timers.py`: the timer zsets (durable timers, retries, leases), found due and fired;
+- `dead_letters.py`: tasks that cannot run, listed and put back;
+- `registry.py`: workers' heartbeats and the workflow definitions they publish;
+- `queries.py`: what the client, the CLI and dashboards read (lists, counts, progress);
+- `plans.py`: how a workflow task's plan becomes what commit.lua writes;
+- `keys.py` (every key name), `wire.py` (every field name and script reply),
+  `connection.py` (connecting, errors, the direct lane), `scripts/*.lua`.
 """
 
 from .connection import connect_redis
+from .dead_letters import DeadLetter
 from .keys import Keyspace
-from .store import Store, Task, TaskPlan, TimerMember
+from .plans import TaskPlan
+from .queries import HistoryEntry, describe_meta
+from .registry import HEARTBEAT_MS, registering, registrations
+from .store import Store
+from .tasks import ConsumerGroupMissing, Task
+from .timers import TimerMember
+from .unreadable import UnreadableEntry, warn_unreadable
+from .wire import CLOSE_NOTICE_MS
+from .workflows import ActivityRecorded, CloseWait, CommitResult
 
 __all__ = [
+    "CLOSE_NOTICE_MS",
+    "HEARTBEAT_MS",
+    "ActivityRecorded",
+    "CloseWait",
+    "CommitResult",
+    "ConsumerGroupMissing",
+    "DeadLetter",
+    "HistoryEntry",
     "Keyspace",
     "Store",
     "Task",
     "TaskPlan",
     "TimerMember",
+    "UnreadableEntry",
     "connect_redis",
+    "describe_meta",
+    "registering",
+    "registrations",
+    "warn_unreadable",
 ]

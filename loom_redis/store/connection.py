@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import time
@@ -190,6 +191,38 @@ async def retrying(
             on_retry(exc, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def retried_call(
+    call: Callable[[], Awaitable[T]],
+    *,
+    doing: str,
+    url: str,
+    retry_seconds: float,
+    log: logging.Logger,
+) -> T:
+    """`call()`, made again while Redis cannot be reached, for up to `retry_seconds`
+    (`log` warns once that it retries); an error of redis-py comes out as the LoomError
+    that names it (`doing` says what failed). `call` must be safe to repeat."""
+    retries: list[float] = []
+
+    def patience(exc: RedisError) -> float | None:
+        return retry_seconds if unreachable(exc) else None
+
+    def on_retry(exc: RedisError, pause: float) -> None:
+        if not retries:  # said once a call, not at each try
+            log.warning(
+                "Redis cannot be reached to %s: %s; retrying for up to %gs",
+                doing,
+                exc,
+                retry_seconds,
+            )
+        retries.append(pause)
+
+    try:
+        return await retrying(call, patience, on_retry)
+    except RedisError as exc:
+        raise loom_error(exc, doing, url, retried=retry_seconds if retries else 0.0) from None
 
 
 # URL query parameters of redis-py that name files for TLS.

@@ -1,0 +1,74 @@
+"""What every part of the store shares: the connection, the keyspace and the scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from .connection import (
+    DirectLane,
+)
+from .keys import Keyspace
+from .wire import (
+    lua_constants,
+)
+
+SCRIPT_NAMES = (
+    "start",
+    "await_close",
+    "commit",
+    "external",
+    "activity_result",
+    "activity_retry",
+    "fire_timer",
+    "dead_letter",
+    "redrive",
+    "dead_timer",
+    "defer_task",
+)
+
+
+class StorePart:
+    """The state of one Store that each of its parts (history, tasks, timers, ...) uses:
+    the parts are the Store's base classes, each a module named for what it does."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keyspace, url: str = "") -> None:
+        self.redis = redis
+        self.keys = keys
+        self.url = url
+        self._lane = DirectLane(redis)
+        lib = lua_constants() + _script_source("lib")
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    async def load_scripts(self) -> None:
+        """Load every Lua script into Redis now, so no transition pays a NOSCRIPT round
+        trip later (workers do this when they start)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        await pipe.execute()
+
+    async def _run(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], *then: Sequence[Any]
+    ) -> Any:
+        """Run a script; with `then` (commands sent in the same write), return the replies
+        of all."""
+        script = self._scripts[name]
+        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            replies = await self._lane.execute_chain(call, *then)
+        except NoScriptError:  # a restarted or flushed server: load them, once
+            await self.load_scripts()
+            replies = await self._lane.execute_chain(call, *then)
+        return replies if then else replies[0]
+
+
+def _script_source(name: str) -> str:
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()
