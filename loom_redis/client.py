@@ -46,6 +46,7 @@ from .store.keys import (
     validate_signal_name,
     validate_workflow_id,
 )
+from .store.wire import ONCE_PREFIX, MetaField, Reply
 
 if TYPE_CHECKING:
     from .api import Workflow
@@ -673,7 +674,7 @@ class WorkflowHandle(Generic[StateT]):
         validate_signal_name(name)
         encode(payload, what=f"payload of signal {name!r} to workflow {self.workflow_id!r}")
         # The same for each try: a signal whose reply was lost is not delivered twice.
-        once_field = f"once:{uuid.uuid4().hex}"
+        once_field = f"{ONCE_PREFIX}{uuid.uuid4().hex}"
         outcome, status = await (await self._get_client())._call(
             f"signal workflow {self.workflow_id!r}",
             lambda store: store.deliver_external(
@@ -694,18 +695,18 @@ class WorkflowHandle(Generic[StateT]):
                 self.workflow_id,
                 EventType.WORKFLOW_CANCEL_REQUESTED,
                 {"reason": reason},
-                once_field="cancel_requested",
+                once_field=MetaField.CANCEL_REQUESTED,
             ),
         )
         # A repeated cancel is harmless, also once the first one has taken effect.
-        if outcome == "duplicate" or (outcome == "closed" and status == Status.CANCELLED):
+        if outcome == Reply.DUPLICATE or (outcome == Reply.CLOSED and status == Status.CANCELLED):
             return None
         return self._ended(outcome, status)
 
     def _ended(self, outcome: str, status: str) -> str | None:
-        if outcome == "missing":
+        if outcome == Reply.MISSING:
             raise WorkflowNotFoundError(self.workflow_id)
-        return status if outcome == "closed" else None
+        return status if outcome == Reply.CLOSED else None
 
 
 def _check_limit(limit: int) -> None:
