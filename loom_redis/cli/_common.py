@@ -65,9 +65,17 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
-def client_for(url: str | None, namespace: str | None) -> Client:
-    """The client of --url and --namespace, else of their environment and defaults."""
-    return Client(url or default_url(), namespace or default_namespace())
+def with_client(
+    url: str | None, namespace: str | None, request: Callable[[Client], Awaitable[T]]
+) -> T:
+    """Run `request` with a client of --url and --namespace (else of their environment
+    and defaults), as `run` does."""
+
+    async def go() -> T:
+        async with Client(url or default_url(), namespace or default_namespace()) as client:
+            return await request(client)
+
+    return run(go)
 
 
 def shown(text: object) -> str:

@@ -4,11 +4,11 @@ retry` puts tasks back on their queues."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
-from ._common import client_for, json_option, limit_option, namespace_option, run, shown, url_option
+from ..client import Client
+from ._common import json_option, limit_option, namespace_option, shown, url_option, with_client
 
 
 @click.group()
@@ -23,12 +23,7 @@ def dead() -> None:
 @json_option
 def dead_list(url: str | None, namespace: str | None, limit: int, as_json: bool) -> None:
     """List dead-lettered tasks, newest first, with the reason each was moved."""
-
-    async def go() -> list[dict[str, Any]]:
-        async with client_for(url, namespace) as client:
-            return await client.dead_letters(limit)
-
-    rows = run(go)
+    rows = with_client(url, namespace, lambda client: client.dead_letters(limit))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -47,18 +42,17 @@ def dead_list(url: str | None, namespace: str | None, limit: int, as_json: bool)
 def dead_retry(entry_ids: tuple[str, ...], url: str | None, namespace: str | None) -> None:
     """Put dead-lettered tasks back on their queues (once their cause is fixed)."""
 
-    async def go() -> list[tuple[str, str]]:
-        async with client_for(url, namespace) as client:
-            outcomes = []
-            for entry_id in entry_ids:
-                try:
-                    outcomes.append((entry_id, await client.redrive(entry_id)))
-                except LookupError as exc:
-                    outcomes.append((entry_id, str(exc)))
-            return outcomes
+    async def redrive(client: Client) -> list[tuple[str, str]]:
+        outcomes = []
+        for entry_id in entry_ids:
+            try:
+                outcomes.append((entry_id, await client.redrive(entry_id)))
+            except LookupError as exc:
+                outcomes.append((entry_id, str(exc)))
+        return outcomes
 
     failed = False
-    for entry_id, outcome in run(go):
+    for entry_id, outcome in with_client(url, namespace, redrive):
         click.echo(f"{shown(entry_id)}: {shown(outcome)}")
         failed = failed or outcome not in ("ok", "already-queued")
     if failed:

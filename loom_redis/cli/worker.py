@@ -22,13 +22,13 @@ from ..store import Store
 from ..store.keys import validate_queue
 from ..worker import Worker
 from ._common import (
-    client_for,
     error_message,
     json_option,
     namespace_option,
     run,
     shown,
     url_option,
+    with_client,
 )
 
 MODULES_ENV = "LOOM_WORKER_MODULES"
@@ -286,12 +286,7 @@ async def _open_when_reachable(url: str, namespace: str, patience: float) -> Sto
 @json_option
 def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
     """List the workers of the namespace from their heartbeats."""
-
-    async def go() -> list[dict[str, Any]]:
-        async with client_for(url, namespace) as client:
-            return await client.workers()
-
-    rows = run(go)
+    rows = with_client(url, namespace, lambda client: client.workers())
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

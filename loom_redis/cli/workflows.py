@@ -7,16 +7,16 @@ from typing import Any
 
 import click
 
+from ..client import Client
 from ..events import Status
 from ._common import (
-    client_for,
     json_option,
     limit_option,
     namespace_option,
-    run,
     shown,
     url_option,
     when,
+    with_client,
 )
 
 
@@ -42,12 +42,9 @@ def list_(
     url: str | None, namespace: str | None, status: str | None, limit: int, as_json: bool
 ) -> None:
     """List the most recently started workflows."""
-
-    async def go() -> list[dict[str, Any]]:
-        async with client_for(url, namespace) as client:
-            return await client.list_workflows(status=status, limit=limit)
-
-    rows = run(go)
+    rows = with_client(
+        url, namespace, lambda client: client.list_workflows(status=status, limit=limit)
+    )
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return
@@ -79,14 +76,13 @@ def inspect(
 ) -> None:
     """Show one workflow: status, step, result or error, and optionally its history."""
 
-    async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        async with client_for(url, namespace) as client:
-            info = await client.describe(workflow_id)
-            info["waiting"] = (await client.explain_wait(workflow_id)).reason
-            history = await client.history_entries(workflow_id) if events else []
-            return info, history
+    async def read(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        info = await client.describe(workflow_id)
+        info["waiting"] = (await client.explain_wait(workflow_id)).reason
+        history = await client.history_entries(workflow_id) if events else []
+        return info, history
 
-    info, history = run(go)
+    info, history = with_client(url, namespace, read)
     if as_json:
         click.echo(json.dumps({**info, "events": history}, default=str, indent=2))
         return
@@ -130,12 +126,7 @@ def inspect(
 @json_option
 def stats(url: str | None, namespace: str | None, as_json: bool) -> None:
     """Count workflows by status."""
-
-    async def go() -> dict[str, int]:
-        async with client_for(url, namespace) as client:
-            return await client.stats()
-
-    counts = run(go)
+    counts = with_client(url, namespace, lambda client: client.stats())
     if as_json:
         click.echo(json.dumps(counts, indent=2))
         return
@@ -158,11 +149,7 @@ def signal_(
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"payload is not JSON: {exc}") from None
 
-    async def go() -> None:
-        async with client_for(url, namespace) as client:
-            await client.signal(workflow_id, name, value)
-
-    run(go)
+    with_client(url, namespace, lambda client: client.signal(workflow_id, name, value))
     click.echo(f"signal {name!r} sent to {shown(workflow_id)}")
 
 
@@ -173,10 +160,5 @@ def signal_(
 @namespace_option
 def cancel(workflow_id: str, reason: str | None, url: str | None, namespace: str | None) -> None:
     """Request cancellation of a workflow."""
-
-    async def go() -> None:
-        async with client_for(url, namespace) as client:
-            await client.cancel(workflow_id, reason)
-
-    run(go)
+    with_client(url, namespace, lambda client: client.cancel(workflow_id, reason))
     click.echo(f"cancel requested for {shown(workflow_id)}")
