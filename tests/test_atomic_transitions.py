@@ -295,7 +295,7 @@ async def test_a_dead_letter_of_5000_fields_is_not_put_back(client: loom.Client)
 
 
 def test_every_script_has_a_hostile_case() -> None:
-    from loom_redis.store._part import SCRIPT_NAMES
+    from loom_redis.store.wire import SCRIPT_NAMES
 
     assert sorted(HOSTILE) == sorted(SCRIPT_NAMES)
 

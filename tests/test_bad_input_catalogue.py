@@ -27,9 +27,9 @@ import pytest
 from click.testing import CliRunner
 
 import loom_redis as loom
-from loom_redis import definitions
 from loom_redis.cli import main
 from loom_redis.codec import record_limit
+from loom_redis.definitions import check_start_arguments, workflow_definition
 from loom_redis.events import TERMINAL_TYPES, EventType
 from loom_redis.store import Store
 from loom_redis.testing import free_port, isolated_registry, running_worker
@@ -1446,9 +1446,19 @@ async def test_typeddict_input_that_matches_is_accepted(client: loom.Client) -> 
     await client.start(
         OrderWorkflow, {"order_id": "A3", "amount": 3}, initial_state={"paid": False}
     )
-    assert definitions._required_keys(FutureInput) == {"order_id"}
+    future = workflow_definition(FutureWorkflow)
+    check_start_arguments(future, {"order_id": "A4"}, None)
+    with pytest.raises(loom.WorkflowInputError, match="missing required key"):
+        check_start_arguments(future, {"note": "no id"}, None)
 
 
 class FutureInput(TypedDict):
     order_id: str
     note: NotRequired[str]
+
+
+@loom.workflow(name="bad_FutureWorkflow")
+class FutureWorkflow(loom.Workflow[FutureInput, dict[str, Any]]):
+    @loom.step
+    async def only(self, ctx: loom.WorkflowContext[FutureInput, dict[str, Any]]) -> None:
+        return None

@@ -8,6 +8,7 @@ import json
 import click
 
 from ..client import Client
+from ..store.wire import Reply
 from ._common import json_option, limit_option, namespace_option, shown, url_option, with_client
 
 
@@ -54,6 +55,6 @@ def dead_retry(entry_ids: tuple[str, ...], url: str | None, namespace: str | Non
     failed = False
     for entry_id, outcome in with_client(url, namespace, redrive):
         click.echo(f"{shown(entry_id)}: {shown(outcome)}")
-        failed = failed or outcome not in ("ok", "already-queued")
+        failed = failed or outcome not in (Reply.OK, Reply.ALREADY_QUEUED)
     if failed:
         raise SystemExit(1)

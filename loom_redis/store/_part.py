@@ -15,21 +15,8 @@ from .connection import (
 )
 from .keys import Keyspace
 from .wire import (
+    SCRIPT_NAMES,
     lua_constants,
-)
-
-SCRIPT_NAMES = (
-    "start",
-    "await_close",
-    "commit",
-    "external",
-    "activity_result",
-    "activity_retry",
-    "fire_timer",
-    "dead_letter",
-    "redrive",
-    "dead_timer",
-    "defer_task",
 )
 
 

@@ -130,6 +130,21 @@ class Reply(StrEnum):
     EXISTS = "exists"  # start.lua: another start created the workflow
 
 
+# The transitions, one Lua script each (scripts/<name>.lua, after scripts/lib.lua).
+SCRIPT_NAMES = (
+    "start",
+    "await_close",
+    "commit",
+    "external",
+    "activity_result",
+    "activity_retry",
+    "fire_timer",
+    "dead_letter",
+    "redrive",
+    "dead_timer",
+    "defer_task",
+)
+
 # How long a workflow's close notice (see Store.await_close) outlives its close.
 CLOSE_NOTICE_MS = 60_000
 # The notice that ends a wait for a workflow that does not exist (see await_close.lua).

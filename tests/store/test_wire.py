@@ -9,7 +9,6 @@ from importlib import resources
 
 from loom_redis.events import EventType
 from loom_redis.store import wire
-from loom_redis.store._part import SCRIPT_NAMES
 
 # Names a script spells that are Redis's or Lua's, not loom-redis's wire format.
 NOT_WIRE = {"hash", "stream", "zset", "list", "table"}
@@ -33,7 +32,9 @@ UPPER_NAME = re.compile(r"^[A-Z]+_[A-Z_]+$")  # an event type, not a Redis comma
 
 def scripts() -> dict[str, str]:
     folder = resources.files("loom_redis.store").joinpath("scripts")
-    return {name: folder.joinpath(f"{name}.lua").read_text() for name in ("lib", *SCRIPT_NAMES)}
+    return {
+        name: folder.joinpath(f"{name}.lua").read_text() for name in ("lib", *wire.SCRIPT_NAMES)
+    }
 
 
 def literals(source: str) -> list[str]:
