@@ -28,9 +28,10 @@ def split_tasks(events: list[Event], workflow_id: str) -> list[Batch]:
             # External events that arrived while the task ran (its commit wrote its
             # commands after them) were not fed to it: they open the next batch.
             skip = event.data.get("skip", 0) if isinstance(event.data, dict) else 0
-            cut = len(current.externals) - skip if isinstance(skip, int) else -1
+            whole = isinstance(skip, int) and not isinstance(skip, bool)
+            cut = len(current.externals) - skip if whole else -1
             following = current.externals[cut:] if 0 <= cut <= len(current.externals) else []
-            if len(following) != skip or any(e.type not in EXTERNAL_TYPES for e in following):
+            if not whole or len(following) != skip or any(e.type not in EXTERNAL_TYPES for e in following):
                 raise NonDeterministicWorkflowError(
                     f"workflow {workflow_id!r}: history entry {event.id} "
                     f"(WORKFLOW_TASK_COMPLETED) skips {skip!r} events, more than the "
