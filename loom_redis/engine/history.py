@@ -31,7 +31,8 @@ def split_tasks(events: list[Event], workflow_id: str) -> list[Batch]:
             whole = isinstance(skip, int) and not isinstance(skip, bool)
             cut = len(current.externals) - skip if whole else -1
             following = current.externals[cut:] if 0 <= cut <= len(current.externals) else []
-            if not whole or len(following) != skip or any(e.type not in EXTERNAL_TYPES for e in following):
+            external = all(e.type in EXTERNAL_TYPES for e in following)
+            if not whole or len(following) != skip or not external:
                 raise NonDeterministicWorkflowError(
                     f"workflow {workflow_id!r}: history entry {event.id} "
                     f"(WORKFLOW_TASK_COMPLETED) skips {skip!r} events, more than the "
