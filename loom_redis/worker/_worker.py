@@ -30,23 +30,23 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from .codec import decode, encode
-from .definitions import (
+from ..codec import decode, encode
+from ..definitions import (
     NondeterminismPolicy,
     registered_activities,
     registered_activity,
     registered_workflow,
     registered_workflows,
 )
-from .engine import Activation, WorkflowInstance, clip, failure_record
-from .errors import (
+from ..engine import Activation, WorkflowInstance, clip, failure_record
+from ..errors import (
     ConfigurationError,
     NonDeterministicWorkflowError,
     PayloadError,
     WorkflowExecutionError,
 )
-from .events import COMMAND_TYPES, USER_VALUES, Command, Event, EventType, Status
-from .metrics import (
+from ..events import COMMAND_TYPES, USER_VALUES, Command, Event, EventType, Status
+from ..metrics import (
     ACTIVITY_SECONDS,
     CLAIMED,
     COMMIT_CONFLICTS,
@@ -63,10 +63,10 @@ from .metrics import (
     labelled,
     serve_metrics,
 )
-from .store import Store, Task, TaskPlan, TimerMember
-from .store.connection import now_ms, redis_errors, retrying, unreachable
-from .store.keys import validate_queue
-from .store.store import (
+from ..store import Store, Task, TaskPlan, TimerMember
+from ..store.connection import now_ms, redis_errors, retrying, unreachable
+from ..store.keys import validate_queue
+from ..store.store import (
     HEARTBEAT_MS,
     CommitResult,
     ConsumerGroupMissing,
