@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,18 +31,21 @@ logger = logging.getLogger("loom_redis.worker")
 
 @dataclass
 class _Hold:
-    """How the scheduling of an activity run at once got written: by a `watchdog` made
-    when the eager window ended before the attempt did, which sets `written` once its
-    commit came back with `outcome`."""
+    """An activity run at once for a workflow task, and how its scheduling got written:
+    if the eager window ends before the attempt does, the watchdog starts a job (run
+    in `job`'s scope) that writes it and sets `written` once its commit came back with
+    `outcome`."""
 
+    task: Task
+    queue: str
+    loaded: Loaded
+    plan: TaskPlan
+    held: Task
     attempt_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    watchdog: asyncio.Task[None] | None = None
-    written: asyncio.Event = field(init=False)  # made with the watchdog
+    # Both made when the window ends first.
+    job: anyio.CancelScope | None = None
+    written: asyncio.Event | None = None
     outcome: str = ""
-
-    def watch(self, watchdog: Coroutine[Any, Any, None]) -> None:
-        self.written = asyncio.Event()
-        self.watchdog = asyncio.ensure_future(watchdog)
 
 
 class EagerActivities:
@@ -68,6 +71,26 @@ class EagerActivities:
         self._timers = timers
         self._commits = commits
         self._activity_tasks = activity_tasks
+        # The holds whose window ended before their attempt, for the watchdog.
+        self._windows_ended: deque[tuple[_Hold, anyio.CancelScope, asyncio.Event]] = deque()
+        self._watchdog_wakeup = asyncio.Event()
+
+    async def watchdog(self) -> None:
+        """Start the job of each attempt whose eager window ended first (see
+        _hold_slow_attempt), as a child of this task: run in the executors' task group,
+        the jobs end with it."""
+        async with anyio.create_task_group() as jobs:
+            while True:
+                while not self._windows_ended:
+                    self._watchdog_wakeup = asyncio.Event()
+                    await self._watchdog_wakeup.wait()
+                jobs.start_soon(self._hold_slow_attempt, *self._windows_ended.popleft())
+
+    def _window_ended(self, hold: _Hold) -> None:
+        hold.job = anyio.CancelScope()
+        hold.written = asyncio.Event()
+        self._windows_ended.append((hold, hold.job, hold.written))
+        self._watchdog_wakeup.set()
 
     def candidate(
         self, activation: Activation, loaded: Loaded, take_next_for: str
@@ -97,36 +120,34 @@ class EagerActivities:
         If its attempt ends within the eager window, one commit writes the workflow task,
         the activity's outcome and what the code did next (or the retry of its next
         attempt): the history is the one the queued way writes, one round trip and two
-        hops shorter. Otherwise a watchdog writes the scheduling at the window's end, with
+        hops shorter. Otherwise a job writes the scheduling at the window's end, with
         a timer member in place of the task (its lease, renewed while the attempt runs,
         that queues the activity again if this worker dies), and the outcome is recorded
         when it comes.
         """
         held = self._store.held_activity_task(task.workflow_id, queue, command)
-        hold = _Hold()
+        hold = _Hold(task, queue, loaded, plan, held)
         # The attempt runs here, before anything else this worker has to do (such as its
-        # next read) gets a turn: no task is made for it, nor for the watchdog unless the
-        # window ends first.
-        loop = asyncio.get_running_loop()
-        window = loop.call_later(
-            self._eager_ms / 1000,
-            lambda: hold.watch(self._hold_slow_attempt(task, queue, loaded, plan, held, hold)),
+        # next read) gets a turn: no task is made for it, nor for its hold unless the
+        # window ends first (a timer callback hands it to the watchdog, see watchdog).
+        window = asyncio.get_running_loop().call_later(
+            self._eager_ms / 1000, self._window_ended, hold
         )
         try:
             with hold.attempt_scope:
                 attempt = await run_attempt(held, dict(command.data or {}), fn)
             window.cancel()
-            if hold.watchdog is not None:
+            if hold.written is not None:
                 await hold.written.wait()
         finally:
             window.cancel()
-            if hold.watchdog is not None:
-                hold.watchdog.cancel()
+            if hold.job is not None:
+                hold.job.cancel()
             # Until here, a drain hands its lease back (see Worker.abort).
             self._in_flight.release(task)
         if hold.attempt_scope.cancelled_caught:  # its scheduling could not be written
             return hold.outcome
-        if hold.watchdog is None:
+        if hold.written is None:
             merged = await self._commit_with_outcome(task, queue, loaded, plan, held, attempt)
             if merged is not None:
                 labelled(EAGER_ACTIVITIES, "with_outcome").inc()
@@ -141,40 +162,45 @@ class EagerActivities:
         return hold.outcome
 
     async def _hold_slow_attempt(
-        self, task: Task, queue: str, loaded: Loaded, plan: TaskPlan, held: Task, hold: _Hold
+        self, hold: _Hold, job: anyio.CancelScope, written: asyncio.Event
     ) -> None:
         """At the eager window's end, write the scheduling of the activity still running,
-        then renew its lease until cancelled; if the scheduling cannot be written (the
-        history moved, Redis failed), cancel the attempt: a replay schedules it again."""
-        try:
-            hold.outcome = await self._hold(task, queue, loaded, plan, held, keep=True)
-        except Exception as exc:  # the attempt waits for an outcome, whatever happened
-            log = logger.warning if isinstance(exc, RedisError) else logger.exception
-            # Named by workflow and seq: the task carries the activity's arguments.
-            log(
-                "could not write the scheduling of activity seq %s of workflow %s: %s",
-                int(held.fields["seq"]),
-                held.workflow_id,
-                exc,
-            )
-            hold.outcome = "error"
-        finally:
-            hold.written.set()
-        if hold.outcome != "ok":
-            hold.attempt_scope.cancel()
-            return
-        self._in_flight.hold(task, held)  # a drain hands its lease back
-        while True:
-            await anyio.sleep(self._lease_ms / 3000)
+        then renew its lease until the attempt ends; if the scheduling cannot be written
+        (the history moved, Redis failed), cancel the attempt: a replay schedules it
+        again."""
+        task, held = hold.task, hold.held
+        with job:
             try:
-                await self._store.renew_activity_lease(held, now_ms() + self._lease_ms)
-            except RedisError as exc:
-                logger.warning(
-                    "could not renew the lease of activity seq %s of workflow %s: %s",
+                hold.outcome = await self._hold(
+                    task, hold.queue, hold.loaded, hold.plan, held, keep=True
+                )
+            except Exception as exc:  # the attempt waits for an outcome, whatever happened
+                log = logger.warning if isinstance(exc, RedisError) else logger.exception
+                # Named by workflow and seq: the task carries the activity's arguments.
+                log(
+                    "could not write the scheduling of activity seq %s of workflow %s: %s",
                     int(held.fields["seq"]),
                     held.workflow_id,
                     exc,
                 )
+                hold.outcome = "error"
+            finally:
+                written.set()
+            if hold.outcome != "ok":
+                hold.attempt_scope.cancel()
+                return
+            self._in_flight.hold(task, held)  # a drain hands its lease back
+            while True:
+                await anyio.sleep(self._lease_ms / 3000)
+                try:
+                    await self._store.renew_activity_lease(held, now_ms() + self._lease_ms)
+                except RedisError as exc:
+                    logger.warning(
+                        "could not renew the lease of activity seq %s of workflow %s: %s",
+                        int(held.fields["seq"]),
+                        held.workflow_id,
+                        exc,
+                    )
 
     async def _hold(
         self, task: Task, queue: str, loaded: Loaded, plan: TaskPlan, held: Task, *, keep: bool

@@ -92,7 +92,7 @@ class Worker:
         activity_tasks = ActivityTasks(
             store, in_flight, instances, intake, timers, trouble, commits, unrunnable
         )
-        eager = EagerActivities(
+        self._eager = eager = EagerActivities(
             store,
             options.eager_ms,
             options.lease_ms,
@@ -150,6 +150,7 @@ class Worker:
                 )
             async with anyio.create_task_group() as executors:
                 self._executor_group = executors
+                executors.start_soon(self._eager.watchdog)
                 for _ in range(self.concurrency):
                     executors.start_soon(self._executors.run)
                 with intake:
