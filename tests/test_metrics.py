@@ -41,15 +41,15 @@ async def test_tasks_in_flight_are_counted_at_scrape_time(
         assert in_flight() == 0
         handle = await client.start(Waiting, {})
         with anyio.fail_after(10):
-            while not worker._in_flight:  # the activity task runs, waiting
+            while not worker.tasks_in_flight:  # the activity task runs, waiting
                 await anyio.sleep(0.01)
-        assert in_flight() == len(worker._in_flight) == 1
+        assert in_flight() == len(worker.tasks_in_flight) == 1
         released.set()
         assert await handle.result(timeout=10) == {"said": "released"}
         with anyio.fail_after(10):  # the worker finishes the task after the commit
             while in_flight() != 0:
                 await anyio.sleep(0.01)
-        assert not worker._in_flight
+        assert not worker.tasks_in_flight
     assert in_flight() == 0  # a stopped worker counts nothing
 
 

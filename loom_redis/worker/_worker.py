@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
 from ..definitions import NondeterminismPolicy
@@ -115,26 +115,30 @@ class Worker:
         self._housekeeping = Housekeeping(store, options, streams, in_flight)
         self._executor_group: TaskGroup | None = None
         self._aborting = False
-        self._started = anyio.Event()
         # Reading its queues (from its start until its drain), and Redis answering: the
         # readiness probe needs both.
         self._ready = False
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Run until `stop()` is called (or the task is cancelled)."""
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until `stop()` is called (or the task is cancelled).
+
+        Started with `await task_group.start(worker.run)`, it returns once the worker
+        reads its queues (and raises if it cannot start)."""
         with redis_errors("start a worker", self.store.url):
             await self.store.ensure_groups(self.queues)
             await self.store.load_scripts()
             await publish_definitions(self.store)
         intake = self._intake.open()
         with counting_load(self):
-            await self._run_until_stopped(intake)
+            await self._run_until_stopped(intake, task_status)
         await self._housekeeping.remove_heartbeat()
         logger.info("worker %s stopped", self.name)
 
-    async def _run_until_stopped(self, intake: anyio.CancelScope) -> None:
+    async def _run_until_stopped(
+        self, intake: anyio.CancelScope, task_status: TaskStatus[None]
+    ) -> None:
         options = self.options
         async with anyio.create_task_group() as background:
             background.start_soon(self._timers.run)
@@ -155,7 +159,7 @@ class Worker:
                     executors.start_soon(self._executors.run)
                 with intake:
                     self._ready = True
-                    self._started.set()
+                    task_status.started()
                     logger.info(
                         "worker %s reading queues %s (%d shards, concurrency %d)",
                         self.name,
@@ -217,14 +221,17 @@ class Worker:
         return self._in_flight.running
 
     @property
+    def tasks_in_flight(self) -> list[Task]:
+        """The tasks this worker took from Redis and has not finished (running or
+        waiting for an executor), as of now: their leases are renewed."""
+        return self._in_flight.tasks()
+
+    @property
     def tasks_waiting(self) -> int:
         """How many tasks this worker took from Redis wait for an executor: those a read
         brought beyond the free executors, and follow-ups that run after the task whose
         transition delivered them."""
         return self._in_flight.waiting
-
-    async def wait_started(self) -> None:
-        await self._started.wait()
 
     async def _drain_deadline(self) -> None:
         with anyio.move_on_after(self.options.drain_seconds):
