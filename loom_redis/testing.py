@@ -157,8 +157,7 @@ async def running_worker(url: str, namespace: str, **options: Any) -> AsyncItera
     worker = Worker(store, **options)
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            await worker.wait_started()
+            await group.start(worker.run)
             try:
                 yield worker
             finally:

@@ -13,10 +13,12 @@ from tests.test_security import http_get
 pytestmark = pytest.mark.anyio
 
 released = anyio.Event()
+activity_waits = anyio.Event()
 
 
 @loom.activity(name="metrics_wait")
 async def wait_for_release() -> str:
+    activity_waits.set()
     await released.wait()
     return "released"
 
@@ -35,21 +37,22 @@ def in_flight() -> float | None:
 async def test_tasks_in_flight_are_counted_at_scrape_time(
     client: loom.Client, redis_url: str, namespace: str
 ) -> None:
-    global released
-    released = anyio.Event()
+    global released, activity_waits
+    released, activity_waits = anyio.Event(), anyio.Event()
     async with running_worker(redis_url, namespace, eager_seconds=0) as worker:
         assert in_flight() == 0
         handle = await client.start(Waiting, {})
         with anyio.fail_after(10):
-            while not worker._in_flight:  # the activity task runs, waiting
-                await anyio.sleep(0.01)
-        assert in_flight() == len(worker._in_flight) == 1
+            # The activity task runs, waiting (a task only taken may still wait for its
+            # executor: in flight, but not running).
+            await activity_waits.wait()
+        assert in_flight() == len(worker.tasks_in_flight) == 1
         released.set()
         assert await handle.result(timeout=10) == {"said": "released"}
         with anyio.fail_after(10):  # the worker finishes the task after the commit
             while in_flight() != 0:
                 await anyio.sleep(0.01)
-        assert not worker._in_flight
+        assert not worker.tasks_in_flight
     assert in_flight() == 0  # a stopped worker counts nothing
 
 
