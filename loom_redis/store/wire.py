@@ -17,7 +17,14 @@ import msgpack
 from ..events import EXTERNAL_TYPES
 
 
-class TaskField(StrEnum):
+class _WireName(StrEnum):
+    """A name as Redis holds it: shown in messages as that string, not as the member."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class TaskField(_WireName):
     """Fields of a task stream entry (a workflow task or an activity task)."""
 
     KIND = "k"  # a TaskKind
@@ -40,12 +47,12 @@ class TaskField(StrEnum):
     LEASE = "lease"
 
 
-class TaskKind(StrEnum):
+class TaskKind(_WireName):
     WORKFLOW = "w"
     ACTIVITY = "a"
 
 
-class DeadLetterField(StrEnum):
+class DeadLetterField(_WireName):
     """Fields a dead-letter entry adds to the task's own."""
 
     REASON = "reason"
@@ -55,7 +62,7 @@ class DeadLetterField(StrEnum):
     TIMER = "timer"
 
 
-class HistoryField(StrEnum):
+class HistoryField(_WireName):
     """Fields of a history entry."""
 
     TYPE = "type"  # an EventType
@@ -64,7 +71,7 @@ class HistoryField(StrEnum):
     DATA = "d"  # msgpack
 
 
-class MetaField(StrEnum):
+class MetaField(_WireName):
     """Fields of a workflow's meta hash: what a reader sees without reading history."""
 
     NAME = "name"
@@ -104,7 +111,7 @@ TIMER_PREFIX = "t:"
 ONCE_PREFIX = "once:"
 
 
-class TimerKind(StrEnum):
+class TimerKind(_WireName):
     """What a timer member does when it is due (the first element of its msgpack list)."""
 
     TIMER = "timer"  # fires a durable timer: TIMER_FIRED and a workflow task
@@ -113,7 +120,7 @@ class TimerKind(StrEnum):
     REQUEUE = "requeue"  # queues a workflow task handed back by a worker
 
 
-class Reply(StrEnum):
+class Reply(_WireName):
     """What a transition script says it did (its reply, or the first element of it)."""
 
     OK = "ok"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from ..definitions import registered_activity
 from ..store import Store, Task
+from ..store.wire import Reply, TaskField
 from ._attempts import Attempt, run_attempt, scheduled_activity
 from ._in_flight import InFlight
 from ._instances import InstanceCache
 from ._intake import Intake
+from ._outcomes import TaskOutcome
 from ._timers import TimerSweep
 from ._trouble import RedisTrouble
 from ._unrunnable import Unrunnable
@@ -61,7 +63,7 @@ class ActivityTasks:
             ),
         )
         self._timers.wake()
-        return "retry" if outcome == "ok" else outcome
+        return TaskOutcome.RETRY if outcome == Reply.OK else outcome
 
     async def _record(self, task: Task, queue: str, attempt: Attempt) -> str:
         """Record the activity's outcome, once whatever the retries (a repeat finds it
@@ -105,12 +107,12 @@ class ActivityTasks:
         cached = self._instances.take(workflow_id)
         if cached is None:
             return None
-        event = attempt.outcome_event(int(task.fields["seq"]))
+        event = attempt.outcome_event(int(task.fields[TaskField.SEQ]))
         loaded = Loaded(
             cached.instance, [event], cached.length, cached.last_id, event, attempt.encoded
         )
         outcome = await self._commits.replay_and_commit(task, queue, loaded)
-        if outcome in ("conflict", "reload"):
+        if outcome in (Reply.CONFLICT, TaskOutcome.RELOAD):
             return None
         # The commit acknowledged the activity task: "closed" dropped its outcome.
-        return "dropped" if outcome == "closed" else outcome
+        return Reply.DROPPED if outcome == Reply.CLOSED else outcome

@@ -20,6 +20,7 @@ from ..events import USER_VALUES, Event, EventType
 from ..metrics import ACTIVITY_SECONDS, labelled
 from ..store import Task
 from ..store.connection import now_ms
+from ..store.wire import TaskField
 
 logger = logging.getLogger("loom_redis.worker")
 
@@ -44,7 +45,7 @@ class Attempt:
 
 def scheduled_activity(task: Task) -> dict[str, Any]:
     """What an activity task asks for (name, args, kwargs, timeout, retry policy)."""
-    scheduled = decode(task.fields.get("p"), what=f"activity task {task.id}")
+    scheduled = decode(task.fields.get(TaskField.PAYLOAD), what=f"activity task {task.id}")
     if not isinstance(scheduled, dict) or "name" not in scheduled:
         raise PayloadError(f"activity task {task.id} of workflow {task.workflow_id!r} has no name")
     return scheduled
@@ -53,7 +54,7 @@ def scheduled_activity(task: Task) -> dict[str, Any]:
 async def run_attempt(task: Task, scheduled: dict[str, Any], fn: Any) -> Attempt:
     """Run one attempt of the activity and say what is to be written."""
     name = str(scheduled["name"])
-    attempt = int(task.fields.get("att", b"1"))
+    attempt = int(task.fields.get(TaskField.ATTEMPT, b"1"))
     timeout = scheduled.get("timeout_seconds")
     started = time.perf_counter()
     try:

@@ -19,10 +19,12 @@ from ..events import Command, EventType
 from ..metrics import EAGER_ACTIVITIES, labelled
 from ..store import Store, Task, TaskPlan
 from ..store.connection import now_ms
+from ..store.wire import Reply, TaskField
 from ._activity_tasks import ActivityTasks
 from ._attempts import Attempt, run_attempt
 from ._in_flight import InFlight
 from ._intake import Intake
+from ._outcomes import TaskOutcome
 from ._timers import TimerSweep
 from ._workflow_commits import Loaded, WorkflowCommits, plan_of
 
@@ -154,7 +156,7 @@ class EagerActivities:
                 return merged
             # The instance refused the outcome and is ahead of the history: not kept.
             hold.outcome = await self._hold(task, queue, loaded, plan, held, keep=False)
-            if hold.outcome != "ok":
+            if hold.outcome != Reply.OK:
                 return hold.outcome
         await self._activity_tasks.settle(held, queue, attempt)
         # A task the outcome's commit delivered runs after this workflow task.
@@ -179,14 +181,14 @@ class EagerActivities:
                 # Named by workflow and seq: the task carries the activity's arguments.
                 log(
                     "could not write the scheduling of activity seq %s of workflow %s: %s",
-                    int(held.fields["seq"]),
+                    int(held.fields[TaskField.SEQ]),
                     held.workflow_id,
                     exc,
                 )
-                hold.outcome = "error"
+                hold.outcome = TaskOutcome.ERROR
             finally:
                 written.set()
-            if hold.outcome != "ok":
+            if hold.outcome != Reply.OK:
                 hold.attempt_scope.cancel()
                 return
             self._in_flight.hold(task, held)  # a drain hands its lease back
@@ -197,7 +199,7 @@ class EagerActivities:
                 except RedisError as exc:
                     logger.warning(
                         "could not renew the lease of activity seq %s of workflow %s: %s",
-                        int(held.fields["seq"]),
+                        int(held.fields[TaskField.SEQ]),
                         held.workflow_id,
                         exc,
                     )
@@ -226,9 +228,11 @@ class EagerActivities:
         """The workflow task and its eager activity's attempt in one commit: with the
         retry of the next attempt, or with the outcome and the code's next activation.
         None if the instance refused the outcome (the caller writes them apart)."""
-        seq = int(held.fields["seq"])
+        seq = int(held.fields[TaskField.SEQ])
         if attempt.retry_due_ms is not None:
-            retry = self._store.retry_member(task.workflow_id, queue, seq, 2, held.fields["p"])
+            retry = self._store.retry_member(
+                task.workflow_id, queue, seq, 2, held.fields[TaskField.PAYLOAD]
+            )
             plans = [replace(plan, extra_timers=[(attempt.retry_due_ms, retry)])]
             self._timers.wake()
         else:

@@ -10,8 +10,10 @@ from redis.exceptions import RedisError
 from ..errors import PayloadError
 from ..metrics import TASKS, labelled
 from ..store import Task
+from ..store.wire import TaskKind
 from ._activity_tasks import ActivityTasks
 from ._in_flight import InFlight
+from ._outcomes import TaskOutcome
 from ._trouble import RedisTrouble
 from ._unrunnable import Unrunnable, kind_label, malformed
 from ._workflow_tasks import WorkflowTasks
@@ -57,19 +59,19 @@ class Executors:
     async def _execute(self, task: Task, deliveries: int) -> Task | None:
         """Run one task; returns the task its transition delivered to run next, if any."""
         queue = self._streams[task.queue_key][1]
-        outcome = "error"
+        outcome: str = TaskOutcome.ERROR
         try:
             if deliveries > self._max_deliveries:
-                outcome = "dead"
+                outcome = TaskOutcome.DEAD
                 await self._unrunnable.dead_letter(
                     task,
                     f"delivered {deliveries} times, over the limit of {self._max_deliveries} "
                     "(each worker that took it died or lost its lease)",
                 )
             elif (problem := malformed(task)) is not None:
-                outcome = "dead"
+                outcome = TaskOutcome.DEAD
                 await self._unrunnable.dead_letter(task, problem)
-            elif task.kind == "w":
+            elif task.kind == TaskKind.WORKFLOW:
                 # Its first delivery may run an activity at once; a task taken over
                 # from a worker that died leaves its activities queued, so that one
                 # that kills workers ends in the dead-letter stream as itself.
@@ -77,13 +79,13 @@ class Executors:
                 outcome = await self._trouble.while_unreachable(
                     task, lambda: self._workflow_tasks.run(task, queue, eager=eager)
                 )
-            elif task.kind == "a":
+            elif task.kind == TaskKind.ACTIVITY:
                 outcome = await self._activity_tasks.run(task, queue)
             else:
-                outcome = "dead"
+                outcome = TaskOutcome.DEAD
                 await self._unrunnable.dead_letter(task, f"unknown task kind {task.kind!r}")
         except PayloadError as exc:
-            outcome = "dead"
+            outcome = TaskOutcome.DEAD
             await self._unrunnable.dead_letter(task, f"bad payload: {exc}")
         except RedisError as exc:
             # Left pending: the reclaimer (here or elsewhere) retries it after the lease.

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from ..metrics import LEASE_EXPIRED, TIMERS_FIRED, labelled
 from ..store import Store, TimerMember
 from ..store.connection import now_ms
+from ..store.wire import Reply
 from ._trouble import RedisTrouble
 
 logger = logging.getLogger("loom_redis.worker")
@@ -41,7 +42,7 @@ class TimerSweep:
                 due, next_due = await self._store.due_timers()
                 for member in due:
                     outcome = await self._store.fire_timer(member)
-                    if outcome == "ok":
+                    if outcome == Reply.OK:
                         labelled(TIMERS_FIRED, member.kind).inc()
                         if member.lease:
                             _lease_expired(member)

@@ -13,6 +13,8 @@ from ..definitions import registered_activities, registered_workflows
 from ..metrics import DEAD_LETTERS, UNREGISTERED_TASKS, labelled
 from ..store import Store, Task, registering
 from ..store.connection import now_ms
+from ..store.wire import TaskField, TaskKind
+from ._outcomes import TaskOutcome
 from ._timers import TimerSweep
 
 logger = logging.getLogger("loom_redis.worker")
@@ -22,7 +24,7 @@ logger = logging.getLogger("loom_redis.worker")
 UNREGISTERED_DELAY_SECONDS = 0.25
 MAX_UNREGISTERED_DELAY_SECONDS = 10.0
 
-_KIND_LABELS = {"w": "workflow", "a": "activity"}
+_KIND_LABELS: dict[str, str] = {TaskKind.WORKFLOW: "workflow", TaskKind.ACTIVITY: "activity"}
 
 
 class Unrunnable:
@@ -60,7 +62,7 @@ class Unrunnable:
         now = now_ms()
         since = 0 if others else task.unregistered_since or now
         if since and now - since >= self._grace_ms:
-            labelled(UNREGISTERED_TASKS, kind, name, "dead").inc()
+            labelled(UNREGISTERED_TASKS, kind, name, TaskOutcome.DEAD).inc()
             await self.dead_letter(
                 task,
                 f"no live worker of queue {queue!r} has registered {what} (workflow "
@@ -68,7 +70,7 @@ class Unrunnable:
                 f"the module that defines it, then `loom dead retry`; this worker registers "
                 f"{', '.join(mine) or 'no ' + kind}",
             )
-            return "dead"
+            return TaskOutcome.DEAD
         # The back-off spares Redis while no worker can run the task. While one can, it
         # would only delay the task: each hand-back may come back to this worker (a
         # blocked read is served in the order the readers blocked), so it stays short.
@@ -118,21 +120,29 @@ def malformed(task: Task) -> str | None:
     def fields() -> str:  # made only for a reason: most tasks are sound
         return ", ".join(sorted(repr(name) for name in task.fields)) or "none"
 
-    if task.kind not in ("w", "a"):
+    kind, workflow_id = TaskField.KIND, TaskField.WORKFLOW_ID
+    if task.kind not in set(TaskKind):
         return (
-            f"task {task.id} has unknown kind {task.kind!r} (field 'k'): expected k=w (a "
-            f"workflow task) or k=a (an activity task); its fields: {fields()}"
+            f"task {task.id} has unknown kind {task.kind!r} (field {kind!r}): expected "
+            f"{kind}={TaskKind.WORKFLOW} (a workflow task) or {kind}={TaskKind.ACTIVITY} (an "
+            f"activity task); its fields: {fields()}"
         )
-    what = f"{'workflow' if task.kind == 'w' else 'activity'} task {task.id}"
+    what = f"{_KIND_LABELS[task.kind]} task {task.id}"
     if not task.workflow_id:
-        return f"{what} has no 'wf' field (the id of its workflow); its fields: {fields()}"
-    if task.kind == "a":
+        return (
+            f"{what} has no {workflow_id!r} field (the id of its workflow); its fields: {fields()}"
+        )
+    if task.kind == TaskKind.ACTIVITY:
         what = f"{what} of workflow {task.workflow_id!r}"
-        for name, required in (("seq", True), ("att", False), ("p", True)):
+        for name, required in (
+            (TaskField.SEQ, True),
+            (TaskField.ATTEMPT, False),
+            (TaskField.PAYLOAD, True),
+        ):
             value = task.fields.get(name)
             if value is None:
                 if required:
                     return f"{what}: field {name!r} is missing; its fields: {fields()}"
-            elif name != "p" and not (value.isdigit() and int(value) >= 1):
+            elif name != TaskField.PAYLOAD and not (value.isdigit() and int(value) >= 1):
                 return f"{what}: field {name!r} must be a whole number >= 1, got {value!r}"
     return None

@@ -17,11 +17,12 @@ from ..events import COMMAND_TYPES, Command, Event, EventType, Status
 from ..metrics import WORKFLOW_TASK_SECONDS, WORKFLOWS_CLOSED, labelled
 from ..store import CommitResult, Store, Task, TaskPlan
 from ..store.connection import now_ms
-from ..store.wire import TimerKind
+from ..store.wire import Reply, TimerKind
 from ._in_flight import InFlight
 from ._instances import InstanceCache
 from ._intake import Intake
 from ._options import Options
+from ._outcomes import TaskOutcome
 from ._timers import TimerSweep
 
 logger = logging.getLogger("loom_redis.worker")
@@ -124,7 +125,7 @@ class WorkflowCommits:
             activation = instance.apply(loaded.events, task_time)
         except (NonDeterministicWorkflowError, PayloadError) as exc:
             if loaded.base_length:
-                return "reload"  # judge it on a replay of the whole history
+                return TaskOutcome.RELOAD  # judge it on a replay of the whole history
             if isinstance(exc, PayloadError):
                 return await self._fail(task, queue, loaded.events, exc)
             policy = definition.on_nondeterminism or self._options.on_nondeterminism
@@ -181,7 +182,7 @@ class WorkflowCommits:
         """After a commit: take the task it delivered, wake the timer sweep for new timers,
         and keep the instance (`keep`) if the workflow goes on."""
         self._in_flight.adopt(task, result.next_task)
-        if result.outcome == "ok":
+        if result.outcome == Reply.OK:
             commands = [command for plan in plans for command in plan.commands]
             if any(c.type == EventType.TIMER_STARTED for c in commands):
                 self._timers.wake()
@@ -241,7 +242,7 @@ class WorkflowCommits:
             ],
         )
         self._timers.wake()
-        return "suspended" if result.outcome == "ok" else result.outcome
+        return TaskOutcome.SUSPENDED if result.outcome == Reply.OK else result.outcome
 
     async def fail_unreadable(self, task: Task, queue: str, error: PayloadError) -> str:
         """Fail a workflow whose history holds an entry that does not decode: it can never
@@ -273,7 +274,7 @@ class WorkflowCommits:
             expected_length=expected_length,
             plans=[TaskPlan([command], Status.FAILED)],
         )
-        return "failed" if result.outcome == "ok" else result.outcome
+        return TaskOutcome.FAILED if result.outcome == Reply.OK else result.outcome
 
 
 def plan_of(

@@ -11,8 +11,10 @@ from ..errors import PayloadError
 from ..events import EventType
 from ..metrics import COMMIT_CONFLICTS
 from ..store import Store, Task
+from ..store.wire import Reply
 from ._eager import EagerActivities
 from ._instances import InstanceCache
+from ._outcomes import TaskOutcome
 from ._unrunnable import Unrunnable
 from ._workflow_commits import Loaded, WorkflowCommits
 
@@ -51,16 +53,16 @@ class WorkflowTasks:
                 loaded = await self._load(task, queue, use_carried=attempt == 0)
             except PayloadError as exc:  # a history entry that does not decode
                 outcome = await self._commits.fail_unreadable(task, queue, exc)
-                if outcome != "conflict":
+                if outcome != Reply.CONFLICT:
                     return outcome
                 COMMIT_CONFLICTS.inc()
                 continue
             if isinstance(loaded, str):
                 return loaded
             outcome = await self._commits.replay_and_commit(task, queue, loaded, at_once=at_once)
-            if outcome == "conflict":
+            if outcome == Reply.CONFLICT:
                 COMMIT_CONFLICTS.inc()
-            elif outcome != "reload":
+            elif outcome != TaskOutcome.RELOAD:
                 return outcome
         logger.warning(
             "workflow task %s of %s lost %d commits in a row; retrying later",
@@ -68,7 +70,7 @@ class WorkflowTasks:
             task.workflow_id,
             MAX_COMMIT_TRIES,
         )
-        return "conflict"
+        return Reply.CONFLICT
 
     async def _load(self, task: Task, queue: str, *, use_carried: bool) -> Loaded | str:
         """The workflow's instance and the history events it has not applied yet.
@@ -99,7 +101,7 @@ class WorkflowTasks:
         history = queued_copy or await self._store.read_history(workflow_id)
         if not history or history[0].type != EventType.WORKFLOW_STARTED:
             await self._unrunnable.dead_letter(task, f"workflow {workflow_id!r} has no history")
-            return "dead"
+            return TaskOutcome.DEAD
         name = str((history[0].data or {}).get("name", ""))
         found = registered_workflow(name)
         if found is None:

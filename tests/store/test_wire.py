@@ -55,7 +55,7 @@ def disagreements(sources: dict[str, str]) -> list[str]:
                 found.append(f"{name}.lua spells {literal!r}, which is no EventType")
     for reply in wire.Reply:
         if reply not in spelled:
-            found.append(f"wire.Reply.{reply.name} ({str(reply)!r}) is returned by no script")
+            found.append(f"wire.Reply.{reply.name} ({reply!r}) is returned by no script")
     return found
 
 
