@@ -4,7 +4,6 @@ work, and nothing is committed twice."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 
 import anyio
@@ -12,57 +11,12 @@ import pytest
 
 import loom_redis as loom
 from loom_redis.events import COMMAND_TYPES, EventType
-from loom_redis.testing import free_port, running_worker
+from loom_redis.testing import running_worker
+from tests.support import CuttableProxy
 
 pytestmark = pytest.mark.anyio
 
 OUTAGE_SECONDS = 10
-
-
-class CuttableProxy:
-    """A TCP proxy to Redis whose link can be cut: open connections are dropped and new
-    ones refused until it is restored, as a network partition does to a worker."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.cut = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        self.sever()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def sever(self) -> None:
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        if self.cut:
-            client_w.transport.abort()
-            return
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers |= {client_w, server_w}
-
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.transport.abort()
-
-        await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w))
 
 
 @loom.activity(name="connloss_step")

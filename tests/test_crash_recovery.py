@@ -6,19 +6,14 @@ tasks of two shards with the same entry id keep their own leases."""
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import Process
 from prometheus_client.parser import text_string_to_metric_families
 
 import loom_redis as loom
@@ -26,9 +21,16 @@ from loom_redis.codec import decode, encode
 from loom_redis.events import COMMAND_TYPES, Event, EventType
 from loom_redis.store import Store, Task
 from loom_redis.testing import free_port, running_worker
-from tests.crash_workflows import LOG_ENV, LongWorkflow, PipelineWorkflow, expected_result
-from tests.test_connection_loss import CuttableProxy
-from tests.test_security import http_get
+from tests.crash_workflows import LongWorkflow, PipelineWorkflow, expected_result
+from tests.support import (
+    CuttableProxy,
+    file_text,
+    http_get,
+    side_log_lines,
+    wait_for_lines,
+    wait_until_ready,
+    worker_process,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -37,85 +39,6 @@ WORKFLOWS = 20
 
 
 # -- worker subprocesses -----------------------------------------------------------------
-
-
-def _open_output(path: Path) -> IO[bytes]:
-    return open(path, "ab")  # handed to the child, closed right after
-
-
-@asynccontextmanager
-async def worker_process(
-    redis_url: str,
-    namespace: str,
-    side_log: Path,
-    output: Path,
-    *options: str,
-    module: str = "tests.crash_workflows",
-) -> AsyncIterator[Process]:
-    """`python -m loom_redis worker <module> ...` run from the repo root; killed on exit
-    if the test left it running."""
-    env = {**os.environ, LOG_ENV: str(side_log), "PYTHONUNBUFFERED": "1"}
-    env.pop("LOOM_REDIS_URL", None)
-    env.pop("LOOM_NAMESPACE", None)
-    command = [
-        sys.executable,
-        "-m",
-        "loom_redis",
-        "worker",
-        module,
-        "--url",
-        redis_url,
-        "--namespace",
-        namespace,
-        "--poll-interval",
-        "0.2",
-        *options,
-    ]
-    out = _open_output(output)
-    try:
-        process = await anyio.open_process(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-    finally:
-        out.close()
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-
-
-async def wait_until_ready(client: loom.Client, process: Process, output: Path) -> None:
-    """Until the worker's heartbeat (written after its SIGTERM handler is installed) shows."""
-    with anyio.move_on_after(20):
-        while True:
-            entries = await client.store.redis.hgetall(client.store.keys.workers())
-            if any(decode(v).get("pid") == process.pid for v in entries.values()):
-                return
-            if process.returncode is not None:
-                break
-            await anyio.sleep(0.05)
-    pytest.fail(f"worker not ready ({process.returncode=}):\n{await _text(output)}")
-
-
-async def _text(path: Path) -> str:
-    apath = anyio.Path(path)
-    return await apath.read_text() if await apath.exists() else ""
-
-
-async def side_log_lines(path: Path) -> list[list[str]]:
-    """Lines of the side log as [what, activity, workflow_id, pid]."""
-    return [line.split() for line in (await _text(path)).splitlines() if line.strip()]
-
-
-async def wait_for_lines(path: Path, what: str, count: int, output: Path) -> list[list[str]]:
-    with anyio.move_on_after(20):
-        while True:
-            lines = await side_log_lines(path)
-            if sum(1 for line in lines if line[0] == what) >= count:
-                return lines
-            await anyio.sleep(0.02)
-    pytest.fail(f"no {count} {what!r} lines in the side log; worker said:\n{await _text(output)}")
 
 
 def _running(lines: list[list[str]]) -> Counter[tuple[str, ...]]:
@@ -178,16 +101,18 @@ async def test_sigkilled_worker_is_taken_over_and_every_workflow_completes_once(
         redis_url, namespace, side_log, second_out, *second_options
     ) as second:
         for n, handle in enumerate(handles):
-            assert await handle.result(timeout=30) == expected_result(n), await _text(second_out)
+            assert await handle.result(timeout=30) == expected_result(n), await file_text(
+                second_out
+            )
             assert await handle.status() == "COMPLETED"
         reclaimed = samples(await http_get(metrics_port, "/metrics"), "loom_tasks_reclaimed_total")
         second.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
-            assert await second.wait() == 0, await _text(second_out)
+            assert await second.wait() == 0, await file_text(second_out)
 
     # The second worker took over the tasks pending on the first one when it died, and
     # counted them.
-    assert "took over task" in await _text(second_out)
+    assert "took over task" in await file_text(second_out)
     assert reclaimed[(("how", "claimed"),)] > 0, reclaimed
 
     completions: Counter[tuple[str, str]] = Counter()
@@ -250,7 +175,9 @@ async def test_the_lease_of_a_killed_workers_activity_counts_as_taken_over(
     options = ("--lease", "1", "--metrics-port", str(metrics_port))
     async with worker_process(redis_url, namespace, side_log, second_out, *options):
         for handle in handles:
-            assert await handle.result(timeout=30) == {"outcome": "done"}, await _text(second_out)
+            assert await handle.result(timeout=30) == {"outcome": "done"}, await file_text(
+                second_out
+            )
         reclaimed = samples(await http_get(metrics_port, "/metrics"), "loom_tasks_reclaimed_total")
     assert reclaimed == {(("how", "claimed"),): 0, (("how", "lease_expired"),): 3}, reclaimed
 
@@ -347,8 +274,8 @@ async def test_sigterm_on_idle_worker_exits_zero(
         await wait_until_ready(client, process, output)
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
-            assert await process.wait() == 0, await _text(output)
-    text = await _text(output)
+            assert await process.wait() == 0, await file_text(output)
+    text = await file_text(output)
     assert "Traceback" not in text, text
     assert "SIGTERM: draining" in text
     # It removed its heartbeat on the way out.
@@ -367,8 +294,8 @@ async def test_sigterm_during_long_activity_drains_and_records_it(
         await wait_for_lines(side_log, "begin", 1, output)
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
-            assert await process.wait() == 0, await _text(output)
-    text = await _text(output)
+            assert await process.wait() == 0, await file_text(output)
+    text = await file_text(output)
     assert "Traceback" not in text, text
 
     # The activity ran to its end during the drain, and its result was recorded.
@@ -391,10 +318,10 @@ async def test_sigterm_during_long_activity_drains_and_records_it(
 
 async def wait_for_output(output: Path, text: str) -> None:
     with anyio.move_on_after(20):
-        while text not in await _text(output):
+        while text not in await file_text(output):
             await anyio.sleep(0.02)
         return
-    pytest.fail(f"the worker did not say {text!r}; it said:\n{await _text(output)}")
+    pytest.fail(f"the worker did not say {text!r}; it said:\n{await file_text(output)}")
 
 
 @pytest.mark.parametrize("eager_seconds", ["0.05", "0"], ids=["run-at-once", "queued"])
@@ -415,8 +342,8 @@ async def test_a_second_sigint_hands_the_running_activity_back_and_exits_130(
         await wait_for_output(output, "SIGINT: draining")
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(20):
-            assert await process.wait() == 130, await _text(output)
-    text = await _text(output)
+            assert await process.wait() == 130, await file_text(output)
+    text = await file_text(output)
     assert "Traceback" not in text and "Aborted!" not in text, text
     assert f"handed back 1 task(s) of workflow(s) {handle.workflow_id}" in text, text
     assert [line[0] for line in await side_log_lines(side_log)] == ["begin"]
@@ -479,7 +406,7 @@ async def test_sigterm_on_busy_worker_leaves_no_task_pending(
         await wait_for_lines(side_log, "end", 20, output)
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
-            assert await process.wait() == 0, await _text(output)
+            assert await process.wait() == 0, await file_text(output)
     assert sum(1 for line in await side_log_lines(side_log) if line[0] == "end") < 180
     assert await pending_tasks(client.store) == 0
     # The rest is done by another worker, whose lease (30 s) never has to pass.

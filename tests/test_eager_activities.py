@@ -20,12 +20,7 @@ from loom_redis.events import EventType
 from loom_redis.testing import running_worker
 from tests.crash_workflows import PipelineWorkflow, expected_result
 from tests.store_calls import count_worker_calls
-from tests.test_crash_recovery import (
-    side_log_lines,
-    wait_for_lines,
-    wait_until_ready,
-    worker_process,
-)
+from tests.support import side_log_lines, wait_for_lines, wait_until_ready, worker_process
 
 pytestmark = pytest.mark.anyio
 

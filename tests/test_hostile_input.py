@@ -17,7 +17,7 @@ import loom_redis as loom
 from loom_redis.codec import MAX_PAYLOAD_BYTES
 from loom_redis.store import Store
 from loom_redis.testing import EmbeddedServer, running_worker
-from tests.test_security import cli, cli_text, wait_until
+from tests.support import cli, cli_text, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 import loom_redis as loom
 from loom_redis.testing import free_port, running_worker
-from tests.test_security import http_get
+from tests.support import http_get
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from loom_redis.testing import EmbeddedServer, free_port, running_worker
-from tests.test_security import http_get, wait_until
+from tests.support import http_get, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 import loom_redis as loom
 from loom_redis.cli import main
 from loom_redis.testing import EmbeddedServer, free_port, running_worker
-from tests.test_security import acl_rule, create_user, with_credentials
+from tests.support import acl_rule, create_user, with_credentials
 
 NAMESPACE = "trouble"
 

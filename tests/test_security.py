@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -29,21 +28,28 @@ import msgpack
 import pytest
 import redis
 import redis.asyncio as aioredis
-from click.testing import CliRunner, Result
 
 import loom_redis as loom
-from loom_redis.cli import main
 from loom_redis.codec import MAX_PAYLOAD_BYTES, decode, record_limit
 from loom_redis.store import Store
 from loom_redis.store.connection import mask_url
 from loom_redis.testing import EmbeddedServer, free_port, running_worker
 from loom_redis.worker import Worker
+from tests.support import (
+    acl_denials,
+    acl_rule,
+    cli,
+    cli_text,
+    create_user,
+    http_get,
+    wait_until,
+    with_credentials,
+)
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "loom_redis"
-SECURITY_DOC = ROOT / "docs" / "security.md"
 
 
 # -- workflows -----------------------------------------------------------------------------
@@ -89,80 +95,6 @@ class WaitWorkflow(loom.Workflow[dict, dict]):
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def with_credentials(url: str, user: str, password: str) -> str:
-    """`url` (redis://host:port/db) with a user and password."""
-    parts = urlsplit(url)
-    return parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}").geturl()
-
-
-def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
-    """The CLI in-process; tests call it in a thread (it runs its own event loop)."""
-    return CliRunner().invoke(main, args, env=env)
-
-
-async def cli(*args: str, env: dict[str, str] | None = None) -> Result:
-    return await anyio.to_thread.run_sync(invoke, list(args), env)
-
-
-def cli_text(result: Result) -> str:
-    """All the CLI showed, and its exception if one escaped."""
-    return result.output + (repr(result.exception) if result.exception else "")
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> Any:
-    """Poll the (async) predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await anyio.sleep(0.05)
-
-
-async def http_get(port: int, path: str) -> str:
-    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        chunks = []
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    chunks.append(await stream.receive())
-                except anyio.EndOfStream:
-                    break
-    return b"".join(chunks).decode()
-
-
-def acl_rule(user: str) -> list[str]:
-    """The rule docs/security.md gives for `user` (loom-worker or loom-dashboard), so
-    that the tests prove the documented rules, not a copy of them."""
-    prefix = f"ACL SETUSER {user} "
-    lines = [line for line in SECURITY_DOC.read_text().splitlines() if line.startswith(prefix)]
-    assert len(lines) == 1, f"docs/security.md should give one rule for {user}"
-    return lines[0][len(prefix) :].split()
-
-
-async def server_version(admin: aioredis.Redis) -> tuple[int, ...]:
-    info = await admin.info("server")
-    return tuple(int(p) for p in str(info["redis_version"]).split(".")[:2])
-
-
-async def create_user(
-    admin: aioredis.Redis, name: str, password: str, rule: list[str], *, keys: str = "~loom:*"
-) -> None:
-    """ACL SETUSER `name` with a documented rule, its password and key pattern put in."""
-    args = [f">{password}" if r.startswith(">") else keys if r == "~loom:*" else r for r in rule]
-    if await server_version(admin) >= (7, 2):
-        args.append("+client|setinfo")  # as the doc says for Redis >= 7.2 and Valkey
-    await admin.execute_command("ACL", "SETUSER", name, *args)
-
-
-async def acl_denials(admin: aioredis.Redis, user: str) -> list[dict[str, Any]]:
-    entries: Any = await admin.acl_log()
-    return [e for e in entries if str(e.get("username")) == user]
 
 
 # -- 1. no code from Redis -----------------------------------------------------------------

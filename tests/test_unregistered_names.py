@@ -19,7 +19,7 @@ from loom_redis import events as loom_events
 from loom_redis.cli import main
 from loom_redis.testing import free_port, running_worker
 from tests.partial_workflows import REMOTE_ACTIVITY, SplitWorkflow
-from tests.test_crash_recovery import _text, wait_until_ready, worker_process
+from tests.support import file_text, wait_until_ready, worker_process
 
 pytestmark = pytest.mark.anyio
 
@@ -41,11 +41,11 @@ class GreetingWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
 async def wait_for_output(output: Path, *texts: str) -> str:
     with anyio.move_on_after(20):
         while True:
-            said = await _text(output)
+            said = await file_text(output)
             if all(text in said for text in texts):
                 return said
             await anyio.sleep(0.05)
-    pytest.fail(f"the worker never said {texts}:\n{await _text(output)}")
+    pytest.fail(f"the worker never said {texts}:\n{await file_text(output)}")
 
 
 async def scrape(port: int) -> str:
