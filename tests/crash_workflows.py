@@ -1,4 +1,4 @@
-"""Workflows run by a worker SUBPROCESS in tests/test_crash_recovery.py.
+"""Workflows run by a worker SUBPROCESS in tests/worker/test_crash_recovery.py.
 
 Every activity appends one line to the side log named by $LOOM_CRASH_LOG each time
 it runs to the end (so the test can count executions against recorded completions),

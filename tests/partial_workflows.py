@@ -1,4 +1,4 @@
-"""The one module a "partial" worker subprocess imports (tests/test_unregistered_names.py):
+"""The one module a "partial" worker subprocess imports (tests/worker/test_unregistered_names.py):
 a workflow whose activity, called by name, this module does not define."""
 
 from __future__ import annotations

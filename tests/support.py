@@ -229,3 +229,19 @@ async def wait_for_lines(path: Path, what: str, count: int, output: Path) -> lis
     pytest.fail(
         f"no {count} {what!r} lines in the side log; worker said:\n{await file_text(output)}"
     )
+
+
+async def namespace_keys(redis: Any, namespace: str) -> list[bytes]:
+    # Also the keys of any namespace whose name starts with this test's (rows that try
+    # to create "<ns>x" must leave nothing there either).
+    found: set[bytes] = set()
+    for pattern in (f"loom:{{{namespace}*", f"loom:{{{namespace}}}*"):
+        found.update([key async for key in redis.scan_iter(match=pattern)])
+    return sorted(found)
+
+
+async def namespace_dump(redis: Any, namespace: str, only: bytes = b"") -> dict[bytes, Any]:
+    """Every key of the namespace (whose name holds `only`) and its DUMP: equal
+    snapshots mean nothing was written."""
+    keys = [k for k in await namespace_keys(redis, namespace) if only in k]
+    return {key: await redis.dump(key) for key in keys}

@@ -1,4 +1,4 @@
-"""The public API's types, as tests/test_typing.py checks them with `mypy --strict`.
+"""The public API's types, as tests/client/test_typing.py checks them with `mypy --strict`.
 
 Never run, and not a test module. Each `assert_type` pins a type; a line that ends
 with `# E: code` must get an error of that code from mypy, and no other line any.

@@ -34,6 +34,7 @@ from loom_redis.events import TERMINAL_TYPES, EventType
 from loom_redis.store import Store
 from loom_redis.testing import free_port, isolated_registry, running_worker
 from loom_redis.worker import Worker
+from tests.support import namespace_dump
 
 pytestmark = pytest.mark.anyio
 
@@ -279,22 +280,6 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -
     with anyio.fail_after(timeout):
         while not await condition():
             await anyio.sleep(0.02)
-
-
-async def namespace_keys(redis: Any, namespace: str) -> list[bytes]:
-    # Also the keys of any namespace whose name starts with this test's (rows that try
-    # to create "<ns>x" must leave nothing there either).
-    found: set[bytes] = set()
-    for pattern in (f"loom:{{{namespace}*", f"loom:{{{namespace}}}*"):
-        found.update([key async for key in redis.scan_iter(match=pattern)])
-    return sorted(found)
-
-
-async def namespace_dump(redis: Any, namespace: str, only: bytes = b"") -> dict[bytes, Any]:
-    """Every key of the namespace (whose name holds `only`) and its DUMP: equal
-    snapshots mean nothing was written."""
-    keys = [k for k in await namespace_keys(redis, namespace) if only in k]
-    return {key: await redis.dump(key) for key in keys}
 
 
 async def snapshot(env: Env, watch: Watch | None) -> Any:

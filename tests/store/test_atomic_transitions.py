@@ -22,8 +22,7 @@ from loom_redis.events import EventType, Status
 from loom_redis.store import Store, Task, TaskPlan
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import running_worker
-
-from .test_bad_input_catalogue import namespace_dump
+from tests.support import namespace_dump
 
 pytestmark = pytest.mark.anyio
 

@@ -322,7 +322,7 @@ COMMANDS: dict[str, tuple[bool, list[str]]] = {
     "signal": (True, ["signal", "waiting", "go", "1"]),
     "cancel": (True, ["cancel", "waiting"]),
     "dead retry": (True, ["dead", "retry", "DEAD"]),
-    "worker": (True, ["worker", "tests.test_redis_trouble"]),
+    "worker": (True, ["worker", "tests.e2e.test_redis_trouble"]),
 }
 
 

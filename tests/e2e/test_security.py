@@ -48,7 +48,7 @@ from tests.support import (
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "loom_redis"
 
 
@@ -553,7 +553,7 @@ async def test_dashboard_user_reads_but_cannot_start_signal_cancel_or_run(
                 "-m",
                 "loom_redis",
                 "worker",
-                "tests.test_smoke",
+                "tests.e2e.test_smoke",
                 "--namespace",
                 namespace,
             ],

@@ -287,6 +287,6 @@ async def test_list_limits_below_one_are_refused(redis_url: str, namespace: str)
 
 
 async def test_a_metrics_port_out_of_range_is_refused() -> None:
-    result = await cli("worker", "tests.test_hostile_input", "--metrics-port", "70000")
+    result = await cli("worker", "tests.e2e.test_hostile_input", "--metrics-port", "70000")
     assert result.exit_code == 2, cli_text(result)
     assert "--metrics-port" in result.output

@@ -21,7 +21,7 @@ from tests.poison_workflows import Bystander, Poisoned
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_DELIVERIES = 2
 
 

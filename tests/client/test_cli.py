@@ -26,7 +26,7 @@ import loom_redis as loom
 from loom_redis.cli import main
 from loom_redis.testing import free_port, isolated_registry, running_worker
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @loom.activity(name="cli_square")
@@ -442,7 +442,7 @@ def test_unreachable_url_is_a_clear_error_with_the_password_masked() -> None:
     url = f"redis://admin:s3cr3t-pw@127.0.0.1:{free_port()}/0"
     for args in (
         ["list", "--url", url],
-        ["worker", "tests.test_smoke", "--url", url, "--namespace", "x"],
+        ["worker", "tests.e2e.test_smoke", "--url", url, "--namespace", "x"],
     ):
         result = run_module(*args)
         output = result.stdout + result.stderr

@@ -13,11 +13,11 @@ import pytest
 
 import loom_redis as loom
 from loom_redis.testing import EmbeddedServer, free_port
-from tests.test_smoke import SmokeWorkflow
+from tests.e2e.test_smoke import SmokeWorkflow
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(url: str, wait: str) -> subprocess.Popen[bytes]:
@@ -27,7 +27,7 @@ def _worker(url: str, wait: str) -> subprocess.Popen[bytes]:
             "-m",
             "loom_redis",
             "worker",
-            "tests.test_smoke",
+            "tests.e2e.test_smoke",
             "--url",
             url,
             "--namespace",

@@ -105,7 +105,7 @@ async def test_bounded_chaos_loses_and_duplicates_nothing() -> None:
         # Two workers, one killed every 1.5 s, live ~3 s: a task dies with its worker about
         # one time in six, so 5 deliveries (the default) would send a sound task to the
         # dead-letter stream in a percent or two of runs. That is the poison rule doing its
-        # job (tests/test_poison_task.py), not what this test measures.
+        # job (tests/worker/test_poison_task.py), not what this test measures.
         max_deliveries=10,
         activity_seconds=0.5,
         sleep_seconds=1.0,

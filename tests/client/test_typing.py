@@ -11,8 +11,8 @@ import tokenize
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CASES = Path(__file__).resolve().parent / "typing_cases" / "public_api.py"
+ROOT = Path(__file__).resolve().parents[2]
+CASES = ROOT / "tests" / "typing_cases" / "public_api.py"
 ERROR = re.compile(r"^(?P<path>.+?):(?P<line>\d+): error: (?P<message>.*?)  \[(?P<code>[a-z-]+)\]$")
 EXPECTED_ERROR = re.compile(r"^#\s*E:\s*(?P<code>[a-z-]+)\s*$")
 

@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 import loom_redis as loom
 from loom_redis.store import Store
 from loom_redis.testing import EmbeddedServer, running_worker
-from tests.support import CuttableProxy
 
 # A timer and an activity: the timer sweep, both task streams and a commit.
-from tests.test_bad_input_catalogue import EchoWorkflow
+from tests.e2e.test_bad_input_catalogue import EchoWorkflow
+from tests.support import CuttableProxy
 
 pytestmark = pytest.mark.anyio
 
