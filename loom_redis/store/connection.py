@@ -23,12 +23,15 @@ from redis.exceptions import (
     AuthenticationError,
     InvalidResponse,
     NoPermissionError,
-    OutOfMemoryError,
     ReadOnlyError,
-    RedisError,
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+# The errors of Redis or of the link to it that a Store call raises (redis-py's classes),
+# given from here so that code outside the store imports nothing from redis.
+from redis.exceptions import OutOfMemoryError as OutOfMemoryError
+from redis.exceptions import RedisError as RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import (

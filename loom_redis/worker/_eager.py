@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
-from redis.exceptions import RedisError
 
 from ..definitions import registered_activity
 from ..engine import Activation
@@ -18,7 +17,7 @@ from ..errors import NonDeterministicWorkflowError, PayloadError
 from ..events import Command, EventType
 from ..metrics import EAGER_ACTIVITIES, labelled
 from ..store import Store, Task, TaskPlan
-from ..store.connection import now_ms
+from ..store.connection import RedisError, now_ms
 from ..store.wire import Reply, TaskField
 from ._activity_tasks import ActivityTasks
 from ._attempts import Attempt, run_attempt

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import RedisError
-
 from ..errors import PayloadError
 from ..metrics import TASKS, labelled
 from ..store import Task
+from ..store.connection import RedisError
 from ..store.wire import TaskKind
 from ._activity_tasks import ActivityTasks
 from ._in_flight import InFlight

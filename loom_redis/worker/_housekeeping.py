@@ -10,11 +10,10 @@ import os
 import socket
 
 import anyio
-from redis.exceptions import RedisError
 
 from ..definitions import registered_activities, registered_workflows
 from ..store import HEARTBEAT_MS, Store, registrations
-from ..store.connection import now_ms
+from ..store.connection import RedisError, now_ms
 from ._in_flight import InFlight
 from ._options import Options
 

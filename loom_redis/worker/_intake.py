@@ -7,10 +7,10 @@ import logging
 
 import anyio
 import anyio.lowlevel
-from redis.exceptions import RedisError
 
 from ..metrics import CLAIMED
 from ..store import ConsumerGroupMissing, Store, Task
+from ..store.connection import RedisError
 from ._in_flight import InFlight, key_of
 from ._options import Options
 from ._trouble import RedisTrouble

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 
 import anyio
-from redis.exceptions import RedisError
 
 from ..metrics import LEASE_EXPIRED, TIMERS_FIRED, labelled
 from ..store import Store, TimerMember
-from ..store.connection import now_ms
+from ..store.connection import RedisError, now_ms
 from ..store.wire import Reply
 from ._trouble import RedisTrouble
 

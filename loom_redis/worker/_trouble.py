@@ -9,11 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
-from redis.exceptions import OutOfMemoryError, RedisError
 
 from ..metrics import NAMESPACE_DATA_LOST
 from ..store import Store, Task
-from ..store.connection import retrying, unreachable
+from ..store.connection import OutOfMemoryError, RedisError, retrying, unreachable
 from ._housekeeping import publish_definitions
 
 logger = logging.getLogger("loom_redis.worker")

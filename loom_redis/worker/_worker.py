@@ -7,12 +7,11 @@ from collections.abc import Iterable
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from redis.exceptions import RedisError
 
 from ..definitions import NondeterminismPolicy
 from ..metrics import counting_load, serve_metrics
 from ..store import Store, Task
-from ..store.connection import redis_errors
+from ..store.connection import RedisError, redis_errors
 from ._activity_tasks import ActivityTasks
 from ._eager import EagerActivities
 from ._executors import Executors
