@@ -5,18 +5,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+import platform
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from importlib.metadata import version as _version
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 import anyio
-from anyio.abc import SocketStream
+import anyio.to_thread
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     Counter,
     Gauge,
     Histogram,
+    Info,
     disable_created_metrics,
-    generate_latest,
+    make_wsgi_app,
 )
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -90,6 +100,67 @@ NAMESPACE_DATA_LOST = Counter(
     "the namespace's data) and created them again",
 )
 
+WORKFLOW_SECONDS = Histogram(
+    "loom_workflow_duration_seconds",
+    "Workflows from their start to their close, by name and final status",
+    ["workflow", "status"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400),
+)
+SCHEDULE_TO_START = Histogram(
+    "loom_schedule_to_start_seconds",
+    "Tasks from their queueing to an executor starting them (first deliveries: a task "
+    "taken over from a dead worker counts in loom_tasks_reclaimed_total instead)",
+    ["queue", "kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+# The namespace's backlog, read from Redis by every worker a few times a minute (not at
+# scrape time: a scrape costs Redis nothing). Every worker of a queue reports the same
+# figures: aggregate with max, not sum.
+QUEUE_BACKLOG = Gauge(
+    "loom_queue_backlog",
+    "Tasks of the queue not finished (waiting or being run), summed over its shards: "
+    "the autoscaling signal",
+    ["namespace", "queue"],
+)
+QUEUE_LAG = Gauge(
+    "loom_queue_lag",
+    "Tasks of the queue no worker has taken yet (the consumer groups' lag, summed)",
+    ["namespace", "queue"],
+)
+QUEUE_PENDING = Gauge(
+    "loom_queue_pending",
+    "Tasks of the queue taken by a worker and not yet finished",
+    ["namespace", "queue"],
+)
+QUEUE_OLDEST_PENDING = Gauge(
+    "loom_queue_oldest_pending_age_seconds",
+    "Age of the oldest task of the queue taken and not yet finished (0 if none)",
+    ["namespace", "queue"],
+)
+WORKERS_LIVE = Gauge(
+    "loom_workers_live",
+    "Workers of the queue whose heartbeat is fresh",
+    ["namespace", "queue"],
+)
+TIMERS_DUE = Gauge(
+    "loom_timers_due",
+    "Timers, retry back-offs and activity leases due and not yet fired",
+    ["namespace"],
+)
+TIMERS_OVERDUE = Gauge(
+    "loom_timers_overdue_seconds",
+    "How late the most overdue timer is (0 if none is due)",
+    ["namespace"],
+)
+DEAD_LETTER_ENTRIES = Gauge(
+    "loom_dead_letter_entries",
+    "Tasks in the namespace's dead-letter streams, waiting to be put back or dropped",
+    ["namespace"],
+)
+BUILD = Info("loom_build", "The loom-redis version and Python of this worker")
+BUILD.info({"version": _version("loom-redis"), "python": platform.python_version()})
+
 
 class Load(Protocol):
     """What a running worker reports when Prometheus scrapes (not at every task)."""
@@ -127,39 +198,86 @@ def counting_load(worker: Load) -> Iterator[None]:
 
 
 async def serve_metrics(host: str, port: int, is_ready: Callable[[], bool]) -> None:
-    """Serve /metrics, /healthz (alive) and /readyz (connected and reading) until cancelled."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    """Serve /metrics, /healthz (alive) and /readyz (connected and reading) until cancelled.
+
+    The server is prometheus_client's own exposition (OpenMetrics when asked for, gzip)
+    on a thread of its own, as its `start_http_server` runs it, so that a scrape costs
+    the worker's event loop nothing. That loop ticks a clock the liveness probe reads:
+    a loop stalled for LOOP_STALL_SECONDS (workflow or activity code blocking it) fails
+    /healthz, and Kubernetes restarts the pod.
+    """
+    ticks = _LoopTicks()
+    server = make_server(
+        host, port, _probes_app(is_ready, ticks.alive), _ThreadingServer.of(host), _QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="loom-metrics", daemon=True).start()
     logger.info("metrics and health on http://%s:%d/metrics", host, port)
+    try:
+        while True:
+            ticks.tick()
+            await anyio.sleep(LOOP_STALL_SECONDS / 10)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(server.shutdown)
+        server.server_close()
 
-    async def handle(stream: SocketStream) -> None:
-        async with stream:
-            try:
-                with anyio.fail_after(5):
-                    request = await stream.receive(4096)
-            except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
-                return
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b"/"
-            status, body, ctype = b"404 Not Found", b"not found\n", b"text/plain"
-            if path.startswith(b"/metrics"):
-                status, body, ctype = b"200 OK", generate_latest(), CONTENT_TYPE_LATEST.encode()
-            elif path.startswith(b"/healthz"):
-                status, body = b"200 OK", b"ok\n"
-            elif path.startswith(b"/readyz"):
-                ready = is_ready()
-                status = b"200 OK" if ready else b"503 Service Unavailable"
-                body = b"ready\n" if ready else b"not ready\n"
-            head = (
-                b"HTTP/1.1 "
-                + status
-                + b"\r\nContent-Type: "
-                + ctype
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n"
-            )
-            try:
-                await stream.send(head + body)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return
 
-    await listener.serve(handle)
+# A worker whose event loop has not run for this long is stuck: not alive.
+LOOP_STALL_SECONDS = 30.0
+
+
+class _LoopTicks:
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def tick(self) -> None:
+        self._last = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._last < LOOP_STALL_SECONDS
+
+
+def _probes_app(is_ready: Callable[[], bool], is_alive: Callable[[], bool]) -> WSGIApplication:
+    exposition: WSGIApplication = make_wsgi_app()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return exposition(environ, start_response)
+        if path == "/healthz":
+            alive = is_alive()
+            return _plain(start_response, alive, b"ok\n" if alive else b"event loop stalled\n")
+        if path == "/readyz":
+            ready = is_ready()
+            return _plain(start_response, ready, b"ready\n" if ready else b"not ready\n")
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics, /healthz or /readyz\n"]
+
+    return app
+
+
+def _plain(start_response: StartResponse, ok: bool, body: bytes) -> list[bytes]:
+    status = "200 OK" if ok else "503 Service Unavailable"
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A request per thread, so that a slow scraper holds up no probe."""
+
+    daemon_threads = True
+
+    @classmethod
+    def of(cls, host: str) -> type[_ThreadingServer]:
+        if ":" not in host:
+            return cls
+
+        class _IPv6Server(cls):  # type: ignore[valid-type,misc]  # a class per family
+            address_family = socket.AF_INET6
+
+        return _IPv6Server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's name
+        """Scrapes and probes every few seconds are not news."""

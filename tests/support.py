@@ -8,6 +8,8 @@ import contextlib
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -119,6 +121,18 @@ async def http_get(port: int, path: str) -> str:
                 except anyio.EndOfStream:
                     break
     return b"".join(chunks).decode()
+
+
+def http_request(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """GET `path` with `headers` (blocking: call it from a thread): status, headers, body."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
 
 
 def acl_rule(user: str) -> list[str]:

@@ -82,6 +82,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
         self._rng: random.Random | None = None
         self._ready: deque[asyncio.Handle] = deque()
         self._now_ms = 0
+        # When the workflow was started (its WORKFLOW_STARTED entry's time), once replayed.
+        self.started_ms: int | None = None
         self._replaying = False
         self._next_seq = 1
         self._produced: list[Command] = []
@@ -158,6 +160,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
     def _deliver(self, event: Event) -> None:
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == EventType.WORKFLOW_STARTED:
+            self.started_ms = event.time_ms
             if data.get("seed") is not None:
                 self._seed = data["seed"]
             self._start(data.get("input"), data.get("state"))

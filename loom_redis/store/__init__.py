@@ -10,11 +10,13 @@ over parts, each a module named for what it does (its base classes):
 - `dead_letters.py`: tasks that cannot run, listed and put back;
 - `registry.py`: workers' heartbeats and the workflow definitions they publish;
 - `queries.py`: what the client, the CLI and dashboards read (lists, counts, progress);
+- `backlog.py`: the work waiting in the queues, timers and dead letters (for gauges);
 - `plans.py`: how a workflow task's plan becomes what commit.lua writes;
 - `keys.py` (every key name), `wire.py` (every field name and script reply),
   `connection.py` (connecting, errors, the direct lane), `scripts/*.lua`.
 """
 
+from .backlog import NamespaceBacklog, QueueBacklog
 from .connection import connect_redis
 from .dead_letters import DeadLetter
 from .keys import Keyspace
@@ -38,6 +40,8 @@ __all__ = [
     "DeadLetter",
     "HistoryEntry",
     "Keyspace",
+    "NamespaceBacklog",
+    "QueueBacklog",
     "Store",
     "Task",
     "TaskPlan",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..codec import max_payload_bytes
 from ..errors import ConfigurationError
+from .backlog import Backlog
 from .connection import (
     connect_redis,
     redis_errors,
@@ -16,7 +17,7 @@ from .tasks import create_config, stored_shards
 from .workflows import Workflows
 
 
-class Store(Workflows, Queries, DeadLetters, Registry):
+class Store(Workflows, Queries, DeadLetters, Registry, Backlog):
     """Reads and transitions of one namespace on one Redis."""
 
     @classmethod

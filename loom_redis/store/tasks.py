@@ -52,6 +52,11 @@ class Task:
         return text(self.fields.get(TaskField.WORKFLOW_ID))
 
     @property
+    def queued_ms(self) -> int:
+        """When the task was queued: the time part of its stream entry id."""
+        return int(self.id.partition("-")[0])
+
+    @property
     def unregistered_since(self) -> int:
         """Since when (ms) no live worker of its queue has registered the task's workflow
         or activity, as the workers that handed it back saw it; 0 if one had."""

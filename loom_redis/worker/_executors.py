@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 from ..errors import PayloadError
-from ..metrics import TASKS, labelled
+from ..metrics import SCHEDULE_TO_START, TASKS, labelled
 from ..store import Task
-from ..store.connection import RedisError
+from ..store.connection import RedisError, now_ms
 from ..store.wire import TaskKind
 from ._activity_tasks import ActivityTasks
 from ._in_flight import InFlight
@@ -59,6 +59,10 @@ class Executors:
         """Run one task; returns the task its transition delivered to run next, if any."""
         queue = self._streams[task.queue_key][1]
         outcome: str = TaskOutcome.ERROR
+        # (An activity run at once by its workflow task's worker was never queued: no id.)
+        if deliveries == 1 and task.id:
+            waited = max(now_ms() - task.queued_ms, 0) / 1000
+            labelled(SCHEDULE_TO_START, queue, kind_label(task)).observe(waited)
         try:
             if deliveries > self._max_deliveries:
                 outcome = TaskOutcome.DEAD

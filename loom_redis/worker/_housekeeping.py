@@ -1,6 +1,6 @@
 """What a worker does besides running tasks: renew the leases of the tasks it runs,
 say it is alive (its heartbeat, with the names it registers), forget workers that
-died, and publish the workflows' definitions."""
+died, publish the workflows' definitions, and read the backlog the gauges report."""
 
 from __future__ import annotations
 
@@ -8,11 +8,23 @@ import contextlib
 import logging
 import os
 import socket
+from typing import Any
 
 import anyio
 
 from ..definitions import registered_activities, registered_workflows
-from ..store import HEARTBEAT_MS, Store, registrations
+from ..metrics import (
+    DEAD_LETTER_ENTRIES,
+    QUEUE_BACKLOG,
+    QUEUE_LAG,
+    QUEUE_OLDEST_PENDING,
+    QUEUE_PENDING,
+    TIMERS_DUE,
+    TIMERS_OVERDUE,
+    WORKERS_LIVE,
+    labelled,
+)
+from ..store import HEARTBEAT_MS, NamespaceBacklog, Store, registrations
 from ..store.connection import RedisError, now_ms
 from ._in_flight import InFlight
 from ._options import Options
@@ -89,6 +101,20 @@ class Housekeeping:
                 logger.warning("could not prune departed workers: %s", exc)
             await anyio.sleep(60)
 
+    async def report_backlog(self) -> None:
+        """Read the backlog of this worker's queues, the namespace's due timers and dead
+        letters, and the live workers, into the gauges Prometheus scrapes."""
+        namespace = self._store.keys.namespace
+        while True:
+            try:
+                backlog = await self._store.backlog(self._options.queues)
+                live = await self._store.live_workers()
+            except RedisError as exc:
+                logger.warning("could not read the backlog for the metrics: %s", exc)
+            else:
+                _report(namespace, backlog, live)
+            await anyio.sleep(self._options.backlog_interval_ms / 1000)
+
     async def remove_heartbeat(self) -> None:
         with (
             anyio.CancelScope(shield=True),
@@ -103,3 +129,22 @@ async def publish_definitions(store: Store) -> None:
     await store.publish_definitions(
         {name: d.describe() for name, d in registered_workflows().items()}
     )
+
+
+def _report(namespace: str, backlog: NamespaceBacklog, live: list[dict[str, Any]]) -> None:
+    at = backlog.at_ms
+    for queue, figures in backlog.queues.items():
+        labelled(QUEUE_BACKLOG, namespace, queue).set(figures.length)
+        labelled(QUEUE_LAG, namespace, queue).set(figures.lag)
+        labelled(QUEUE_PENDING, namespace, queue).set(figures.pending)
+        oldest = figures.oldest_pending_ms
+        labelled(QUEUE_OLDEST_PENDING, namespace, queue).set(_seconds_since(oldest, at))
+        workers = sum(1 for beat in live if queue in beat.get("queues", ()))
+        labelled(WORKERS_LIVE, namespace, queue).set(workers)
+    labelled(TIMERS_DUE, namespace).set(backlog.timers_due)
+    labelled(TIMERS_OVERDUE, namespace).set(_seconds_since(backlog.oldest_due_ms, at))
+    labelled(DEAD_LETTER_ENTRIES, namespace).set(backlog.dead_letters)
+
+
+def _seconds_since(ms: int | None, now_ms: int) -> float:
+    return 0.0 if ms is None else max(now_ms - ms, 0) / 1000

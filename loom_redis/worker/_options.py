@@ -35,6 +35,8 @@ class Options:
     # How long a task whose name no live worker of its queue registers is handed back
     # before it goes to the dead-letter stream.
     unregistered_grace_ms: int
+    # How often the backlog gauges are read from Redis.
+    backlog_interval_ms: int
 
     @classmethod
     def checked(
@@ -55,6 +57,7 @@ class Options:
         timer_scan_seconds: float,
         eager_seconds: float,
         unregistered_grace_seconds: float,
+        backlog_interval_seconds: float,
     ) -> Options:
         """The settings as Worker takes them; ConfigurationError names one that cannot work."""
         _check_options(
@@ -63,6 +66,7 @@ class Options:
             lease_seconds,
             max_deliveries,
             poll_interval,
+            backlog_interval_seconds,
             eager_seconds,
             unregistered_grace_seconds,
         )
@@ -82,6 +86,7 @@ class Options:
             timer_scan_ms=max(int(timer_scan_seconds * 1000), 10),
             eager_ms=int(eager_seconds * 1000),
             unregistered_grace_ms=int(unregistered_grace_seconds * 1000),
+            backlog_interval_ms=max(int(backlog_interval_seconds * 1000), 10),
         )
 
 
@@ -91,6 +96,7 @@ def _check_options(
     lease_seconds: float,
     max_deliveries: int,
     poll_interval: float,
+    backlog_interval_seconds: float,
     eager_seconds: float,
     unregistered_grace_seconds: float,
 ) -> None:
@@ -110,7 +116,11 @@ def _check_options(
     ):
         if not isinstance(value, int) or value < least:
             raise ConfigurationError(f"{setting} must be >= {least}, got {value!r}")
-    for setting, number in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
+    for setting, number in (
+        ("lease_seconds", lease_seconds),
+        ("poll_interval", poll_interval),
+        ("backlog_interval_seconds", backlog_interval_seconds),
+    ):
         if not number > 0:
             raise ConfigurationError(f"{setting} must be > 0, got {number!r}")
     for setting, number in (

@@ -58,6 +58,7 @@ class Worker:
         timer_scan_seconds: float = 5.0,
         eager_seconds: float = 0.05,
         unregistered_grace_seconds: float = 300.0,
+        backlog_interval_seconds: float = 15.0,
     ) -> None:
         self.options = options = Options.checked(
             queues=queues,
@@ -75,6 +76,7 @@ class Worker:
             timer_scan_seconds=timer_scan_seconds,
             eager_seconds=eager_seconds,
             unregistered_grace_seconds=unregistered_grace_seconds,
+            backlog_interval_seconds=backlog_interval_seconds,
         )
         self.store = store
         self.name = options.name
@@ -144,6 +146,7 @@ class Worker:
             background.start_soon(self._housekeeping.renew_leases)
             background.start_soon(self._housekeeping.heartbeat)
             background.start_soon(self._housekeeping.prune_departed_workers)
+            background.start_soon(self._housekeeping.report_backlog)
             if options.metrics_port is not None:
                 background.start_soon(
                     serve_metrics,

@@ -14,7 +14,7 @@ from ..definitions import NondeterminismPolicy
 from ..engine import Activation, WorkflowInstance, failure_record
 from ..errors import NonDeterministicWorkflowError, PayloadError, WorkflowExecutionError
 from ..events import COMMAND_TYPES, Command, Event, EventType, Status
-from ..metrics import WORKFLOW_TASK_SECONDS, WORKFLOWS_CLOSED, labelled
+from ..metrics import WORKFLOW_SECONDS, WORKFLOW_TASK_SECONDS, WORKFLOWS_CLOSED, labelled
 from ..store import CommitResult, Store, Task, TaskPlan
 from ..store.connection import now_ms
 from ..store.wire import Reply, TimerKind
@@ -188,7 +188,11 @@ class WorkflowCommits:
                 self._timers.wake()
             status = plans[-1].status
             if status.is_terminal:
-                labelled(WORKFLOWS_CLOSED, instance.definition.name, str(status)).inc()
+                name = instance.definition.name
+                labelled(WORKFLOWS_CLOSED, name, str(status)).inc()
+                if instance.started_ms is not None:
+                    took = max(now_ms() - instance.started_ms, 0) / 1000
+                    labelled(WORKFLOW_SECONDS, name, str(status)).observe(took)
             elif keep and result.skipped_events is not None:
                 self._instances.keep(
                     task.workflow_id,

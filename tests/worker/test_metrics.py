@@ -130,3 +130,44 @@ async def test_metrics_endpoint_has_no_created_series(
     assert "loom_tasks_total{" in text
     assert "loom_activity_duration_seconds_count{" in text
     assert "_created" not in text, [line for line in text.splitlines() if "_created" in line]
+
+
+async def test_gauges_report_the_backlog_and_histograms_the_latencies(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    global released
+    released = anyio.Event()
+
+    def gauge(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"namespace": namespace, "queue": "default"})
+
+    def counted(name: str, **labels: str) -> float:
+        return sample(f"{name}_count", **labels)
+
+    closed_before = counted(
+        "loom_workflow_duration_seconds", workflow="metrics_Waiting", status="COMPLETED"
+    )
+    started_before = counted("loom_schedule_to_start_seconds", queue="default", kind="workflow")
+    handles = [await client.start(Waiting, {}) for _ in range(2)]
+    async with running_worker(redis_url, namespace, eager_seconds=0, backlog_interval_seconds=0.05):
+        with anyio.fail_after(10):  # both activities run, and the gauges say so
+            while (gauge("loom_queue_pending"), gauge("loom_queue_backlog")) != (2, 2):
+                await anyio.sleep(0.02)
+        assert gauge("loom_queue_lag") == 0
+        assert gauge("loom_workers_live") == 1
+        assert (gauge("loom_queue_oldest_pending_age_seconds") or 0) > 0
+        released.set()
+        for handle in handles:
+            assert await handle.result(timeout=10) == {"said": "released"}
+        with anyio.fail_after(10):
+            while gauge("loom_queue_backlog") != 0:
+                await anyio.sleep(0.02)
+        assert gauge("loom_queue_oldest_pending_age_seconds") == 0
+        assert REGISTRY.get_sample_value("loom_dead_letter_entries", {"namespace": namespace}) == 0
+    closed = counted(
+        "loom_workflow_duration_seconds", workflow="metrics_Waiting", status="COMPLETED"
+    )
+    assert closed - closed_before == 2
+    # Each workflow's first task, and the task its activity's result queued.
+    started = counted("loom_schedule_to_start_seconds", queue="default", kind="workflow")
+    assert started - started_before >= 2
