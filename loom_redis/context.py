@@ -28,6 +28,10 @@ class WorkflowRuntime(Protocol):
     @property
     def workflow_id(self) -> str: ...
     @property
+    def workflow_name(self) -> str: ...
+    @property
+    def step_name(self) -> str | None: ...
+    @property
     def is_replaying(self) -> bool: ...
 
     @property
@@ -147,7 +151,16 @@ class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self._runtime.workflow_id}] {msg}", kwargs
+        # Its own fields: the workflow's asyncio tasks keep the context of the worker
+        # task that created them, which a later task of the workflow does not share.
+        runtime = self._runtime
+        kwargs["extra"] = {
+            "workflow_id": runtime.workflow_id,
+            "workflow": runtime.workflow_name,
+            "step": runtime.step_name,
+            **kwargs.get("extra", {}),
+        }
+        return f"[{runtime.workflow_id}] {msg}", kwargs
 
 
 class WorkflowContext(Generic[InputT, StateT]):

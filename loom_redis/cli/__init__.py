@@ -6,11 +6,10 @@ One module per group of commands, as `loom --help` reads: `namespace` (init),
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from .. import __version__
+from ..logs import LogFormat, configure
 from . import dead_letters, namespace, worker, workflows
 
 __all__ = ["main"]
@@ -19,12 +18,18 @@ __all__ = ["main"]
 @click.group()
 @click.version_option(__version__, prog_name="loom-redis")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="LOOM_LOG_FORMAT",
+    help="Log lines as text, or as JSON objects carrying each task's workflow id and "
+    "name, step, activity and attempt (env LOOM_LOG_FORMAT).",
+)
+def main(verbose: bool, log_format: LogFormat) -> None:
     """loom-redis: durable workflows on Redis Streams."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(verbose=verbose, log_format=log_format)
 
 
 # Click lists the commands in alphabetical order, whatever the order they are added in.

@@ -292,6 +292,15 @@ class WorkflowInstance(asyncio.AbstractEventLoop, ReplayedSources):
     def is_replaying(self) -> bool:
         return self._replaying
 
+    @property
+    def workflow_name(self) -> str:
+        return self.definition.name
+
+    @property
+    def step_name(self) -> str | None:
+        """The step the code runs (or ran last), None before the first."""
+        return self._current_step
+
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now_ms / 1000, tz=UTC)
 

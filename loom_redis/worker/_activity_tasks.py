@@ -4,9 +4,10 @@ outcome, or the retry of its next attempt)."""
 from __future__ import annotations
 
 from ..definitions import registered_activity
+from ..logs import learned
 from ..store import Store, Task
 from ..store.wire import Reply, TaskField
-from ._attempts import Attempt, run_attempt, scheduled_activity
+from ._attempts import Attempt, attempt_number, run_attempt, scheduled_activity
 from ._in_flight import InFlight
 from ._instances import InstanceCache
 from ._intake import Intake
@@ -43,6 +44,8 @@ class ActivityTasks:
 
     async def run(self, task: Task, queue: str) -> str:
         scheduled = scheduled_activity(task)
+        # For what is logged outside the attempt (its outcome written, or its retry).
+        learned(activity=str(scheduled["name"]), attempt=attempt_number(task))
         definition = registered_activity(str(scheduled["name"]))
         if definition is None:
             return await self._unrunnable.unregistered(

@@ -17,6 +17,7 @@ from ..codec import decode, encode
 from ..engine import clip
 from ..errors import PayloadError
 from ..events import USER_VALUES, Event, EventType
+from ..logs import about_task
 from ..metrics import ACTIVITY_SECONDS, labelled
 from ..store import Task
 from ..store.connection import now_ms
@@ -51,10 +52,24 @@ def scheduled_activity(task: Task) -> dict[str, Any]:
     return scheduled
 
 
+def attempt_number(task: Task) -> int:
+    """Which attempt of its activity an activity task is (1 for the first)."""
+    return int(task.fields.get(TaskField.ATTEMPT, b"1"))
+
+
 async def run_attempt(task: Task, scheduled: dict[str, Any], fn: Any) -> Attempt:
     """Run one attempt of the activity and say what is to be written."""
     name = str(scheduled["name"])
-    attempt = int(task.fields.get(TaskField.ATTEMPT, b"1"))
+    attempt = attempt_number(task)
+    # Its records carry the activity and attempt: run at once for a workflow task, the
+    # attempt shares that task's context.
+    with about_task(activity=name, attempt=attempt):
+        return await _run_attempt(task, scheduled, fn, name, attempt)
+
+
+async def _run_attempt(
+    task: Task, scheduled: dict[str, Any], fn: Any, name: str, attempt: int
+) -> Attempt:
     timeout = scheduled.get("timeout_seconds")
     started = time.perf_counter()
     try:

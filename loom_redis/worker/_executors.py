@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import PayloadError
+from ..logs import about_task
 from ..metrics import SCHEDULE_TO_START, TASKS, labelled
 from ..store import Task
 from ..store.connection import RedisError, now_ms
@@ -63,46 +64,47 @@ class Executors:
         if deliveries == 1 and task.id:
             waited = max(now_ms() - task.queued_ms, 0) / 1000
             labelled(SCHEDULE_TO_START, queue, kind_label(task)).observe(waited)
-        try:
-            if deliveries > self._max_deliveries:
+        with about_task(workflow_id=task.workflow_id, queue=queue, task=task.id):
+            try:
+                if deliveries > self._max_deliveries:
+                    outcome = TaskOutcome.DEAD
+                    await self._unrunnable.dead_letter(
+                        task,
+                        f"delivered {deliveries} times, over the limit of {self._max_deliveries} "
+                        "(each worker that took it died or lost its lease)",
+                    )
+                elif (problem := malformed(task)) is not None:
+                    outcome = TaskOutcome.DEAD
+                    await self._unrunnable.dead_letter(task, problem)
+                elif task.kind == TaskKind.WORKFLOW:
+                    # Its first delivery may run an activity at once; a task taken over
+                    # from a worker that died leaves its activities queued, so that one
+                    # that kills workers ends in the dead-letter stream as itself.
+                    eager = deliveries == 1
+                    outcome = await self._trouble.while_unreachable(
+                        task, lambda: self._workflow_tasks.run(task, queue, eager=eager)
+                    )
+                elif task.kind == TaskKind.ACTIVITY:
+                    outcome = await self._activity_tasks.run(task, queue)
+                else:
+                    outcome = TaskOutcome.DEAD
+                    await self._unrunnable.dead_letter(task, f"unknown task kind {task.kind!r}")
+            except PayloadError as exc:
                 outcome = TaskOutcome.DEAD
-                await self._unrunnable.dead_letter(
-                    task,
-                    f"delivered {deliveries} times, over the limit of {self._max_deliveries} "
-                    "(each worker that took it died or lost its lease)",
+                await self._unrunnable.dead_letter(task, f"bad payload: {exc}")
+            except RedisError as exc:
+                # Left pending: the reclaimer (here or elsewhere) retries it after the lease.
+                logger.warning(
+                    "Redis error on task %s of workflow %s: %s", task.id, task.workflow_id, exc
                 )
-            elif (problem := malformed(task)) is not None:
-                outcome = TaskOutcome.DEAD
-                await self._unrunnable.dead_letter(task, problem)
-            elif task.kind == TaskKind.WORKFLOW:
-                # Its first delivery may run an activity at once; a task taken over
-                # from a worker that died leaves its activities queued, so that one
-                # that kills workers ends in the dead-letter stream as itself.
-                eager = deliveries == 1
-                outcome = await self._trouble.while_unreachable(
-                    task, lambda: self._workflow_tasks.run(task, queue, eager=eager)
+            except Exception:
+                logger.exception(
+                    "task %s of workflow %s failed unexpectedly; it stays pending "
+                    "and is retried after the lease",
+                    task.id,
+                    task.workflow_id,
                 )
-            elif task.kind == TaskKind.ACTIVITY:
-                outcome = await self._activity_tasks.run(task, queue)
-            else:
-                outcome = TaskOutcome.DEAD
-                await self._unrunnable.dead_letter(task, f"unknown task kind {task.kind!r}")
-        except PayloadError as exc:
-            outcome = TaskOutcome.DEAD
-            await self._unrunnable.dead_letter(task, f"bad payload: {exc}")
-        except RedisError as exc:
-            # Left pending: the reclaimer (here or elsewhere) retries it after the lease.
-            logger.warning(
-                "Redis error on task %s of workflow %s: %s", task.id, task.workflow_id, exc
-            )
-        except Exception:
-            logger.exception(
-                "task %s of workflow %s failed unexpectedly; it stays pending "
-                "and is retried after the lease",
-                task.id,
-                task.workflow_id,
-            )
-        finally:
-            self._in_flight.finish(task)
-            labelled(TASKS, queue, kind_label(task), outcome).inc()
+            finally:
+                self._in_flight.finish(task)
+                labelled(TASKS, queue, kind_label(task), outcome).inc()
         return self._in_flight.follow_up_of(task)

@@ -14,6 +14,7 @@ from ..definitions import NondeterminismPolicy
 from ..engine import Activation, WorkflowInstance, failure_record
 from ..errors import NonDeterministicWorkflowError, PayloadError, WorkflowExecutionError
 from ..events import COMMAND_TYPES, Command, Event, EventType, Status
+from ..logs import learned
 from ..metrics import WORKFLOW_SECONDS, WORKFLOW_TASK_SECONDS, WORKFLOWS_CLOSED, labelled
 from ..store import CommitResult, Store, Task, TaskPlan
 from ..store.connection import now_ms
@@ -120,9 +121,11 @@ class WorkflowCommits:
         instance = loaded.instance
         definition = instance.definition
         completing = loaded.completing
+        learned(workflow=definition.name)
         try:
             task_time = completing.time_ms if completing is not None else now_ms()
             activation = instance.apply(loaded.events, task_time)
+            learned(step=instance.step_name)
         except (NonDeterministicWorkflowError, PayloadError) as exc:
             if loaded.base_length:
                 return TaskOutcome.RELOAD  # judge it on a replay of the whole history
