@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test test-redis7 test-slow demo bench clean
+.PHONY: setup lint test test-redis7 test-pythons test-slow demo bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,19 @@ test: lint
 test-redis7: $(STAMP)
 	LOOM_TEST_SERVER_BINARY=$$(command -v redis-server) $(BIN)/pytest -q
 
+# The suite on the other supported Pythons (pyenv's), each in a venv of its own, against
+# the embedded Valkey only (the Redis 7.0 run is the main Python's).
+OTHER_PYTHONS ?= 3.12 3.13
+test-pythons:
+	set -e; for version in $(OTHER_PYTHONS); do \
+	  venv=.venv-$$version; \
+	  test -x $$venv/bin/python || "$$(pyenv prefix $$version)/bin/python" -m venv $$venv; \
+	  $$venv/bin/python -m pip install --quiet --upgrade pip; \
+	  $$venv/bin/python -m pip install --quiet -e '.[dev]'; \
+	  echo "== Python $$($$venv/bin/python -V)"; \
+	  $$venv/bin/pytest -q -p no:cacheprovider; \
+	done
+
 # The long chaos and soak runs, excluded from `make test`.
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
@@ -41,4 +54,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .loom .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-3.* .loom .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -78,15 +78,24 @@ def _iso_time(created: float) -> str:
 
 
 def configure(*, verbose: bool = False, log_format: LogFormat = "text") -> None:
-    """Log to stderr at INFO (DEBUG if `verbose`), as text or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Log to stderr at INFO (DEBUG if `verbose`), as text or JSON lines. Like
+    `logging.basicConfig`, it leaves alone a process whose logging is configured already
+    (an application that runs the CLI, a test runner), but replaces its own handler."""
+    root = logging.getLogger()
+    ours = [handler for handler in root.handlers if isinstance(handler, _Handler)]
+    if len(ours) < len(root.handlers):
+        return
+    for handler in ours:
+        root.removeHandler(handler)
+    handler = _Handler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_TaskFields())
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure` installs (and may replace)."""

@@ -682,6 +682,26 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=usage is None, path_length=None), True)
+            # What Python 3.13's strict X.509 verification requires of a chain.
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                False,
+            )
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=usage is not None,
+                    key_cert_sign=usage is None,
+                    crl_sign=usage is None,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                True,
+            )
         )
         if usage is not None:
             builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
