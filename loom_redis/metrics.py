@@ -121,42 +121,42 @@ QUEUE_BACKLOG = Gauge(
     "loom_queue_backlog",
     "Tasks of the queue not finished (waiting or being run), summed over its shards: "
     "the autoscaling signal",
-    ["namespace", "queue"],
+    ["loom_namespace", "queue"],
 )
 QUEUE_LAG = Gauge(
     "loom_queue_lag",
     "Tasks of the queue no worker has taken yet (the consumer groups' lag, summed)",
-    ["namespace", "queue"],
+    ["loom_namespace", "queue"],
 )
 QUEUE_PENDING = Gauge(
     "loom_queue_pending",
     "Tasks of the queue taken by a worker and not yet finished",
-    ["namespace", "queue"],
+    ["loom_namespace", "queue"],
 )
 QUEUE_OLDEST_PENDING = Gauge(
     "loom_queue_oldest_pending_age_seconds",
     "Age of the oldest task of the queue taken and not yet finished (0 if none)",
-    ["namespace", "queue"],
+    ["loom_namespace", "queue"],
 )
 WORKERS_LIVE = Gauge(
     "loom_workers_live",
     "Workers of the queue whose heartbeat is fresh",
-    ["namespace", "queue"],
+    ["loom_namespace", "queue"],
 )
 TIMERS_DUE = Gauge(
     "loom_timers_due",
     "Timers, retry back-offs and activity leases due and not yet fired",
-    ["namespace"],
+    ["loom_namespace"],
 )
 TIMERS_OVERDUE = Gauge(
     "loom_timers_overdue_seconds",
     "How late the most overdue timer is (0 if none is due)",
-    ["namespace"],
+    ["loom_namespace"],
 )
 DEAD_LETTER_ENTRIES = Gauge(
     "loom_dead_letter_entries",
     "Tasks in the namespace's dead-letter streams, waiting to be put back or dropped",
-    ["namespace"],
+    ["loom_namespace"],
 )
 BUILD = Info("loom_build", "The loom-redis version and Python of this worker")
 BUILD.info({"version": _version("loom-redis"), "python": platform.python_version()})

@@ -99,7 +99,7 @@ async def test_prometheus_scrapes_the_worker_and_sees_the_real_backlog(
     prometheus_for.append(prometheus)
     # The expression the chart's KEDA Prometheus trigger and backlog alert use: every
     # worker of the queue reports the same figure.
-    backlog = f'sum(max by (queue) (loom_queue_backlog{{namespace="{namespace}"}}))'
+    backlog = f'sum(max by (queue) (loom_queue_backlog{{loom_namespace="{namespace}"}}))'
 
     async def until(expression: str, value: float) -> None:
         with anyio.fail_after(30):
@@ -123,7 +123,7 @@ async def test_prometheus_scrapes_the_worker_and_sees_the_real_backlog(
         # Two activities run, the third workflow's task waits: a backlog of 3.
         await until(backlog, 3)
         await until('up{job="loom-worker"}', 1)
-        await until(f'sum(loom_workers_live{{namespace="{namespace}"}})', 1)
+        await until(f'sum(loom_workers_live{{loom_namespace="{namespace}"}})', 1)
         released.set()
         for handle in handles:
             assert await handle.result(timeout=10) == {"said": "released"}

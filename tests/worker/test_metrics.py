@@ -139,7 +139,7 @@ async def test_gauges_report_the_backlog_and_histograms_the_latencies(
     released = anyio.Event()
 
     def gauge(name: str) -> float | None:
-        return REGISTRY.get_sample_value(name, {"namespace": namespace, "queue": "default"})
+        return REGISTRY.get_sample_value(name, {"loom_namespace": namespace, "queue": "default"})
 
     def counted(name: str, **labels: str) -> float:
         return sample(f"{name}_count", **labels)
@@ -163,7 +163,7 @@ async def test_gauges_report_the_backlog_and_histograms_the_latencies(
             while gauge("loom_queue_backlog") != 0:
                 await anyio.sleep(0.02)
         assert gauge("loom_queue_oldest_pending_age_seconds") == 0
-        assert REGISTRY.get_sample_value("loom_dead_letter_entries", {"namespace": namespace}) == 0
+        assert REGISTRY.get_sample_value("loom_dead_letter_entries", {"loom_namespace": namespace}) == 0
     closed = counted(
         "loom_workflow_duration_seconds", workflow="metrics_Waiting", status="COMPLETED"
     )
