@@ -8,45 +8,28 @@ import re
 from typing import Any
 
 import yaml
+from prometheus_client import REGISTRY
+
+import loom_redis.metrics  # noqa: F401  # registers the worker's metrics
 
 from .rendering import CHART, MONITORED, one, render
 
-# The metrics of a worker (loom_redis/metrics.py and issue 13's queue, timer and
-# worker gauges), with the series a histogram adds.
-WORKER_METRICS = {
-    "loom_tasks_total",
-    "loom_activity_duration_seconds",
-    "loom_workflow_task_duration_seconds",
-    "loom_commit_conflicts_total",
-    "loom_workflows_closed_total",
-    "loom_dead_letters_total",
-    "loom_timers_fired_total",
-    "loom_eager_activities_total",
-    "loom_unregistered_tasks_total",
-    "loom_tasks_reclaimed_total",
-    "loom_namespace_data_lost_total",
-    "loom_tasks_in_flight",
-    "loom_tasks_waiting_locally",
-    "loom_worker_concurrency",
-    "loom_queue_backlog",
-    "loom_queue_lag",
-    "loom_queue_pending",
-    "loom_queue_oldest_pending_age_seconds",
-    "loom_timers_due",
-    "loom_timers_overdue_seconds",
-    "loom_dead_letter_entries",
-    "loom_workers_live",
-    "loom_workflow_duration_seconds",
-    "loom_schedule_to_start_seconds",
-    "loom_build_info",
-}
-HISTOGRAMS = {
-    "loom_activity_duration_seconds",
-    "loom_workflow_task_duration_seconds",
-    "loom_workflow_duration_seconds",
-    "loom_schedule_to_start_seconds",
-}
-EXPORTED = WORKER_METRICS | {f"{h}_{s}" for h in HISTOGRAMS for s in ("bucket", "sum", "count")}
+
+def _exported() -> set[str]:
+    """The series names a worker exports: each metric's samples as the registry lists
+    them (a histogram's _bucket, _sum and _count; an Info's _info), without labels."""
+    names = set()
+    for metric in REGISTRY.collect():
+        if metric.name.startswith("loom_"):
+            names.add(metric.name)
+            suffixes = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",)}
+            names.update(metric.name + s for s in suffixes.get(metric.type, ()))
+            if metric.type == "info":
+                names.add(metric.name + "_info")
+    return names
+
+
+EXPORTED = _exported()
 
 
 def _leaf_keys(values: dict[str, Any], prefix: str = "") -> set[str]:
