@@ -163,7 +163,8 @@ async def test_gauges_report_the_backlog_and_histograms_the_latencies(
             while gauge("loom_queue_backlog") != 0:
                 await anyio.sleep(0.02)
         assert gauge("loom_queue_oldest_pending_age_seconds") == 0
-        assert REGISTRY.get_sample_value("loom_dead_letter_entries", {"loom_namespace": namespace}) == 0
+        dead_letters = {"loom_namespace": namespace}
+        assert REGISTRY.get_sample_value("loom_dead_letter_entries", dead_letters) == 0
     closed = counted(
         "loom_workflow_duration_seconds", workflow="metrics_Waiting", status="COMPLETED"
     )
