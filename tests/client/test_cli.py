@@ -19,11 +19,13 @@ from typing import Any
 
 import anyio.from_thread
 import pytest
+import redis
 from anyio.from_thread import BlockingPortal
 from click.testing import CliRunner, Result
 
 import loom_redis as loom
 from loom_redis.cli import main
+from loom_redis.store import Keyspace
 from loom_redis.testing import free_port, isolated_registry, running_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,6 +141,33 @@ def test_init_creates_the_namespace_once(redis_url: str, namespace: str) -> None
     assert result.exit_code == 1
     assert "created with 4 shards, not 8" in result.output
     assert "Traceback" not in result.output
+
+
+def test_init_creates_the_streams_and_groups_of_the_queues_named(
+    redis_url: str, namespace: str
+) -> None:
+    """What the Helm chart's hook runs before any worker (or autoscaler) watches them."""
+    result = CliRunner().invoke(
+        main,
+        ["init", "--shards", "2", "-q", "orders", "--queue", "mail"]
+        + ["--url", redis_url, "--namespace", namespace],
+    )
+    assert result.exit_code == 0, result.output
+    assert "and queue(s) orders, mail ready" in result.output
+    keys = Keyspace(namespace, 2)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        for queue in ("orders", "mail"):
+            for shard in range(2):
+                for stream in (keys.queue(shard, queue), keys.activity_queue(shard, queue)):
+                    groups = admin.xinfo_groups(stream)
+                    assert [g["name"] for g in groups] == [b"workers"], stream
+    finally:
+        admin.close()
+
+    result = CliRunner().invoke(main, ["init", "--queue", "bad queue", "--url", redis_url])
+    assert result.exit_code == 2
+    assert "--queue" in result.output and "'bad queue'" in result.output
 
 
 # -- list, inspect, stats --------------------------------------------------------------------
