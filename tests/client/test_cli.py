@@ -149,8 +149,19 @@ def test_init_creates_the_streams_and_groups_of_the_queues_named(
     """What the Helm chart's hook runs before any worker (or autoscaler) watches them."""
     result = CliRunner().invoke(
         main,
-        ["init", "--shards", "2", "-q", "orders", "--queue", "mail"]
-        + ["--url", redis_url, "--namespace", namespace],
+        [
+            "init",
+            "--shards",
+            "2",
+            "-q",
+            "orders",
+            "--queue",
+            "mail",
+            "--url",
+            redis_url,
+            "--namespace",
+            namespace,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "and queue(s) orders, mail ready" in result.output
