@@ -10,7 +10,7 @@ import logging
 import os
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
@@ -337,6 +337,18 @@ class Client:
         for problem in unreadable.values():
             warn_unreadable(problem, "shown as unreadable")
         return beats + [{"name": n, "unreadable": why} for n, why in sorted(unreadable.items())]
+
+    @_reads("list live workers")
+    async def live_workers(self, queues: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The workers whose heartbeat is fresh (three beats), of any of `queues` if
+        given."""
+        store = await self._connected()
+        wanted = set(queues)
+        return [
+            beat
+            for beat in await store.live_workers()
+            if not wanted or wanted & set(beat.get("queues", ()))
+        ]
 
     @_reads("explain a workflow's wait")
     async def explain_wait(self, workflow_id: str) -> WaitExplained:

@@ -284,12 +284,42 @@ async def _open_when_reachable(url: str, namespace: str, patience: float) -> Sto
 @url_option
 @namespace_option
 @json_option
-def workers(url: str | None, namespace: str | None, as_json: bool) -> None:
+@click.option(
+    "--require-live",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Exit 1 unless at least N workers (of the --queue queues, if given) have a "
+    "fresh heartbeat: a check for deploys and `helm test`.",
+)
+@click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    help="With --require-live: count these queues' workers.",
+)
+def workers(
+    url: str | None,
+    namespace: str | None,
+    as_json: bool,
+    require_live: int | None,
+    queues: tuple[str, ...],
+) -> None:
     """List the workers of the namespace from their heartbeats."""
     rows = with_client(url, namespace, lambda client: client.workers())
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
+    else:
+        _show_workers(rows)
+    if require_live is not None:
+        live = with_client(url, namespace, lambda client: client.live_workers(queues))
+        of = f" of queue(s) {', '.join(queues)}" if queues else ""
+        click.echo(f"{len(live)} live worker(s){of}; at least {require_live} required", err=True)
+        if len(live) < require_live:
+            sys.exit(1)
+
+
+def _show_workers(rows: list[dict[str, Any]]) -> None:
     now = dt.datetime.now(tz=dt.UTC).timestamp() * 1000
     click.echo(f"{'WORKER':<36} {'HOST':<20} {'PID':>7} {'QUEUES':<16} {'BUSY':>9} LAST SEEN")
     for row in rows:

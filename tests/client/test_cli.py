@@ -181,6 +181,21 @@ def test_init_creates_the_streams_and_groups_of_the_queues_named(
     assert "--queue" in result.output and "'bad queue'" in result.output
 
 
+def test_workers_require_live_fails_unless_enough_workers_of_the_queues_are_live(
+    lm: Loom,
+) -> None:
+    result = lm.cli("workers", "--require-live", "1", code=1)
+    assert "0 live worker(s); at least 1 required" in result.output
+    with lm.portal.wrap_async_context_manager(running_worker(lm.url, lm.namespace)):
+        deadline = time.monotonic() + 10  # until its first heartbeat is written
+        while lm.cli("workers", "--json").output.strip() == "[]" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = lm.cli("workers", "--require-live", "1", "--queue", "default")
+        assert "1 live worker(s) of queue(s) default; at least 1 required" in result.output
+        lm.cli("workers", "--require-live", "2", code=1)
+        lm.cli("workers", "--require-live", "1", "-q", "elsewhere", code=1)
+
+
 # -- list, inspect, stats --------------------------------------------------------------------
 
 
