@@ -191,9 +191,9 @@ def test_the_hook_runs_loom_init_with_the_workers_connection() -> None:
 
     test_pod = one(manifests, "Pod", f"{FULLNAME}-test-workers")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    script = test_pod["spec"]["containers"][0]["args"][0]
-    assert "loom workers --json" in script
-    assert 'set(["a","b"])' in script and "wanted = 1" in script
+    checker = test_pod["spec"]["containers"][0]
+    assert checker["command"] == ["loom"]
+    assert checker["args"] == ["workers", "--require-live=1", "--queue=a", "--queue=b"]
 
 
 def test_existing_secret_and_tls() -> None:
