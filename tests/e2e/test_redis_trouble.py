@@ -265,6 +265,7 @@ OPERATIONS: dict[str, tuple[bool, Operation]] = {
     "list_workflows": (False, lambda c, s: c.list_workflows()),
     "stats": (False, lambda c, s: c.stats()),
     "workers": (False, lambda c, s: c.workers()),
+    "live_workers": (False, lambda c, s: c.live_workers()),
     "explain_wait": (False, lambda c, s: c.explain_wait("waiting")),
     "dead_letters": (False, lambda c, s: c.dead_letters()),
     "get_progress": (False, lambda c, s: c.get_progress("bo")),
