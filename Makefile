@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict loom_redis examples
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/pytest -q
