@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test test-redis7 test-slow demo bench clean
+.PHONY: setup lint test test-redis7 test-slow test-image demo bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ test-redis7: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
+# Builds the Dockerfile with buildah on a debootstrap base and runs a worker from it
+# (as root, with buildah and debootstrap installed); excluded from `make test`.
+test-image: $(STAMP)
+	$(BIN)/pytest -q -s -m image tests/image
+
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo
 
@@ -42,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .loom .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .loom .bench .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info
