@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test test-redis7 test-pythons test-slow demo bench clean
+.PHONY: setup lint test test-redis7 test-pythons test-slow test-image demo bench clean
 
 setup: $(STAMP)
 
@@ -21,13 +21,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict loom_redis examples
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/pytest -q
 
 # The same suite against Debian's redis-server (7.0), the second real target.
 test-redis7: $(STAMP)
-	LOOM_TEST_SERVER_BINARY=$$(command -v redis-server) $(BIN)/pytest -q
+	LOOM_TEST_SERVER_BINARY=$$(command -v redis-server) $(BIN)/pytest -q -n 2
 
 # The suite on the other supported Pythons (pyenv's), each in a venv of its own, against
 # the embedded Valkey only (the Redis 7.0 run is the main Python's).
@@ -39,12 +40,17 @@ test-pythons:
 	  $$venv/bin/python -m pip install --quiet --upgrade pip; \
 	  $$venv/bin/python -m pip install --quiet -e '.[dev]'; \
 	  echo "== Python $$($$venv/bin/python -V)"; \
-	  $$venv/bin/pytest -q -p no:cacheprovider; \
+	  $$venv/bin/pytest -q -n 2 -p no:cacheprovider; \
 	done
 
 # The long chaos and soak runs, excluded from `make test`.
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
+
+# Builds the Dockerfile with buildah on a debootstrap base and runs a worker from it
+# (as root, with buildah and debootstrap installed); excluded from `make test`.
+test-image: $(STAMP)
+	$(BIN)/pytest -q -s -m image tests/image
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo
@@ -54,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-3.* .loom .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-3.* .loom .bench .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

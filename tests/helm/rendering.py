@@ -78,7 +78,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "existing-secret-tls": EXISTING_SECRET_TLS,
     "monitored": MONITORED,
     "keda-prometheus": keda("prometheus"),
-    "keda-redis-streams": keda("redis-streams", minReplicas=0),
+    "keda-redis-streams": keda("redis-streams", minReplicas=2),
     "keda-redis-streams-lag": keda("redis-streams", redisStreams={"mode": "lagCount"}),
     "everything-off": EVERYTHING_OFF,
 }
