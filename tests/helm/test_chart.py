@@ -165,6 +165,7 @@ def test_defaults() -> None:
         "secretKeyRef": {"name": f"{FULLNAME}-redis", "key": "url"}
     }
     assert _env(container)["LOOM_NAMESPACE"] == "default"
+    assert _env(container)["LOOM_LOG_FORMAT"] == "json"
     assert one(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 

@@ -133,6 +133,8 @@ and the test pod. Called with (list $ hook). */}}
   value: {{ $root.Values.loom.namespace | quote }}
 - name: LOOM_WAIT_FOR_REDIS
   value: {{ $root.Values.redis.waitSeconds | quote }}
+- name: LOOM_LOG_FORMAT
+  value: {{ $root.Values.worker.logFormat | quote }}
 {{- with $root.Values.worker.extraEnv }}
 {{ toYaml . }}
 {{- end }}
