@@ -10,6 +10,7 @@ over parts, each a module named for what it does (its base classes):
 - `dead_letters.py`: tasks that cannot run, listed and put back;
 - `registry.py`: workers' heartbeats and the workflow definitions they publish;
 - `queries.py`: what the client, the CLI and dashboards read (lists, counts, progress);
+- `retention.py`: closed workflows deleted after their retention (the sweep, prune);
 - `plans.py`: how a workflow task's plan becomes what commit.lua writes;
 - `keys.py` (every key name), `wire.py` (every field name and script reply),
   `connection.py` (connecting, errors, the direct lane), `scripts/*.lua`.

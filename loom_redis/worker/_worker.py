@@ -144,6 +144,7 @@ class Worker:
             background.start_soon(self._housekeeping.renew_leases)
             background.start_soon(self._housekeeping.heartbeat)
             background.start_soon(self._housekeeping.prune_departed_workers)
+            background.start_soon(self._housekeeping.sweep_expired)
             if options.metrics_port is not None:
                 background.start_soon(
                     serve_metrics,
