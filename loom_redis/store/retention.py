@@ -103,8 +103,8 @@ class Retention(StorePart):
         """Delete up to `limit` workflows of `shard` whose retention has ended; how many
         were deleted."""
         now = now_ms()
-        due: Any = await self.redis.zrangebyscore(
-            self.keys.expiry_index(shard), "-inf", now, start=0, num=limit
+        due: Any = await self.redis.zrange(
+            self.keys.expiry_index(shard), "-inf", now, byscore=True, offset=0, num=limit
         )
         deleted = 0
         for workflow_id in due:
@@ -140,8 +140,9 @@ class Retention(StorePart):
         # Deleted ids leave the index; those kept stay before `offset`.
         offset = 0
         while True:
-            page: Any = await self.redis.zrangebyscore(
-                index, "-inf", f"({closed_before_ms}", start=offset, num=PAGE
+            # ZRANGE BYSCORE, not ZRANGEBYSCORE: the dashboard's ACL user may list them.
+            page: Any = await self.redis.zrange(
+                index, "-inf", f"({closed_before_ms}", byscore=True, offset=offset, num=PAGE
             )
             for raw in page:
                 workflow_id = text(raw)

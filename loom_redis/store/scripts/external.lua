@@ -17,9 +17,13 @@ if ARGV[5] ~= '' and redis.call('HSETNX', meta, ARGV[5], ARGV[2]) == 0 then
   return {'duplicate', status}
 end
 if ARGV[6] ~= '' then
-  redis.call('ZREMRANGEBYSCORE', requests, '-inf', '(' .. (now - ONCE_KEEP_MS))
-  if redis.call('ZSCORE', requests, ARGV[6]) then return {'duplicate', status} end
+  local kept_since = now - ONCE_KEEP_MS
+  local seen_at = tonumber(redis.call('ZSCORE', requests, ARGV[6]))
+  if seen_at and seen_at >= kept_since then return {'duplicate', status} end
+  -- ZADD first: a full server (maxmemory) refuses a script's first write that adds, but
+  -- not the writes after one that only removes (such as the trims below).
   redis.call('ZADD', requests, now, ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', requests, '-inf', '(' .. kept_since)
   redis.call('ZREMRANGEBYRANK', requests, 0, -(ONCE_KEEP + 1))
 end
 append_event(KEYS[2], ARGV[3], '0', ARGV[2], ARGV[4])
