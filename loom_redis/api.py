@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from .client import WorkflowHandle, default_client
@@ -205,10 +206,13 @@ class Workflow(Generic[InputT, StateT]):
         owner: str | None = None,
         queue: str | None = None,
         id_reuse: IdReusePolicy = "reject",
+        retention: timedelta | float | None = None,
     ) -> WorkflowHandle[StateT]:
         """Start this workflow through the default client (`loom.configure` / LOOM_REDIS_URL).
 
-        `initial_state` (a dict) is the state the first step sees.
+        `initial_state` (a dict) is the state the first step sees; `retention` (a
+        timedelta or seconds) how long it is kept after it closes, in place of the
+        namespace's.
         """
         client = await default_client()
         return await client.start(
@@ -219,6 +223,7 @@ class Workflow(Generic[InputT, StateT]):
             owner=owner,
             queue=queue,
             id_reuse=id_reuse,
+            retention=retention,
         )
 
 

@@ -38,7 +38,7 @@ from .errors import (
 )
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
 from .store import CLOSE_NOTICE_MS, Store, UnreadableEntry, registering, warn_unreadable
-from .store.connection import retried_call
+from .store.connection import now_ms, retried_call
 from .store.keys import (
     DEFAULT_NAMESPACE,
     validate_owner,
@@ -46,7 +46,8 @@ from .store.keys import (
     validate_signal_name,
     validate_workflow_id,
 )
-from .store.wire import ONCE_PREFIX, MetaField, Reply
+from .store.retention import checked_retention
+from .store.wire import MetaField, Reply
 
 if TYPE_CHECKING:
     from .api import Workflow
@@ -216,6 +217,7 @@ class Client:
         owner: str | None = None,
         queue: str | None = None,
         id_reuse: IdReusePolicy = "reject",
+        retention: dt.timedelta | float | None = None,
     ) -> WorkflowHandle[StateT]:
         """Start `workflow` (a `@loom.workflow` class) with `input`; returns its handle.
 
@@ -223,6 +225,9 @@ class Client:
 
         A second start with the same `workflow_id` raises WorkflowAlreadyStartedError,
         or returns the existing workflow's handle with `id_reuse="return_existing"`.
+
+        `retention` (a timedelta or seconds) is how long the workflow is kept after it
+        closes, in place of the namespace's (`loom init --retention`, 7 days by default).
         """
         definition = workflow_definition(workflow)
         if initial_state is not None and not isinstance(initial_state, dict):
@@ -240,6 +245,11 @@ class Client:
         # Likewise only None means the default queue, and no owner.
         queue = validate_queue(DEFAULT_QUEUE if queue is None else queue)
         owner = None if owner is None else validate_owner(owner)
+        retention_ms = None
+        if retention is not None:
+            retention_ms = checked_retention(
+                retention, f"retention of workflow {workflow_id!r} ({definition.name})"
+            )
         # The same for each try: a start whose reply was lost recognises itself.
         request_id = uuid.uuid4().hex
         created, status = await self._call(
@@ -255,6 +265,7 @@ class Client:
                 workflow_input=input,
                 initial_state=initial_state,
                 request_id=request_id,
+                retention_ms=retention_ms,
             ),
         )
         if not created:
@@ -321,6 +332,24 @@ class Client:
         _check_limit(limit)
         store = await self._connected()
         return await store.list_workflows(Status(status.upper()) if status else None, limit)
+
+    async def prune(
+        self,
+        older_than: dt.timedelta | float,
+        *,
+        status: str | None = None,
+        dry_run: bool = False,
+    ) -> list[tuple[str, str]]:
+        """Delete the closed workflows (of `status`, if given) that closed more than
+        `older_than` (a timedelta or seconds) ago, as their retention would; open ones
+        are never deleted. With `dry_run`, only list them. Returns the (workflow id,
+        status) of each deleted (or listed)."""
+        cutoff = now_ms() - checked_retention(older_than, "older_than")
+        closed = status.upper() if isinstance(status, str) else status
+        return await self._call(
+            "prune workflows",
+            lambda store: store.prune(cutoff, closed, dry_run=dry_run),
+        )
 
     @_reads("count workflows")
     async def stats(self) -> dict[str, int]:
@@ -686,14 +715,14 @@ class WorkflowHandle(Generic[StateT]):
         validate_signal_name(name)
         encode(payload, what=f"payload of signal {name!r} to workflow {self.workflow_id!r}")
         # The same for each try: a signal whose reply was lost is not delivered twice.
-        once_field = f"{ONCE_PREFIX}{uuid.uuid4().hex}"
+        request_id = uuid.uuid4().hex
         outcome, status = await (await self._get_client())._call(
             f"signal workflow {self.workflow_id!r}",
             lambda store: store.deliver_external(
                 self.workflow_id,
                 EventType.SIGNAL_RECEIVED,
                 {"name": name, "payload": payload},
-                once_field=once_field,
+                request_id=request_id,
             ),
         )
         return self._ended(outcome, status)

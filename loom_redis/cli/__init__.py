@@ -1,8 +1,10 @@
-"""The `loom` command line: worker, init, list, inspect, stats, signal, cancel, dead.
+"""The `loom` command line: worker, init, list, inspect, stats, signal, cancel, dead,
+history, prune.
 
 One module per group of commands, as `loom --help` reads: `namespace` (init),
-`worker` (worker, workers), `workflows` (list, inspect, stats, signal, cancel) and
-`dead_letters` (dead list, dead retry); `_common` holds what they share."""
+`worker` (worker, workers), `workflows` (list, inspect, stats, signal, cancel),
+`dead_letters` (dead list, dead retry) and `retention` (history export, prune);
+`_common` holds what they share."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import click
 
 from .. import __version__
 from ..logs import LogFormat, configure
-from . import dead_letters, namespace, worker, workflows
+from . import dead_letters, namespace, retention, worker, workflows
 
 __all__ = ["main"]
 
@@ -43,5 +45,7 @@ for command in (
     workflows.signal_,
     workflows.cancel,
     dead_letters.dead,
+    retention.history,
+    retention.prune,
 ):
     main.add_command(command)

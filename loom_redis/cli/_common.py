@@ -1,16 +1,20 @@
-"""What every command shares: the --url/--namespace/--limit/--json options, running a
-command's coroutine with loom errors as command-line errors, and stored text as printed."""
+"""What every command shares: the --url/--namespace/--limit/--json options, durations,
+running a command's coroutine with loom errors as command-line errors, and stored text
+as printed."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import anyio
 import click
 
 from ..client import Client, default_namespace, default_url, format_time
 from ..errors import LoomError, RedisUnavailableError
+from ..events import Status
 from ..store.keys import CONTROL_CHARACTERS
 
 T = TypeVar("T")
@@ -33,6 +37,38 @@ limit_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 CLI_URL_HINT = "pass --url or set LOOM_REDIS_URL"
+
+# Seconds in each unit a duration may end with (none: seconds).
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+
+
+def duration(_ctx: Any, _param: Any, value: str | None) -> timedelta | None:
+    """A duration option's callback: `30s`, `15m`, `12h` or `7d` (a bare number is
+    seconds) as a timedelta; click's error names the option and the value otherwise."""
+    if value is None:
+        return None
+    found = _DURATION.fullmatch(value.strip())
+    if not found:
+        raise click.BadParameter(
+            f"{value!r} is not a duration: write a number of seconds or a number with "
+            "a unit, such as 30s, 15m, 12h or 7d"
+        )
+    return timedelta(seconds=float(found[1]) * DURATION_UNITS[found[2]])
+
+
+def format_duration(ms: int) -> str:
+    """A duration as `loom init --retention` takes it, in the largest unit that fits."""
+    seconds = ms / 1000
+    for unit in ("d", "h", "m", "s"):
+        if seconds >= DURATION_UNITS[unit] and seconds % DURATION_UNITS[unit] == 0:
+            return f"{int(seconds // DURATION_UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+def loom_status(_ctx: Any, _param: Any, status: str | None) -> str | None:
+    """A --status option's callback: Loom spells CANCELLED as CANCELED."""
+    return str(Status.CANCELLED) if status == "CANCELED" else status
 
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:

@@ -12,17 +12,13 @@ from ..events import Status
 from ._common import (
     json_option,
     limit_option,
+    loom_status,
     namespace_option,
     shown,
     url_option,
     when,
     with_client,
 )
-
-
-def _loom_status(_ctx: Any, _param: Any, status: str | None) -> str | None:
-    # Loom spells it CANCELED.
-    return str(Status.CANCELLED) if status == "CANCELED" else status
 
 
 @click.command(name="list")
@@ -32,7 +28,7 @@ def _loom_status(_ctx: Any, _param: Any, status: str | None) -> str | None:
     "-s",
     "--status",
     type=click.Choice([*map(str, Status), "CANCELED"], case_sensitive=False),
-    callback=_loom_status,
+    callback=loom_status,
     default=None,
     help="Only this status (any case).",
 )

@@ -11,6 +11,7 @@ over parts, each a module named for what it does (its base classes):
 - `registry.py`: workers' heartbeats and the workflow definitions they publish;
 - `queries.py`: what the client, the CLI and dashboards read (lists, counts, progress);
 - `backlog.py`: the work waiting in the queues, timers and dead letters (for gauges);
+- `retention.py`: closed workflows deleted after their retention (the sweep, prune);
 - `plans.py`: how a workflow task's plan becomes what commit.lua writes;
 - `keys.py` (every key name), `wire.py` (every field name and script reply),
   `connection.py` (connecting, errors, the direct lane), `scripts/*.lua`.

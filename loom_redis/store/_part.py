@@ -13,7 +13,7 @@ from redis.exceptions import NoScriptError
 from .connection import (
     DirectLane,
 )
-from .keys import Keyspace
+from .keys import DEFAULT_RETENTION_MS, Keyspace
 from .wire import (
     SCRIPT_NAMES,
     lua_constants,
@@ -24,10 +24,19 @@ class StorePart:
     """The state of one Store that each of its parts (history, tasks, timers, ...) uses:
     the parts are the Store's base classes, each a module named for what it does."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keyspace, url: str = "") -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keyspace,
+        url: str = "",
+        retention_ms: int = DEFAULT_RETENTION_MS,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.url = url
+        # The namespace's retention, which commits that close a workflow write (its
+        # config's, read when the store opens and by each sweep round: see retention.py).
+        self.retention_ms = retention_ms
         self._lane = DirectLane(redis)
         lib = lua_constants() + _script_source("lib")
         self._scripts: dict[str, AsyncScript] = {

@@ -16,6 +16,9 @@ from ..errors import ConfigurationError, InvalidWorkflowIdError
 PREFIX = "loom"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_SHARDS = 16
+# How long a closed workflow is kept, counted from its close, unless the namespace's
+# config or its start says otherwise (see retention.py).
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 # More shards than this is a mistake (a typo, a hand-edited config), not a plan.
 MAX_SHARDS = 4096
 # Workflow ids, owners and signal names, in bytes of UTF-8.
@@ -111,6 +114,11 @@ class Keyspace:
         (every start registers its client as a waiter)."""
         return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:c"
 
+    def once_requests(self, workflow_id: str) -> str:
+        """A zset of the request ids of the signals delivered to the workflow (at most
+        once each), scored by delivery time; bounded (wire.ONCE_KEEP, ONCE_KEEP_MS)."""
+        return f"{self._tag(self.shard_of(workflow_id))}:wf:{workflow_id}:o"
+
     # Per-shard keys. A task queue is two streams: workflow tasks, and activity tasks
     # (so that a commit can take the activity it just scheduled: see take_next).
     def queue(self, shard: int, queue: str) -> str:
@@ -146,6 +154,10 @@ class Keyspace:
 
     def owner_index(self, shard: int, owner: str) -> str:
         return self.owner_index_prefix(shard) + owner
+
+    def expiry_index(self, shard: int) -> str:
+        """Closed workflow ids scored by the time their retention ends (ms)."""
+        return f"{self._tag(shard)}:idx:expiry"
 
     # Namespace-wide keys.
     def config(self) -> str:

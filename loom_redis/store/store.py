@@ -13,16 +13,18 @@ from .dead_letters import DeadLetters
 from .keys import MAX_SHARDS, Keyspace, validate_namespace
 from .queries import Queries
 from .registry import Registry
+from .retention import RETENTION_FIELD, Retention, stored_retention
 from .tasks import create_config, stored_shards
 from .workflows import Workflows
 
 
-class Store(Workflows, Queries, DeadLetters, Registry, Backlog):
+class Store(Workflows, Queries, DeadLetters, Registry, Backlog, Retention):
     """Reads and transitions of one namespace on one Redis."""
 
     @classmethod
     async def open(cls, url: str, namespace: str, shards: int | None = None) -> Store:
-        """Connect and read the namespace's shard count (creating it on first use)."""
+        """Connect and read the namespace's shard count and retention (creating it on
+        first use)."""
         validate_namespace(namespace)
         max_payload_bytes()  # a bad LOOM_MAX_PAYLOAD_BYTES fails here, not at some large payload
         redis = await connect_redis(url)
@@ -34,7 +36,7 @@ class Store(Workflows, Queries, DeadLetters, Registry, Backlog):
                 raise ConfigurationError(f"shard count must be 1..{MAX_SHARDS}, got {wanted!r}")
             # Read first: a read-only (dashboard) user can open an existing namespace.
             with redis_errors(f"open namespace {namespace!r}", url):
-                found = await redis.hget(keys.config(), "shards")
+                found, retention = await redis.hmget(keys.config(), ["shards", RETENTION_FIELD])
             if found is None:
                 with redis_errors(f"create namespace {namespace!r}", url):
                     found = await create_config(redis, keys.config(), wanted)
@@ -44,10 +46,11 @@ class Store(Workflows, Queries, DeadLetters, Registry, Backlog):
                     f"namespace {namespace!r} was created with {stored} shards, not {shards}; "
                     "the shard count of a namespace is fixed"
                 )
+            retention_ms = stored_retention(keys.config(), retention)
         except BaseException:
             await redis.aclose()
             raise
-        return cls(redis, Keyspace(namespace, stored), url)
+        return cls(redis, Keyspace(namespace, stored), url, retention_ms)
 
     async def ping(self) -> None:
         """Raise a RedisError unless Redis answers."""

@@ -102,13 +102,13 @@ class MetaField(_WireName):
     DEAD = "dead"
     # The request id of the start that created it (a retried start finds its own).
     START_REQUEST = "start_request"
+    # Its start's retention (ms), which commit.lua prefers to the namespace's at the close.
+    RETENTION = "retention"
 
 
-# Meta fields named by a prefix and a seq or an id: an activity or a timer the code waits
-# for ("1"), and a signal or cancel request delivered at most once.
+# Meta fields named by a prefix and a seq: an activity or a timer the code waits for ("1").
 ACTIVITY_PREFIX = "a:"
 TIMER_PREFIX = "t:"
-ONCE_PREFIX = "once:"
 
 
 class TimerKind(_WireName):
@@ -135,6 +135,16 @@ class Reply(_WireName):
     ALREADY_QUEUED = "already-queued"  # re-driven, but a workflow task was queued already
     STARTED = "started"  # start.lua: created (or found its own earlier start)
     EXISTS = "exists"  # start.lua: another start created the workflow
+    DELETED = "deleted"  # delete_closed.lua: the workflow's keys and index entries are gone
+    OPEN = "open"  # delete_closed.lua: the workflow is open, never deleted
+    KEPT = "kept"  # delete_closed.lua: closed, but not by the deadline (or of the status) given
+
+
+class DeleteWhen(_WireName):
+    """What delete_closed.lua checks against its deadline before it deletes a workflow."""
+
+    EXPIRED = "expired"  # its retention ended (its score in the expiry index)
+    CLOSED_BEFORE = "closed-before"  # it closed (its score in its status index)
 
 
 # The transitions, one Lua script each (scripts/<name>.lua, after scripts/lib.lua).
@@ -150,6 +160,7 @@ SCRIPT_NAMES = (
     "redrive",
     "dead_timer",
     "defer_task",
+    "delete_closed",
 )
 
 # How long a workflow's close notice (see Store.await_close) outlives its close.
@@ -164,6 +175,11 @@ MAX_SKIPPED = 1000
 # or dead-lettered entry with more is refused, so that no script passes more values to a
 # command than Lua can (about 8,000).
 MAX_TASK_FIELDS = 64
+# The request ids of the signals delivered to one open workflow that external.lua keeps to
+# drop a repeat (a client retrying after a lost reply): at most this many, for at most
+# this long; a workflow's deletion removes them all.
+ONCE_KEEP = 1000
+ONCE_KEEP_MS = 24 * 3600 * 1000
 
 
 def lua_constants() -> str:
@@ -174,6 +190,8 @@ def lua_constants() -> str:
         f"local NO_WORKFLOW = '{NO_WORKFLOW.decode()}'\n"
         f"local EXTERNAL = {{{external}}}\n"
         f"local MAX_SKIPPED = {MAX_SKIPPED}\n"
+        f"local ONCE_KEEP = {ONCE_KEEP}\n"
+        f"local ONCE_KEEP_MS = {ONCE_KEEP_MS}\n"
     )
 
 

@@ -24,7 +24,6 @@ from .plans import TaskPlan, command_payload, lua_plan
 from .tasks import Task, Tasks, taken_task
 from .wire import (
     NO_WORKFLOW,
-    ONCE_PREFIX,
     MetaField,
     Reply,
     TaskField,
@@ -95,10 +94,12 @@ class Workflows(History, Tasks):
         workflow_input: Any,
         initial_state: dict[str, Any] | None = None,
         request_id: str,
+        retention_ms: int | None = None,
     ) -> tuple[bool, str]:
         """Create the workflow; returns (created, status) and never writes a second
         history. A call repeated with the same `request_id` (a client retrying after a
-        lost reply) finds its own start: (True, status)."""
+        lost reply) finds its own start: (True, status). `retention_ms` overrides the
+        namespace's retention at its close."""
         keys = self.keys
         shard = keys.shard_of(workflow_id)
         what = f"input of workflow {workflow_id!r} ({name})"
@@ -138,6 +139,8 @@ class Workflows(History, Tasks):
             MetaField.STEP,
             "0",
         ]
+        if retention_ms is not None:
+            meta += [MetaField.RETENTION, str(retention_ms)]
         script_keys = [
             keys.meta(workflow_id),
             keys.history(workflow_id),
@@ -239,6 +242,7 @@ class Workflows(History, Tasks):
                 keys.activity_queue(shard, queue),
                 workflow_stream,
                 keys.close_notice(workflow_id),
+                keys.expiry_index(shard),
             ],
             [
                 workflow_id,
@@ -250,6 +254,7 @@ class Workflows(History, Tasks):
                 keys.owner_index_prefix(shard),
                 take_next_for,
                 last_read_id,
+                self.retention_ms,
             ],
         )
         outcome = text(reply[0])
@@ -343,16 +348,25 @@ class Workflows(History, Tasks):
         )
 
     async def deliver_external(
-        self, workflow_id: str, event_type: EventType, data: Any, *, once_field: str = ""
+        self,
+        workflow_id: str,
+        event_type: EventType,
+        data: Any,
+        *,
+        once_field: str = "",
+        request_id: str = "",
     ) -> tuple[str, str]:
         """Append a signal or cancel request to an open workflow: ('ok'|'missing'|'closed'|
         'duplicate', status).
 
-        `once_field` (a meta field) makes the event happen at most once; by default each
-        call gets its own, so that redis-py's retry of a call whose reply was lost does
-        not deliver the event twice.
+        `once_field` (a meta field, such as the cancel request's) makes the event happen at
+        most once in the workflow's life; `request_id` makes it happen at most once among
+        the last ONCE_KEEP requests of the last ONCE_KEEP_MS. Without either, each call
+        gets a request id of its own, so that redis-py's retry of a call whose reply was
+        lost does not deliver the event twice.
         """
-        once_field = once_field or f"{ONCE_PREFIX}{uuid.uuid4().hex}"
+        if not once_field and not request_id:
+            request_id = uuid.uuid4().hex
         queue = await self.redis.hget(self.keys.meta(workflow_id), MetaField.QUEUE)
         if queue is None:
             return Reply.MISSING, ""
@@ -365,6 +379,7 @@ class Workflows(History, Tasks):
                     self.keys.meta(workflow_id),
                     self.keys.history(workflow_id),
                     self.keys.queue(shard, text(queue)),
+                    self.keys.once_requests(workflow_id),
                 ],
                 [
                     workflow_id,
@@ -376,6 +391,7 @@ class Workflows(History, Tasks):
                         carries=USER_VALUES.get(event_type),
                     ),
                     once_field,
+                    request_id,
                 ],
             )
         return text(reply[0]), text(reply[1])

@@ -1,18 +1,21 @@
 """What a worker does besides running tasks: renew the leases of the tasks it runs,
 say it is alive (its heartbeat, with the names it registers), forget workers that
-died, publish the workflows' definitions, and read the backlog the gauges report."""
+died, publish the workflows' definitions, read the backlog the gauges report, and
+delete closed workflows whose retention has ended."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import random
 import socket
 from typing import Any
 
 import anyio
 
 from ..definitions import registered_activities, registered_workflows
+from ..errors import ConfigurationError
 from ..metrics import (
     DEAD_LETTER_ENTRIES,
     QUEUE_BACKLOG,
@@ -30,6 +33,9 @@ from ._in_flight import InFlight
 from ._options import Options
 
 logger = logging.getLogger("loom_redis.worker")
+
+# How often (on average) each worker sweeps closed workflows whose retention has ended.
+SWEEP_SECONDS = 30.0
 
 
 class Housekeeping:
@@ -114,6 +120,25 @@ class Housekeeping:
             else:
                 _report(namespace, backlog, live)
             await anyio.sleep(self._options.backlog_interval_ms / 1000)
+
+    async def sweep_expired(self) -> None:
+        """Delete closed workflows whose retention has ended, one script each (so any
+        number of workers may sweep at once): every SWEEP_SECONDS, jittered so that
+        workers spread their rounds, the shards in a random order, a bounded page of
+        workflows per shard and round. Each round reads the namespace's retention
+        again, for the commits that close workflows."""
+        store = self._store
+        while True:
+            await anyio.sleep(SWEEP_SECONDS * random.uniform(0.5, 1.5))
+            try:
+                await store.refresh_retention()
+                deleted = 0
+                for shard in random.sample(range(store.keys.shards), store.keys.shards):
+                    deleted += await store.sweep_expired(shard)
+                if deleted:
+                    logger.info("deleted %d closed workflow(s) whose retention ended", deleted)
+            except (RedisError, ConfigurationError) as exc:
+                logger.warning("could not sweep closed workflows: %s", exc)
 
     async def remove_heartbeat(self) -> None:
         with (

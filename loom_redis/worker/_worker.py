@@ -147,6 +147,7 @@ class Worker:
             background.start_soon(self._housekeeping.heartbeat)
             background.start_soon(self._housekeeping.prune_departed_workers)
             background.start_soon(self._housekeeping.report_backlog)
+            background.start_soon(self._housekeeping.sweep_expired)
             if options.metrics_port is not None:
                 background.start_soon(
                     serve_metrics,

@@ -458,6 +458,9 @@ async def test_worker_user_runs_the_core_scenarios(
         assert (await client.stats())["COMPLETED"] == 1
         listed = {w["workflow_id"]: w["status"] for w in await client.list_workflows()}
         assert listed == {key: "COMPLETED", waiting.id: "CANCELLED"}
+        # Retention: prune deletes them with the script the sweep runs.
+        assert sorted(await client.prune(0)) == sorted(listed.items())
+        assert await client.list_workflows() == []
 
     assert await acl_denials(acl_users.admin, acl_users.worker) == []
     assert "permission" not in caplog.text.lower()

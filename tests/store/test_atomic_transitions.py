@@ -20,7 +20,9 @@ import loom_redis as loom
 from loom_redis import engine
 from loom_redis.events import EventType, Status
 from loom_redis.store import Store, Task, TaskPlan
+from loom_redis.store.connection import now_ms
 from loom_redis.store.keys import WORKER_GROUP
+from loom_redis.store.wire import DeleteWhen
 from loom_redis.testing import running_worker
 from tests.support import namespace_dump
 
@@ -221,6 +223,12 @@ async def defer_task_setup(store: Store) -> str:
     return store.keys.timers(shard(store))
 
 
+async def delete_closed_setup(store: Store) -> str:
+    await started(store, status="COMPLETED")
+    await store.redis.zadd(store.keys.expiry_index(shard(store)), {WID: 0})
+    return store.keys.status_index(shard(store), "COMPLETED")
+
+
 STATE: dict[str, Task] = {}
 
 HOSTILE = {
@@ -240,6 +248,9 @@ HOSTILE = {
     "defer_task": Hostile(
         defer_task_setup,
         lambda s: s.defer_task(STATE["task"], "default", 1, unregistered_since=0),
+    ),
+    "delete_closed": Hostile(
+        delete_closed_setup, lambda s: s.delete_closed(WID, DeleteWhen.EXPIRED, now_ms())
     ),
 }
 

@@ -20,6 +20,7 @@ WIRE_ENUMS = (
     wire.MetaField,
     wire.TimerKind,
     wire.Reply,
+    wire.DeleteWhen,
 )
 WIRE_NAMES = {str(m) for enum in WIRE_ENUMS for m in enum} | {
     wire.ACTIVITY_PREFIX,

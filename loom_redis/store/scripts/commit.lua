@@ -15,8 +15,11 @@
 -- Returns {'ok', new length, id of the last appended entry ('' if none), next task,
 -- entries skipped}, {'conflict', current length} or {'closed', status, next task}; the
 -- next task (see take_next) is {stream, {id, fields}} or nil.
+-- A commit that closes the workflow adds it to the expiry index, scored by the end of its
+-- retention (the close time plus its start's retention, else the namespace's), for the
+-- retention sweep (see delete_closed.lua).
 -- KEYS: meta, history, the task's stream, timers, activity stream, workflow stream,
---       close notice
+--       close notice, expiry index
 -- ARGV: workflow id, expected history length, task id, status index prefix, consumer
 --       group, plans {{t = time (ms), events = {{type, seq, data}}, meta = {k, v, ...},
 --       meta_del = {k, ...}, timers = {{score, member}}, timers_del = {member, ...},
@@ -24,7 +27,7 @@
 --       flag, when suspending), activity = seq of the activity whose outcome is the
 --       first event (or nil)}}, owner index prefix, consumer to take the next task for
 --       ('' for none), id of the last history entry the worker read ('' to allow no
---       skipped events)
+--       skipped events), the namespace's retention (ms)
 local meta, history, queue, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local activities, workflows = KEYS[5], KEYS[6]
 local workflow_id, expected, task_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -35,7 +38,7 @@ local first = plans[1]
 -- no workflow task is queued and the activity still waits for its outcome; it acks the
 -- activity task.
 local found = redis.call('HMGET', meta, 'status', 'wft', 'owner', 'a:' .. (first.activity or ''),
-  'dead')
+  'dead', 'retention')
 local status, owner = found[1], found[3]
 if not status or TERMINAL[status] then
   ack(queue, group, task_id)
@@ -59,7 +62,7 @@ local last = plans[#plans]
 local follows = #skipped > 0 and not TERMINAL[last.status] and last.wft ~= '1'
 -- The keys written below hold their types (meta and history were read above).
 local written = {timers, 'zset', activities, 'stream', queue, 'stream', KEYS[7], 'list',
-  index_prefix .. status, 'zset', index_prefix .. last.status, 'zset'}
+  index_prefix .. status, 'zset', index_prefix .. last.status, 'zset', KEYS[8], 'zset'}
 if owner and owner ~= '' then
   written[#written + 1] = ARGV[7] .. owner
   written[#written + 1] = 'zset'
@@ -108,6 +111,9 @@ if TERMINAL[last.status] then
   -- An owner's index lists its open workflows only, so progress reads stay small.
   if owner and owner ~= '' then redis.call('ZREM', ARGV[7] .. owner, workflow_id) end
   if redis.call('HDEL', meta, 'waited') == 1 then push_close_notice(KEYS[7], closing or {}) end
+  -- A retention field that is no number (written by hand) gives way to the namespace's.
+  local retention = tonumber(found[6] or '') or tonumber(ARGV[10])
+  redis.call('ZADD', KEYS[8], tonumber(now) + retention, workflow_id)
 end
 ack(queue, group, task_id)
 return {'ok', tostring(length), last_id, take_next(group, ARGV[8], activities, workflows),
