@@ -153,11 +153,13 @@ class Kill:
     def resume_delay(self, side: list[tuple[float, str, str, int, int]]) -> float | None:
         """Seconds from the SIGKILL until every task it held ran again elsewhere (None if
         it held none, or one never did)."""
-        began: Counter[tuple[str, int]] = Counter()
+        # What it did last with each activity (an attempt cancelled by its worker leaves
+        # a begin without an end, followed by another begin).
+        last: dict[tuple[str, int], str] = {}
         for at, kind, wid, index, pid in side:
             if pid == self.pid and at <= self.at:
-                began[(wid, index)] += 1 if kind == "begin" else -1
-        interrupted = {key for key, n in began.items() if n > 0}
+                last[(wid, index)] = kind
+        interrupted = {key for key, kind in last.items() if kind == "begin"}
         if not (interrupted or self.held) or self.unclaimed:
             return None
         resumed = self.claimed_at - self.at if self.held else 0.0
@@ -689,15 +691,19 @@ class Chaos:
         while True:
             await anyio.sleep(0.1)
             for kill in list(self.kills):
-                if not kill.in_flight:
-                    continue
                 try:
-                    left = await still_pending(store, kill.in_flight)
-                    unclaimed = await still_pending(store, kill.unclaimed, kill.pid)
+                    await self.follow(store, kill)
                 except RedisError:
                     break
-                kill.resolve(kill.in_flight - left, time.time())
-                kill.claimed(kill.unclaimed - unclaimed, time.time())
+
+    async def follow(self, store: Store, kill: Kill) -> None:
+        """Resolve the tasks of `kill` that have been acknowledged, and those claimed."""
+        if kill.in_flight:
+            left = await still_pending(store, kill.in_flight)
+            kill.resolve(kill.in_flight - left, time.time())
+        if kill.unclaimed:
+            unclaimed = await still_pending(store, kill.unclaimed, kill.pid)
+            kill.claimed(kill.unclaimed - unclaimed, time.time())
 
     async def wait_all_closed(self, store: Store) -> bool:
         c = self.config
@@ -740,9 +746,7 @@ class Chaos:
         while time.monotonic() < deadline:
             # Takeovers still unresolved are resolved (or not) by now.
             for kill in self.kills:
-                if kill.in_flight:
-                    left, _ = await retrying(lambda kill=kill: still_pending(store, kill.in_flight))
-                    kill.resolve(kill.in_flight - left, time.time())
+                await retrying(lambda kill=kill: self.follow(store, kill))
             left, _ = await retrying(lambda: leftovers(store))
             if not (left["queued"] or left["pending"] or left["timers"]):
                 return
