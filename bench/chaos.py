@@ -153,13 +153,14 @@ class Kill:
     def resume_delay(self, side: list[tuple[float, str, str, int, int]]) -> float | None:
         """Seconds from the SIGKILL until every task it held ran again elsewhere (None if
         it held none, or one never did)."""
-        # What it did last with each activity (an attempt cancelled by its worker leaves
-        # a begin without an end, followed by another begin).
-        last: dict[tuple[str, int], str] = {}
+        # The last line of each activity before the kill: it was interrupted if that is
+        # a begin of this worker (an attempt cancelled by its worker leaves a begin
+        # without an end, followed by another begin; an activity may run on two workers).
+        last: dict[tuple[str, int], tuple[str, int]] = {}
         for at, kind, wid, index, pid in side:
-            if pid == self.pid and at <= self.at:
-                last[(wid, index)] = kind
-        interrupted = {key for key, kind in last.items() if kind == "begin"}
+            if at <= self.at:
+                last[(wid, index)] = (kind, pid)
+        interrupted = {key for key, line in last.items() if line == ("begin", self.pid)}
         if not (interrupted or self.held) or self.unclaimed:
             return None
         resumed = self.claimed_at - self.at if self.held else 0.0
