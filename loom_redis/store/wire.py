@@ -150,6 +150,7 @@ SCRIPT_NAMES = (
     "redrive",
     "dead_timer",
     "defer_task",
+    "take_over",
 )
 
 # How long a workflow's close notice (see Store.await_close) outlives its close.

@@ -221,6 +221,12 @@ async def defer_task_setup(store: Store) -> str:
     return store.keys.timers(shard(store))
 
 
+async def take_over_setup(store: Store) -> str:
+    await started(store)
+    STATE["task"] = await pending_task(store)
+    return STATE["task"].queue_key
+
+
 STATE: dict[str, Task] = {}
 
 HOSTILE = {
@@ -240,6 +246,10 @@ HOSTILE = {
     "defer_task": Hostile(
         defer_task_setup,
         lambda s: s.defer_task(STATE["task"], "default", 1, unregistered_since=0),
+    ),
+    "take_over": Hostile(
+        take_over_setup,
+        lambda s: s.take_over(STATE["task"].queue_key, STATE["task"].shard, "c", "d", 1),
     ),
 }
 
