@@ -126,14 +126,15 @@ class Intake:
                 await anyio.sleep(IDLE_READ_PAUSE_SECONDS)
 
     async def _take_over_stale_tasks(self) -> None:
-        """Claim a dead worker's tasks as this one starts (a task handed back is taken at
-        once) and then every half lease, busy or not, up to `concurrency` at a time (and
-        again at once while a claim comes back full and capacity is left); they go to
-        the front of the local queue. So a claimed task starts as soon as an executor is
-        free: it waits neither behind new tasks nor behind the follow-ups of running
-        workflows (a takeover would take that long), and a worker holds at most
-        `concurrency` claimed tasks it has not started (should it die too, each costs a
-        delivery)."""
+        """Claim tasks whose lease ended as this one starts (a task handed back is taken
+        at once) and then every half lease, busy or not (the backstop: a dead worker's
+        tasks are taken over sooner, by its heartbeat, see Takeover), up to
+        `concurrency` at a time (and again at once while a claim comes back full and
+        capacity is left); they go to the front of the local queue. So a claimed task
+        starts as soon as an executor is free: it waits neither behind new tasks nor
+        behind the follow-ups of running workflows (a takeover would take that long),
+        and a worker holds at most `concurrency` claimed tasks it has not started
+        (should it die too, each costs a delivery)."""
         interval = max(self._options.lease_ms / 2000, 0.05)
         while True:
             while await self._claim_stale_tasks():

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from ..store import DEAD_AFTER_MS, ConsumerGroupMissing, Store, Task
+from ..store import DEAD_AFTER_MS, HEARTBEAT_MS, ConsumerGroupMissing, Store, Task
 from ..store.connection import RedisError, now_ms
 from ._options import Options
 from ._timers import TimerSweep
@@ -40,12 +40,13 @@ class Takeover:
     heartbeat has not changed for DEAD_AFTER_MS, as this worker sees it.
 
     It judges by its own clock, never by the time a heartbeat holds (the pods' clocks
-    may disagree), and only across scans that reached Redis: after a failed scan it
-    watches every heartbeat afresh, so an outage of Redis itself, which stops every
-    heartbeat at once, makes no worker look dead. A worker cut off from Redis for longer
-    does: its tasks run elsewhere, and what it writes when it comes back is refused
-    (every transition is fenced). A consumer with tasks pending and no heartbeat (it was
-    forgotten, or never written) is dead once Redis has seen it idle that long.
+    may disagree), and only while it reads them every SCAN_SECONDS: after a failed or
+    late read it watches every heartbeat afresh, so an outage or a stall of Redis
+    itself, which stops every heartbeat at once, makes no worker look dead. A worker
+    cut off from Redis for longer does: its tasks run elsewhere, and what it writes
+    when it comes back is refused (every transition is fenced). A consumer with tasks
+    pending and no heartbeat (forgotten, or unreadable) is dead once Redis has seen it
+    idle for longer than a live worker leaves it.
     """
 
     def __init__(
@@ -62,6 +63,8 @@ class Takeover:
         self._trouble = trouble
         self._timers = timers
         self._watched: dict[str, _Watch] = {}
+        # When (this worker's clock) its last read of the heartbeats came back.
+        self._read_at: float | None = None
 
     async def run(self, accept: Callable[[list[tuple[Task, int]]], None]) -> None:
         """Take over dead workers' tasks every SCAN_SECONDS until cancelled; `accept`
@@ -73,12 +76,18 @@ class Takeover:
             except ConsumerGroupMissing:
                 await self._trouble.restore_namespace(restorations)
             except RedisError as exc:
-                self._watched.clear()
+                self._read_at = None
                 await self._trouble.wait_until_reachable("taking over dead workers", exc)
             await anyio.sleep(SCAN_SECONDS)
 
     async def _take_over(self, accept: Callable[[list[tuple[Task, int]]], None]) -> None:
         beats, _ = await self._store.read_heartbeats()
+        read_at = anyio.current_time()
+        if self._read_at is None or read_at - self._read_at > SCAN_SECONDS + HEARTBEAT_MS / 1000:
+            # It has not watched all along (Redis stalled, or this worker did): the
+            # heartbeats written meanwhile may still be on their way.
+            self._watched.clear()
+        self._read_at = read_at
         dead = self._dead({str(b["name"]): b for b in beats})
         me = self._options.name
         room = self._options.concurrency

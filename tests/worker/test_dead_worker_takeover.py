@@ -166,3 +166,22 @@ async def test_a_worker_cut_off_from_redis_is_taken_over_and_its_late_outcome_re
         await proxy.stop()
     completed = [e for e in history if e.type == EventType.ACTIVITY_COMPLETED]
     assert len(completed) == 1
+
+
+async def test_a_redis_stall_longer_than_the_dead_threshold_robs_no_worker(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    """Redis answers no one for a while (CLIENT PAUSE, as a stalled server would): every
+    heartbeat stops at once, and no worker counts another as dead for it."""
+    executions.clear()
+    pause_ms = DEAD_AFTER_MS + 1000
+    async with running_worker(redis_url, namespace, lease_seconds=LEASE):
+        handle = await CountedWorkflow.start({"seconds": pause_ms / 1000 + 6})
+        with anyio.fail_after(10):
+            while not executions:
+                await anyio.sleep(0.01)
+        async with running_worker(redis_url, namespace, lease_seconds=LEASE):
+            await anyio.sleep(2)  # the second worker has seen the first one's heartbeat
+            await client.store.redis.execute_command("CLIENT", "PAUSE", pause_ms, "ALL")
+            assert await handle.result(timeout=pause_ms / 1000 + 30) == {"execution": 1}
+    assert executions == ["begin"]
