@@ -27,6 +27,13 @@ whose new holder is killed in turn counts, for the first kill, until that second
 tasks: the lease, the claim, the re-execution and any overlapping Redis outage, to
 within 0.1 s. The figure is the largest over all kills.
 
+Kill to resume: how long after each SIGKILL every task the dead worker held is running
+again elsewhere. A task pending on its consumers resumes when another worker claims it
+(or it is acknowledged), seen by the same polling; an activity it was running (begun in
+the side log and never ended, a queued one or one run at once under a lease) resumes
+when another process begins it. The figures are the largest and the median over the
+kills that held any.
+
 Duplicate executions are activities that ran to their end more than once ("from live
 workers": ones no kill and no Redis outage explains). Interrupted executions began
 and never ended (their worker was killed).
@@ -77,6 +84,7 @@ from loom_redis.codec import decode
 from loom_redis.events import COMMAND_TYPES, Event, EventType
 from loom_redis.store import Store
 from loom_redis.store.keys import WORKER_GROUP
+from loom_redis.store.wire import text
 from loom_redis.testing import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,11 +128,20 @@ class Kill:
     held: int = 0
     in_flight: set[tuple[str, str]] = field(default_factory=set)
     resolved_at: float = 0.0
+    # Of `in_flight`: those still pending on the dead worker's consumers, and when the
+    # last of the others was claimed by another worker (or acknowledged).
+    unclaimed: set[tuple[str, str]] = field(default_factory=set)
+    claimed_at: float = 0.0
 
     def resolve(self, tasks: set[tuple[str, str]], when: float) -> None:
         if tasks & self.in_flight:
             self.in_flight -= tasks
             self.resolved_at = max(self.resolved_at, when)
+
+    def claimed(self, tasks: set[tuple[str, str]], when: float) -> None:
+        if tasks & self.unclaimed:
+            self.unclaimed -= tasks
+            self.claimed_at = max(self.claimed_at, when)
 
     @property
     def delay(self) -> float | None:
@@ -132,6 +149,28 @@ class Kill:
         if self.in_flight or not self.held:
             return None
         return self.resolved_at - self.at
+
+    def resume_delay(self, side: list[tuple[float, str, str, int, int]]) -> float | None:
+        """Seconds from the SIGKILL until every task it held ran again elsewhere (None if
+        it held none, or one never did)."""
+        # The last line of each activity before the kill: it was interrupted if that is
+        # a begin of this worker (an attempt cancelled by its worker leaves a begin
+        # without an end, followed by another begin; an activity may run on two workers).
+        last: dict[tuple[str, int], tuple[str, int]] = {}
+        for at, kind, wid, index, pid in side:
+            if at <= self.at:
+                last[(wid, index)] = (kind, pid)
+        interrupted = {key for key, line in last.items() if line == ("begin", self.pid)}
+        if not (interrupted or self.held) or self.unclaimed:
+            return None
+        resumed = self.claimed_at - self.at if self.held else 0.0
+        for key in interrupted:
+            again = [at for at, kind, wid, index, pid in side
+                     if kind == "begin" and (wid, index) == key and at > self.at]  # fmt: skip
+            if not again:
+                return None
+            resumed = max(resumed, min(again) - self.at)
+        return resumed
 
 
 @dataclass
@@ -155,6 +194,8 @@ class ChaosReport:
     signal_retries: int = 0
     kills_with_tasks: int = 0
     max_takeover_delay: float | None = None
+    # Kill to resume: the largest and the median over kills that held tasks.
+    resume_delays: list[float] = field(default_factory=list)
     unexpected_worker_exits: int = 0
     pending_left: int = 0
     dead_letters: int = 0
@@ -188,8 +229,15 @@ class ChaosReport:
             ("left pending or dead", str(self.pending_left + self.dead_letters)),
             ("unexpected worker exits", str(self.unexpected_worker_exits)),
             ("max takeover delay", delay),
+            ("kill to resume (max / median)", self.resume_figures()),
             ("elapsed", f"{self.elapsed:.1f} s"),
         ]
+
+    def resume_figures(self) -> str:
+        if not self.resume_delays:
+            return "-"
+        ordered = sorted(self.resume_delays)
+        return f"{ordered[-1]:.2f} s / {ordered[len(ordered) // 2]:.2f} s"
 
     def table(self) -> str:
         c = self.config
@@ -385,13 +433,21 @@ async def in_flight_of(store: Store, pid: int) -> set[tuple[str, str]]:
     return found
 
 
-async def still_pending(store: Store, tasks: set[tuple[str, str]]) -> set[tuple[str, str]]:
+async def still_pending(
+    store: Store, tasks: set[tuple[str, str]], on_pid: int | None = None
+) -> set[tuple[str, str]]:
+    """Those of `tasks` still pending (with `on_pid`: on that worker process's consumers)."""
+    prefix = f"{socket.gethostname()}-{on_pid}-"
     ordered = sorted(tasks)
     pipe = store.redis.pipeline(transaction=False)
     for key, task_id in ordered:
         pipe.xpending_range(key, WORKER_GROUP, min=task_id, max=task_id, count=1)
     replies = await pipe.execute()
-    return {task for task, reply in zip(ordered, replies, strict=True) if reply}
+    return {
+        task
+        for task, reply in zip(ordered, replies, strict=True)
+        if reply and (on_pid is None or text(reply[0]["consumer"]).startswith(prefix))
+    }
 
 
 async def leftovers(store: Store) -> dict[str, int]:
@@ -611,6 +667,7 @@ class Chaos:
         # The dead consumer's PEL cannot change until the lease ends: read it now.
         kill.in_flight, _ = await retrying(lambda: in_flight_of(store, victim.pid))
         kill.held = len(kill.in_flight)
+        kill.unclaimed = set(kill.in_flight)
         for earlier in self.kills:  # tasks it had taken over from workers killed before
             earlier.resolve(kill.in_flight, kill.at)
         self.kills.append(kill)
@@ -635,13 +692,19 @@ class Chaos:
         while True:
             await anyio.sleep(0.1)
             for kill in list(self.kills):
-                if not kill.in_flight:
-                    continue
                 try:
-                    left = await still_pending(store, kill.in_flight)
+                    await self.follow(store, kill)
                 except RedisError:
                     break
-                kill.resolve(kill.in_flight - left, time.time())
+
+    async def follow(self, store: Store, kill: Kill) -> None:
+        """Resolve the tasks of `kill` that have been acknowledged, and those claimed."""
+        if kill.in_flight:
+            left = await still_pending(store, kill.in_flight)
+            kill.resolve(kill.in_flight - left, time.time())
+        if kill.unclaimed:
+            unclaimed = await still_pending(store, kill.unclaimed, kill.pid)
+            kill.claimed(kill.unclaimed - unclaimed, time.time())
 
     async def wait_all_closed(self, store: Store) -> bool:
         c = self.config
@@ -684,9 +747,7 @@ class Chaos:
         while time.monotonic() < deadline:
             # Takeovers still unresolved are resolved (or not) by now.
             for kill in self.kills:
-                if kill.in_flight:
-                    left, _ = await retrying(lambda kill=kill: still_pending(store, kill.in_flight))
-                    kill.resolve(kill.in_flight - left, time.time())
+                await retrying(lambda kill=kill: self.follow(store, kill))
             left, _ = await retrying(lambda: leftovers(store))
             if not (left["queued"] or left["pending"] or left["timers"]):
                 return
@@ -726,6 +787,12 @@ class Chaos:
         report.duplicate_executions = sum(n - 1 for n in ends.values() if n > 1)
         report.interrupted_executions = sum(begins.values()) - sum(ends.values())
         report.duplicates_from_live = self.duplicates_from_live(side)
+        resumes = {k.pid: k.resume_delay(side) for k in self.kills}
+        report.resume_delays = [d for d in resumes.values() if d is not None]
+        self.say(
+            "kill to resume (s): "
+            + ", ".join(f"{pid}:{'-' if d is None else f'{d:.2f}'}" for pid, d in resumes.items())
+        )
 
         expected_types = expected_event_counts(c.activities)
         for n in range(c.workflows):

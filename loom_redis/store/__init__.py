@@ -5,7 +5,8 @@ over parts, each a module named for what it does (its base classes):
 - `workflows.py`: the transitions of a workflow (start, commit, activity outcomes,
   signals and cancel requests, the wait for its close), each one Lua script;
 - `history.py`: a workflow's history and meta, read;
-- `tasks.py`: the task streams (read, claim, renew, hand back);
+- `tasks.py`: the task streams (read, claim, renew, hand back, take over from
+  dead workers);
 - `timers.py`: the timer zsets (durable timers, retries, leases), found due and fired;
 - `dead_letters.py`: tasks that cannot run, listed and put back;
 - `registry.py`: workers' heartbeats and the workflow definitions they publish;
@@ -23,16 +24,17 @@ from .dead_letters import DeadLetter
 from .keys import Keyspace
 from .plans import TaskPlan
 from .queries import HistoryEntry, describe_meta
-from .registry import HEARTBEAT_MS, registering, registrations
+from .registry import DEAD_AFTER_MS, HEARTBEAT_MS, registering, registrations
 from .store import Store
 from .tasks import ConsumerGroupMissing, Task
-from .timers import TimerMember
+from .timers import TimerMember, lease_reference
 from .unreadable import UnreadableEntry, warn_unreadable
 from .wire import CLOSE_NOTICE_MS
 from .workflows import ActivityRecorded, CloseWait, CommitResult
 
 __all__ = [
     "CLOSE_NOTICE_MS",
+    "DEAD_AFTER_MS",
     "HEARTBEAT_MS",
     "ActivityRecorded",
     "CloseWait",
@@ -50,6 +52,7 @@ __all__ = [
     "UnreadableEntry",
     "connect_redis",
     "describe_meta",
+    "lease_reference",
     "registering",
     "registrations",
     "warn_unreadable",

@@ -15,7 +15,6 @@ from .connection import (
     now_ms,
 )
 from .keys import WORKER_GROUP
-from .tasks import ConsumerGroupMissing, groups_checked
 from .unreadable import warn_unreadable
 from .wire import (
     text,
@@ -24,12 +23,17 @@ from .wire import (
 logger = logging.getLogger("loom_redis.store")
 
 
-# Workers write a heartbeat this often; one older than LIVE_HEARTBEAT_MS (three missed)
-# is not counted as live.
-HEARTBEAT_MS = 5000
+# Workers write a heartbeat this often (and at once when they start holding the lease of
+# an activity they run at once, see Timers.make_leases_due).
+HEARTBEAT_MS = 2000
 
+# A worker whose heartbeat has not changed for this long, as another worker sees it, is
+# dead: three beats missed, and a second's margin. Its tasks are taken over at once.
+DEAD_AFTER_MS = 3 * HEARTBEAT_MS + 1000
 
-LIVE_HEARTBEAT_MS = 3 * HEARTBEAT_MS
+# A heartbeat older than this (by the clock of whoever reads it) is not counted as live
+# (`loom workers`, which worker registers what): generous with clocks that disagree.
+LIVE_HEARTBEAT_MS = 15_000
 
 
 # The heartbeat fields that list the workflows and activities a worker registers.
@@ -80,6 +84,25 @@ class Registry(StorePart):
         live_since = now_ms() - LIVE_HEARTBEAT_MS
         return [b for b in await self.worker_heartbeats() if b["seen_ms"] >= live_since]
 
+    async def task_consumers(
+        self, streams: dict[str, tuple[int, str]]
+    ) -> list[tuple[str, str, int, int]]:
+        """Every consumer of the task streams: (stream, consumer, tasks pending on it,
+        ms since Redis saw it last), streams without a consumer group left out (the
+        readers recreate it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in streams:
+            pipe.xinfo_consumers(key, WORKER_GROUP)
+        found: list[tuple[str, str, int, int]] = []
+        for key, reply in zip(streams, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, ResponseError):
+                # No task was ever queued there, or the group is gone.
+                if "no such key" in str(reply) or str(reply).startswith("NOGROUP"):
+                    continue
+                raise reply
+            found.extend((key, text(c["name"]), int(c["pending"]), int(c["idle"])) for c in reply)
+        return found
+
     async def prune_departed(
         self,
         streams: dict[str, tuple[int, str]],
@@ -101,25 +124,10 @@ class Registry(StorePart):
         if stale:
             await self.redis.hdel(self.keys.workers(), *stale)
         removed = 0
-        for key in streams:
-            try:
-                with groups_checked():
-                    consumers: Any = await self.redis.xinfo_consumers(key, WORKER_GROUP)
-            except ConsumerGroupMissing:
-                continue  # the readers recreate it
-            except ResponseError as exc:
-                if "no such key" not in str(exc):
-                    raise
-                continue  # no task was ever queued there: nothing to prune
-            for consumer in consumers:
-                name = text(consumer["name"])
-                if (
-                    name != keep
-                    and consumer["pending"] == 0
-                    and consumer["idle"] > consumer_idle_ms
-                ):
-                    removed += 1
-                    await self.redis.xgroup_delconsumer(key, WORKER_GROUP, name)
+        for key, name, pending, idle in await self.task_consumers(streams):
+            if name != keep and pending == 0 and idle > consumer_idle_ms:
+                removed += 1
+                await self.redis.xgroup_delconsumer(key, WORKER_GROUP, name)
         return len(stale), removed
 
 
@@ -135,6 +143,9 @@ _HEARTBEAT_DEFAULTS: dict[str, Any] = {
     "started_ms": 0,
     "workflows": [],
     "activities": [],
+    "lease_ms": 0,
+    # The leases of the activities it runs at once (see Timers.lease_reference).
+    "holds": [],
 }
 
 

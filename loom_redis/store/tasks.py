@@ -242,6 +242,20 @@ class Tasks(Timers):
             claimed.extend((task, deliveries.get(task.id, 1)) for task in live)
         return claimed
 
+    async def take_over(
+        self, key: str, shard: int, dead: str, consumer: str, count: int
+    ) -> list[tuple[Task, int]]:
+        """Move up to `count` tasks pending on consumer `dead` of stream `key` (a worker
+        whose heartbeat stopped) to `consumer`, with how many times each has now been
+        delivered; `dead` is deleted once nothing is pending on it. Tasks another
+        consumer holds are never taken (see take_over.lua)."""
+        with groups_checked():
+            reply = await self._run("take_over", [key], [WORKER_GROUP, dead, consumer, count])
+        return [
+            (_task(key, shard, entry_id, field_map(flat)), int(deliveries))
+            for entry_id, flat, deliveries in reply
+        ]
+
     async def renew_leases(self, tasks: Sequence[Task], consumer: str) -> None:
         """Reset the idle time of tasks still running here (JUSTID: no delivery counted)."""
         by_stream: dict[str, list[Any]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,27 @@ class Timers(StorePart):
         )
         return TimerMember(raw, shard, score, kind, workflow_id, queue, lease)
 
+    async def make_leases_due(self, references: list[str], renewed_before_ms: int) -> int:
+        """Make due now the leases of activities run at once that a dead worker held, by
+        their references (`lease_reference`), for any worker's timer sweep to queue them
+        again; how many were found. A lease is renewed to at most a lease from its
+        holder's now: `renewed_before_ms` bounds where to look."""
+        wanted: dict[int, set[str]] = {}
+        for reference in references:
+            number, _, digest = reference.partition(":")
+            if number.isdigit() and int(number) < self.keys.shards:
+                wanted.setdefault(int(number), set()).add(digest)
+        made = 0
+        now = now_ms()
+        for shard, digests in wanted.items():
+            timers = self.keys.timers(shard)
+            members: Any = await self.redis.zrangebyscore(timers, "-inf", renewed_before_ms)
+            found: dict[Any, int] = {m: now for m in members if _digest(m) in digests}
+            if found:
+                changed: Any = await self.redis.zadd(timers, found, xx=True, ch=True)
+                made += int(changed)
+        return made
+
     async def fire_timer(self, member: TimerMember) -> str:
         keys = self.keys
         return text(
@@ -142,6 +164,16 @@ class Timers(StorePart):
         member = self.timer_member(TimerKind.TIMER, workflow_id, queue, seq)
         due = await self.redis.zscore(self.keys.timers(self.keys.shard_of(workflow_id)), member)
         return None if due is None else int(due)
+
+
+def lease_reference(shard: int, member: bytes) -> str:
+    """How a worker's heartbeat names the lease of an activity it runs at once (a timer
+    member, see Store.held_activity_task): short, whatever the activity's arguments."""
+    return f"{shard}:{_digest(member)}"
+
+
+def _digest(member: bytes) -> str:
+    return hashlib.sha1(member, usedforsecurity=False).hexdigest()[:20]
 
 
 def _readable(value: Any) -> Any:

@@ -161,6 +161,7 @@ SCRIPT_NAMES = (
     "dead_timer",
     "defer_task",
     "delete_closed",
+    "take_over",
 )
 
 # How long a workflow's close notice (see Store.await_close) outlives its close.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,8 +64,10 @@ class EagerActivities:
         timers: TimerSweep,
         commits: WorkflowCommits,
         activity_tasks: ActivityTasks,
+        beat: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
+        self._beat = beat
         self._eager_ms = eager_ms
         self._lease_ms = lease_ms
         self._in_flight = in_flight
@@ -172,6 +175,10 @@ class EagerActivities:
         task, held = hold.task, hold.held
         with job:
             try:
+                # Named in the heartbeat before its lease is written: should this worker
+                # die, the others find the lease by it (see Takeover).
+                self._in_flight.name_lease(task, held)
+                await self._beat()
                 hold.outcome = await self._hold(
                     task, hold.queue, hold.loaded, hold.plan, held, keep=True
                 )

@@ -27,7 +27,7 @@ from ..metrics import (
     WORKERS_LIVE,
     labelled,
 )
-from ..store import HEARTBEAT_MS, NamespaceBacklog, Store, registrations
+from ..store import HEARTBEAT_MS, NamespaceBacklog, Store, lease_reference, registrations
 from ..store.connection import RedisError, now_ms
 from ._in_flight import InFlight
 from ._options import Options
@@ -36,6 +36,10 @@ logger = logging.getLogger("loom_redis.worker")
 
 # How often (on average) each worker sweeps closed workflows whose retention has ended.
 SWEEP_SECONDS = 30.0
+
+# A heartbeat older than this (by the clock of the worker that prunes) is forgotten; a
+# dead worker's is forgotten sooner, once its tasks are taken over (see Takeover).
+FORGET_HEARTBEAT_MS = 60_000
 
 
 class Housekeeping:
@@ -53,6 +57,9 @@ class Housekeeping:
         self._options = options
         self._streams = streams
         self._in_flight = in_flight
+        self._started = now_ms()
+        # One beat at a time, so that the last one written is the last one made.
+        self._beating = anyio.Lock()
 
     async def renew_leases(self) -> None:
         while True:
@@ -63,28 +70,39 @@ class Housekeeping:
                 except RedisError as exc:
                     logger.warning("could not renew leases: %s", exc)
 
-    async def heartbeat(self) -> None:
+    async def beat(self) -> None:
+        """Write this worker's heartbeat: other workers take its tasks over once it
+        stops changing (see Takeover)."""
+        async with self._beating:
+            await self._store.publish_heartbeat(self._options.name, self._heartbeat())
+
+    def _heartbeat(self) -> dict[str, Any]:
         options = self._options
-        started = now_ms()
+        return {
+            "name": options.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": list(options.queues),
+            "concurrency": options.concurrency,
+            "in_flight": self._in_flight.running,
+            "waiting": self._in_flight.waiting,
+            "started_ms": self._started,
+            "seen_ms": now_ms(),
+            "lease_ms": options.lease_ms,
+            "holds": [lease_reference(t.shard, t.lease) for t in self._in_flight.leases()],
+            # What other workers look up for a task they do not register.
+            **registrations(registered_workflows(), registered_activities()),
+        }
+
+    async def heartbeat(self) -> None:
+        """Beat every HEARTBEAT_MS (the first beat is written as the worker starts, and
+        one each time an activity run at once starts holding a lease)."""
         while True:
-            info = {
-                "name": options.name,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "queues": list(options.queues),
-                "concurrency": options.concurrency,
-                "in_flight": self._in_flight.running,
-                "waiting": self._in_flight.waiting,
-                "started_ms": started,
-                "seen_ms": now_ms(),
-                # What other workers look up for a task they do not register.
-                **registrations(registered_workflows(), registered_activities()),
-            }
+            await anyio.sleep(HEARTBEAT_MS / 1000)
             try:
-                await self._store.publish_heartbeat(options.name, info)
+                await self.beat()
             except RedisError as exc:
                 logger.warning("heartbeat failed: %s", exc)
-            await anyio.sleep(HEARTBEAT_MS / 1000)
 
     async def prune_departed_workers(self) -> None:
         """Forget workers that died without saying goodbye: their heartbeats, and their
@@ -93,7 +111,7 @@ class Housekeeping:
             try:
                 heartbeats, consumers = await self._store.prune_departed(
                     self._streams,
-                    heartbeat_older_than_ms=HEARTBEAT_MS * 6,
+                    heartbeat_older_than_ms=FORGET_HEARTBEAT_MS,
                     consumer_idle_ms=max(self._options.lease_ms * 4, 3_600_000),
                     keep=self._options.name,
                 )

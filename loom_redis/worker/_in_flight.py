@@ -36,6 +36,8 @@ class InFlight:
         # By the finishing task.
         self._follow_ups: dict[TaskKey, Task] = {}
         self._holding: dict[TaskKey, Task] = {}
+        # Those the heartbeat names: from before their lease is written.
+        self._leases: dict[TaskKey, Task] = {}
         self._capacity_freed = anyio.Event()
         # Since when the intake has been waiting for capacity to read new tasks.
         self.capacity_wanted_since: float | None = None
@@ -120,8 +122,18 @@ class InFlight:
         """`activity`, run at once for workflow task `task`, has a lease to hand back."""
         self._holding[key_of(task)] = activity
 
+    def name_lease(self, task: Task, activity: Task) -> None:
+        """`activity`, run at once for workflow task `task`, is about to have a lease."""
+        self._leases[key_of(task)] = activity
+
     def release(self, task: Task) -> None:
         self._holding.pop(key_of(task), None)
+        self._leases.pop(key_of(task), None)
+
+    def leases(self) -> list[Task]:
+        """The activities run at once that have (or are about to have) a lease, as of
+        now."""
+        return list(self._leases.values())
 
     async def wait_for_capacity(self, concurrency: int) -> int:
         """Wait until fewer than `concurrency` tasks are taken; return how many more
@@ -150,6 +162,7 @@ class InFlight:
         unfinished = list({**self._tasks, **self._holding}.values())
         self._tasks.clear()
         self._holding.clear()
+        self._leases.clear()
         self._queued.clear()
         self._follow_ups.clear()
         return unfinished

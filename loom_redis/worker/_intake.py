@@ -13,6 +13,7 @@ from ..store import ConsumerGroupMissing, Store, Task
 from ..store.connection import RedisError
 from ._in_flight import InFlight, key_of
 from ._options import Options
+from ._takeover import Takeover
 from ._trouble import RedisTrouble
 
 logger = logging.getLogger("loom_redis.worker")
@@ -33,6 +34,7 @@ class Intake:
         streams: dict[str, tuple[int, str]],
         in_flight: InFlight,
         trouble: RedisTrouble,
+        takeover: Takeover,
     ) -> None:
         self._store = store
         self._options = options
@@ -43,6 +45,7 @@ class Intake:
         self._shard_streams = list(shards.values())
         self._in_flight = in_flight
         self._trouble = trouble
+        self._takeover = takeover
         self._scope: anyio.CancelScope | None = None
         self._stopping = False
 
@@ -82,6 +85,7 @@ class Intake:
         """
         async with anyio.create_task_group() as intake:
             intake.start_soon(self._take_over_stale_tasks)
+            intake.start_soon(self._takeover.run, self._accept_claimed)
             for streams in self._shard_streams:
                 intake.start_soon(self._read_shard, streams)
 
@@ -122,14 +126,15 @@ class Intake:
                 await anyio.sleep(IDLE_READ_PAUSE_SECONDS)
 
     async def _take_over_stale_tasks(self) -> None:
-        """Claim a dead worker's tasks as this one starts (a task handed back is taken at
-        once) and then every half lease, busy or not, up to `concurrency` at a time (and
-        again at once while a claim comes back full and capacity is left); they go to
-        the front of the local queue. So a claimed task starts as soon as an executor is
-        free: it waits neither behind new tasks nor behind the follow-ups of running
-        workflows (a takeover would take that long), and a worker holds at most
-        `concurrency` claimed tasks it has not started (should it die too, each costs a
-        delivery)."""
+        """Claim tasks whose lease ended as this one starts (a task handed back is taken
+        at once) and then every half lease, busy or not (the backstop: a dead worker's
+        tasks are taken over sooner, by its heartbeat, see Takeover), up to
+        `concurrency` at a time (and again at once while a claim comes back full and
+        capacity is left); they go to the front of the local queue. So a claimed task
+        starts as soon as an executor is free: it waits neither behind new tasks nor
+        behind the follow-ups of running workflows (a takeover would take that long),
+        and a worker holds at most `concurrency` claimed tasks it has not started
+        (should it die too, each costs a delivery)."""
         interval = max(self._options.lease_ms / 2000, 0.05)
         while True:
             while await self._claim_stale_tasks():
@@ -152,6 +157,13 @@ class Intake:
         except RedisError as exc:
             await self._trouble.wait_until_reachable("taking over tasks", exc)
             return False
+        self._accept_claimed(claimed)
+        if claimed:
+            await anyio.lowlevel.checkpoint()
+        return len(claimed) == concurrency and free > len(claimed)
+
+    def _accept_claimed(self, claimed: list[tuple[Task, int]]) -> None:
+        """Take tasks claimed from another worker: they run first."""
         CLAIMED.inc(len(claimed))
         for task, deliveries in reversed(claimed):
             logger.info(
@@ -162,9 +174,6 @@ class Intake:
                 deliveries,
             )
             self._in_flight.accept(task, deliveries, first=True)
-        if claimed:
-            await anyio.lowlevel.checkpoint()
-        return len(claimed) == concurrency and free > len(claimed)
 
     async def run_own_pending(self) -> None:
         """Run, as part of the drain, tasks delivered to this worker that it never started.

@@ -20,6 +20,7 @@ from ._in_flight import InFlight
 from ._instances import InstanceCache
 from ._intake import Intake
 from ._options import Options
+from ._takeover import Takeover
 from ._timers import TimerSweep
 from ._trouble import RedisTrouble
 from ._unrunnable import Unrunnable
@@ -87,12 +88,14 @@ class Worker:
         instances = InstanceCache(options.cache_size)
         self._trouble = trouble = RedisTrouble(store, options.queues, options.lease_ms)
         self._timers = timers = TimerSweep(store, trouble, options.timer_scan_ms)
-        self._intake = intake = Intake(store, options, streams, in_flight, trouble)
+        takeover = Takeover(store, options, streams, trouble, timers)
+        self._intake = intake = Intake(store, options, streams, in_flight, trouble, takeover)
         unrunnable = Unrunnable(store, timers, options.unregistered_grace_ms)
         commits = WorkflowCommits(store, options, in_flight, instances, intake, timers)
         activity_tasks = ActivityTasks(
             store, in_flight, instances, intake, timers, trouble, commits, unrunnable
         )
+        self._housekeeping = housekeeping = Housekeeping(store, options, streams, in_flight)
         self._eager = eager = EagerActivities(
             store,
             options.eager_ms,
@@ -102,6 +105,7 @@ class Worker:
             timers,
             commits,
             activity_tasks,
+            housekeeping.beat,
         )
         workflow_tasks = WorkflowTasks(store, instances, commits, eager, unrunnable)
         self._executors = Executors(
@@ -113,7 +117,6 @@ class Worker:
             activity_tasks,
             unrunnable,
         )
-        self._housekeeping = Housekeeping(store, options, streams, in_flight)
         self._executor_group: TaskGroup | None = None
         self._aborting = False
         # Reading its queues (from its start until its drain), and Redis answering: the
@@ -131,6 +134,8 @@ class Worker:
             await self.store.ensure_groups(self.queues)
             await self.store.load_scripts()
             await publish_definitions(self.store)
+            # Before any task is read: a worker with tasks has a heartbeat to watch.
+            await self._housekeeping.beat()
         intake = self._intake.open()
         with counting_load(self):
             await self._run_until_stopped(intake, task_status)

@@ -229,6 +229,12 @@ async def delete_closed_setup(store: Store) -> str:
     return store.keys.status_index(shard(store), "COMPLETED")
 
 
+async def take_over_setup(store: Store) -> str:
+    await started(store)
+    STATE["task"] = await pending_task(store)
+    return STATE["task"].queue_key
+
+
 STATE: dict[str, Task] = {}
 
 HOSTILE = {
@@ -251,6 +257,10 @@ HOSTILE = {
     ),
     "delete_closed": Hostile(
         delete_closed_setup, lambda s: s.delete_closed(WID, DeleteWhen.EXPIRED, now_ms())
+    ),
+    "take_over": Hostile(
+        take_over_setup,
+        lambda s: s.take_over(STATE["task"].queue_key, STATE["task"].shard, "c", "d", 1),
     ),
 }
 
