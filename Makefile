@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # The same suite against Debian's redis-server (7.0), the second real target.
 test-redis7: $(STAMP)

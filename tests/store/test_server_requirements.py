@@ -33,9 +33,18 @@ async def _answer_as_old_redis(reader: asyncio.StreamReader, writer: asyncio.Str
 @pytest.fixture
 async def old_redis_url() -> AsyncIterator[str]:
     port = free_port()
-    server = await asyncio.start_server(_answer_as_old_redis, "127.0.0.1", port)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await _answer_as_old_redis(reader, writer)
+
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
     async with server:
         yield f"redis://admin:hunter2@127.0.0.1:{port}/0"
+        # Python >= 3.12's wait_closed (on leaving the block) waits for every connection.
+        for writer in writers:
+            writer.transport.abort()
 
 
 async def test_redis_older_than_6_2_is_refused_by_name(old_redis_url: str) -> None:
