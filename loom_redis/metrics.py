@@ -94,6 +94,11 @@ TASKS_RECLAIMED = Counter(
 # Both series exist from the start, so that a rate over them starts at zero.
 CLAIMED = TASKS_RECLAIMED.labels("claimed")
 LEASE_EXPIRED = TASKS_RECLAIMED.labels("lease_expired")
+TASKS_LOST = Counter(
+    "loom_tasks_lost_total",
+    "Tasks this worker was running that another worker took over meanwhile (this one was "
+    "cut off from Redis or stalled past the lease); whichever commits second is refused",
+)
 NAMESPACE_DATA_LOST = Counter(
     "loom_namespace_data_lost_total",
     "Times this worker found the task streams' consumer groups gone (the Redis server lost "

@@ -65,6 +65,18 @@ class StorePart:
             replies = await self._lane.execute_chain(call, *then)
         return replies if then else replies[0]
 
+    async def _run_each(
+        self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run a script once per (keys, args), all in one write; the replies in order."""
+        if not calls:
+            return []
+        sha = self._scripts[name].sha
+        (keys, args), *rest = calls
+        then = [("EVALSHA", sha, len(k), *k, *a) for k, a in rest]
+        replies = await self._run(name, keys, args, *then)
+        return list(replies) if then else [replies]
+
 
 def _script_source(name: str) -> str:
     return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()

@@ -256,15 +256,23 @@ class Tasks(Timers):
             for entry_id, flat, deliveries in reply
         ]
 
-    async def renew_leases(self, tasks: Sequence[Task], consumer: str) -> None:
-        """Reset the idle time of tasks still running here (JUSTID: no delivery counted)."""
-        by_stream: dict[str, list[Any]] = {}
+    async def renew_leases(self, tasks: Sequence[Task], consumer: str) -> list[Task]:
+        """Reset the idle time of tasks still running here, those still pending on
+        `consumer` (no delivery counted); return the others: another worker took them
+        over while this one was cut off or stalled, and keeps them (see
+        renew_leases.lua)."""
+        by_stream: dict[str, dict[str, Task]] = {}
         for task in tasks:
-            by_stream.setdefault(task.queue_key, []).append(task.id)
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
-        for key, ids in by_stream.items():
-            pipe.xclaim(key, WORKER_GROUP, consumer, 0, ids, justid=True)
-        await pipe.execute()
+            by_stream.setdefault(task.queue_key, {})[task.id] = task
+        replies = await self._run_each(
+            "renew_leases",
+            [([key], [WORKER_GROUP, consumer, *held]) for key, held in by_stream.items()],
+        )
+        return [
+            held[text(entry_id)]
+            for held, lost in zip(by_stream.values(), replies, strict=True)
+            for entry_id in lost
+        ]
 
     async def hand_back(self, tasks: Sequence[Task], consumer: str, lease_ms: int) -> None:
         """Make unfinished tasks claimable by another worker now (on drain); the lease of

@@ -162,6 +162,7 @@ SCRIPT_NAMES = (
     "defer_task",
     "delete_closed",
     "take_over",
+    "renew_leases",
 )
 
 # How long a workflow's close notice (see Store.await_close) outlives its close.

@@ -22,6 +22,7 @@ from ..metrics import (
     QUEUE_LAG,
     QUEUE_OLDEST_PENDING,
     QUEUE_PENDING,
+    TASKS_LOST,
     TIMERS_DUE,
     TIMERS_OVERDUE,
     WORKERS_LIVE,
@@ -64,11 +65,25 @@ class Housekeeping:
     async def renew_leases(self) -> None:
         while True:
             await anyio.sleep(self._options.lease_ms / 3000)
-            if self._in_flight:
-                try:
-                    await self._store.renew_leases(self._in_flight.tasks(), self._options.name)
-                except RedisError as exc:
-                    logger.warning("could not renew leases: %s", exc)
+            held = self._in_flight.to_renew()
+            if not held:
+                continue
+            try:
+                taken = await self._store.renew_leases(held, self._options.name)
+            except RedisError as exc:
+                logger.warning("could not renew leases: %s", exc)
+                continue
+            for task in taken:
+                self._in_flight.lose(task)
+                TASKS_LOST.inc()
+                logger.warning(
+                    "%s task %s of workflow %s was taken over by another worker while this "
+                    "one was cut off from Redis or stalled; whichever commits second is "
+                    "refused",
+                    task.kind,
+                    task.id,
+                    task.workflow_id,
+                )
 
     async def beat(self) -> None:
         """Write this worker's heartbeat: other workers take its tasks over once it

@@ -30,6 +30,8 @@ class InFlight:
 
     def __init__(self) -> None:
         self._tasks: dict[TaskKey, Task] = {}
+        # Those another worker took over while they ran here (see lose).
+        self._lost: set[TaskKey] = set()
         # Accepted tasks that wait for an executor, and the executors waiting for one.
         self._queued: deque[tuple[Task, int]] = deque()
         self._idle_executors: deque[asyncio.Event] = deque()
@@ -57,6 +59,17 @@ class InFlight:
     def keys(self) -> set[TaskKey]:
         return set(self._tasks)
 
+    def to_renew(self) -> list[Task]:
+        """The tasks whose leases this worker renews, as of now: those it has not lost."""
+        return [task for key, task in self._tasks.items() if key not in self._lost]
+
+    def lose(self, task: Task) -> None:
+        """Another worker took `task` over while it ran here (this one was cut off from
+        Redis, or stalled past the lease): it keeps the task, whose lease this worker no
+        longer renews. The run here goes on; whichever outcome comes second is refused."""
+        if key_of(task) in self._tasks:
+            self._lost.add(key_of(task))
+
     @property
     def waiting(self) -> int:
         """How many wait for an executor: those a read brought beyond the free
@@ -73,6 +86,7 @@ class InFlight:
         """Take a delivered task: its lease is renewed from now on, and it runs when an
         executor is free (before the tasks already waiting, if `first`)."""
         self._tasks[key_of(task)] = task
+        self._lost.discard(key_of(task))
         self.queue(task, deliveries, first=first)
 
     def queue(self, task: Task, deliveries: int, *, first: bool = False) -> None:
@@ -110,6 +124,7 @@ class InFlight:
     def finish(self, task: Task) -> None:
         """`task` has ended: it frees its capacity (and may end a drain)."""
         self._tasks.pop(key_of(task), None)
+        self._lost.discard(key_of(task))
         self._capacity_freed.set()
         if not self._tasks and self._drained is not None:
             self._drained.set()
@@ -161,6 +176,7 @@ class InFlight:
         # hand back) under the same key.
         unfinished = list({**self._tasks, **self._holding}.values())
         self._tasks.clear()
+        self._lost.clear()
         self._holding.clear()
         self._leases.clear()
         self._queued.clear()

@@ -262,6 +262,7 @@ HOSTILE = {
         take_over_setup,
         lambda s: s.take_over(STATE["task"].queue_key, STATE["task"].shard, "c", "d", 1),
     ),
+    "renew_leases": Hostile(take_over_setup, lambda s: s.renew_leases([STATE["task"]], "c")),
 }
 
 

@@ -3,9 +3,11 @@ delivery each, drops those deleted meanwhile, and deletes the consumer once it i
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 import loom_redis as loom
+from loom_redis.store import Task
 from loom_redis.store.keys import WORKER_GROUP
 
 pytestmark = pytest.mark.anyio
@@ -32,3 +34,36 @@ async def test_take_over_moves_the_dead_consumers_tasks_only(client: loom.Client
     }
     assert consumers == {"live": 2, "me": 2}
     assert await store.take_over(stream, 0, "live-but-idle", "me", 10) == []
+
+
+async def test_renewing_leases_leaves_tasks_another_worker_took_over(
+    client: loom.Client,
+) -> None:
+    """A worker cut off from Redis comes back still running tasks another worker took
+    over meanwhile: its renewal resets the idle time of its own tasks and leaves the
+    others with their taker, and says which those are."""
+    store = client.store
+    await store.ensure_groups(["default"])
+    tasks = []
+    for shard in (0, 1):
+        stream = store.keys.queue(shard, "default")
+        ids = [await store.redis.xadd(stream, {"n": str(n)}) for n in range(2)]
+        await store.redis.xreadgroup(WORKER_GROUP, "returning", {stream: ">"})
+        tasks += [Task(stream, shard, entry_id.decode(), {}) for entry_id in ids]
+    taken_over = tasks[1]
+    await store.redis.xclaim(
+        taken_over.queue_key, WORKER_GROUP, "taker", 0, [taken_over.id], justid=True
+    )
+    await anyio.sleep(0.05)
+
+    lost = await store.renew_leases(tasks, "returning")
+
+    assert lost == [taken_over]
+    for task in tasks:
+        [entry] = await store.redis.xpending_range(
+            task.queue_key, WORKER_GROUP, min=task.id, max=task.id, count=1
+        )
+        owner = "taker" if task is taken_over else "returning"
+        assert (entry["consumer"].decode(), entry["times_delivered"]) == (owner, 1)
+        if task is not taken_over:
+            assert entry["time_since_delivered"] < 50

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from prometheus_client import REGISTRY
 
 import loom_redis as loom
 from loom_redis.events import EventType
 from loom_redis.store import DEAD_AFTER_MS
+from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import running_worker
 from tests.crash_workflows import LongWorkflow, PipelineWorkflow, expected_result
 from tests.support import (
@@ -185,3 +187,35 @@ async def test_a_redis_stall_longer_than_the_dead_threshold_robs_no_worker(
             await client.store.redis.execute_command("CLIENT", "PAUSE", pause_ms, "ALL")
             assert await handle.result(timeout=pause_ms / 1000 + 30) == {"execution": 1}
     assert executions == ["begin"]
+
+
+async def test_a_worker_leaves_a_task_taken_over_from_it_to_its_taker(
+    client: loom.Client, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task another worker took over while this one still runs it (this one was cut
+    off, or stalled past the lease) stays with its taker: renewing leases does not pull
+    it back, and this worker stops renewing it, counts it and says so."""
+    executions.clear()
+    lost_before = REGISTRY.get_sample_value("loom_tasks_lost_total") or 0.0
+    # Renewals every 2 s, and no stale claim of the task back from its taker before the
+    # activity ends; queued: the activity's task is in a stream.
+    async with running_worker(redis_url, namespace, lease_seconds=6.0, eager_seconds=0.0) as worker:
+        handle = await CountedWorkflow.start({"seconds": 5.5})
+        with anyio.fail_after(10):
+            while not executions:
+                await anyio.sleep(0.01)
+        [task] = worker.tasks_in_flight
+        redis = client.store.redis
+        await redis.xclaim(task.queue_key, WORKER_GROUP, "taker", 0, [task.id], justid=True)
+        with anyio.fail_after(5):
+            while (REGISTRY.get_sample_value("loom_tasks_lost_total") or 0.0) == lost_before:
+                await anyio.sleep(0.05)
+        await anyio.sleep(2.2)  # another renewal
+        [pending] = await redis.xpending_range(
+            task.queue_key, WORKER_GROUP, min=task.id, max=task.id, count=1
+        )
+        assert pending["consumer"] == b"taker"
+        assert REGISTRY.get_sample_value("loom_tasks_lost_total") == lost_before + 1
+        # Its own run goes on, and its outcome is recorded: the taker recorded none.
+        assert await handle.result(timeout=20) == {"execution": 1}
+    assert f"task {task.id} of workflow {handle.workflow_id} was taken over" in caplog.text
