@@ -61,39 +61,34 @@ async def run_attempt(task: Task, scheduled: dict[str, Any], fn: Any) -> Attempt
     """Run one attempt of the activity and say what is to be written."""
     name = str(scheduled["name"])
     attempt = attempt_number(task)
-    # Its records carry the activity and attempt: run at once for a workflow task, the
-    # attempt shares that task's context.
-    with about_task(activity=name, attempt=attempt):
-        return await _run_attempt(task, scheduled, fn, name, attempt)
-
-
-async def _run_attempt(
-    task: Task, scheduled: dict[str, Any], fn: Any, name: str, attempt: int
-) -> Attempt:
     timeout = scheduled.get("timeout_seconds")
     started = time.perf_counter()
-    try:
-        call = _call(fn, scheduled.get("args") or [], scheduled.get("kwargs") or {})
-        if timeout is None:
-            result = await call
-        else:
-            with anyio.fail_after(timeout):
+    # Its records, the activity code's included, carry the activity and attempt (run at
+    # once for a workflow task, the attempt shares that task's context).
+    with about_task(activity=name, attempt=attempt):
+        try:
+            call = _call(fn, scheduled.get("args") or [], scheduled.get("kwargs") or {})
+            if timeout is None:
                 result = await call
-        # The whole record, as it will be written: a result that cannot be written fails
-        # the activity here, with a clear error, instead of leaving its task in limbo.
-        data = {"result": result, "attempts": attempt}
-        encoded = encode(
-            data,
-            what=f"result of activity {name!r}",
-            carries=USER_VALUES[EventType.ACTIVITY_COMPLETED],
-        )
-    except Exception as exc:
-        labelled(ACTIVITY_SECONDS, name, "failed").observe(time.perf_counter() - started)
-        if isinstance(exc, TimeoutError) and timeout is not None:
-            message = f"timed out after {timeout:g}s"
-        else:
-            message = clip(f"{type(exc).__name__}: {exc}")
-        return _failed_attempt(task, scheduled, attempt, exc, message)
+            else:
+                with anyio.fail_after(timeout):
+                    result = await call
+            # The whole record, as it will be written: a result that cannot be written
+            # fails the activity here, with a clear error, instead of leaving its task in
+            # limbo.
+            data = {"result": result, "attempts": attempt}
+            encoded = encode(
+                data,
+                what=f"result of activity {name!r}",
+                carries=USER_VALUES[EventType.ACTIVITY_COMPLETED],
+            )
+        except Exception as exc:
+            labelled(ACTIVITY_SECONDS, name, "failed").observe(time.perf_counter() - started)
+            if isinstance(exc, TimeoutError) and timeout is not None:
+                message = f"timed out after {timeout:g}s"
+            else:
+                message = clip(f"{type(exc).__name__}: {exc}")
+            return _failed_attempt(task, scheduled, attempt, exc, message)
     labelled(ACTIVITY_SECONDS, name, "completed").observe(time.perf_counter() - started)
     return Attempt(attempt, failed=False, encoded=encoded)
 

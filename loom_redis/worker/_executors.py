@@ -60,10 +60,11 @@ class Executors:
         """Run one task; returns the task its transition delivered to run next, if any."""
         queue = self._streams[task.queue_key][1]
         outcome: str = TaskOutcome.ERROR
+        kind = kind_label(task)
         # (An activity run at once by its workflow task's worker was never queued: no id.)
         if deliveries == 1 and task.id:
             waited = max(now_ms() - task.queued_ms, 0) / 1000
-            labelled(SCHEDULE_TO_START, queue, kind_label(task)).observe(waited)
+            labelled(SCHEDULE_TO_START, queue, kind).observe(waited)
         with about_task(workflow_id=task.workflow_id, queue=queue, task=task.id):
             try:
                 if deliveries > self._max_deliveries:
@@ -106,5 +107,5 @@ class Executors:
                 )
             finally:
                 self._in_flight.finish(task)
-                labelled(TASKS, queue, kind_label(task), outcome).inc()
+                labelled(TASKS, queue, kind, outcome).inc()
         return self._in_flight.follow_up_of(task)
