@@ -379,6 +379,24 @@ class Client:
             if not wanted or wanted & set(beat.get("queues", ()))
         ]
 
+    @_reads("list workflow definitions")
+    async def definitions(self) -> list[dict[str, Any]]:
+        """The workflow definitions workers published (name, version, description, agent,
+        steps), by name; one that cannot be read is `{"name", "unreadable": why}`."""
+        store = await self._connected()
+        found, unreadable = await store.read_definitions()
+        for problem in unreadable.values():
+            warn_unreadable(problem, "shown as unreadable")
+        return found + [{"name": n, "unreadable": why} for n, why in sorted(unreadable.items())]
+
+    @_reads("check what this client may do")
+    async def write_refusal(self) -> str | None:
+        """Why this client's Redis user may not start, signal, cancel or re-drive (a
+        read-only ACL user, such as docs/security.md's loom-dashboard), None if it may."""
+        store = await self._connected()
+        refusal = await store.write_refusal("signal, cancel or re-drive workflows")
+        return None if refusal is None else str(refusal)
+
     @_reads("explain a workflow's wait")
     async def explain_wait(self, workflow_id: str) -> WaitExplained:
         """Why an open workflow has not ended, as far as Redis tells: its task in the

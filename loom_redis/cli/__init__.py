@@ -1,9 +1,9 @@
 """The `loom` command line: worker, init, list, inspect, stats, signal, cancel, dead,
-history, prune.
+history, prune, web.
 
 One module per group of commands, as `loom --help` reads: `namespace` (init),
 `worker` (worker, workers), `workflows` (list, inspect, stats, signal, cancel),
-`dead_letters` (dead list, dead retry) and `retention` (history export, prune);
+`dead_letters` (dead list, dead retry), `retention` (history export, prune) and `web`;
 `_common` holds what they share."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..logs import LogFormat, configure
-from . import dead_letters, namespace, retention, worker, workflows
+from . import dead_letters, namespace, retention, web, worker, workflows
 
 __all__ = ["main"]
 
@@ -47,5 +47,6 @@ for command in (
     dead_letters.dead,
     retention.history,
     retention.prune,
+    web.web,
 ):
     main.add_command(command)

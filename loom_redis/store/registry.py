@@ -57,6 +57,25 @@ class Registry(StorePart):
                 mapping={name: encode(described) for name, described in definitions.items()},
             )
 
+    async def read_definitions(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The workflow definitions workers published (name, version, description,
+        agent, steps), by name, and why each that cannot be read is unreadable."""
+        raw: Any = await self.redis.hgetall(self.keys.definitions())
+        found: list[dict[str, Any]] = []
+        unreadable: dict[str, str] = {}
+        for field_name, value in raw.items():
+            name = text(field_name)
+            try:
+                described = decode(value, what=f"definition {name!r}")
+            except PayloadError as exc:
+                unreadable[name] = f"field {name!r} of {self.keys.definitions()}: {exc}"
+                continue
+            if isinstance(described, dict):
+                found.append(described)
+            else:
+                unreadable[name] = f"field {name!r} of {self.keys.definitions()} is no definition"
+        return sorted(found, key=lambda d: str(d.get("name"))), unreadable
+
     async def read_heartbeats(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """The workers' last heartbeats by name (name, host, pid, queues, concurrency,
         ...), and why each record that cannot be read is unreadable, by its field."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from redis.exceptions import NoScriptError, ResponseError
+
 from ..codec import max_payload_bytes
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, RedisPermissionError
 from .backlog import Backlog
 from .connection import (
     connect_redis,
+    permission_error,
     redis_errors,
 )
 from .dead_letters import DeadLetters
@@ -16,6 +19,9 @@ from .registry import Registry
 from .retention import RETENTION_FIELD, Retention, stored_retention
 from .tasks import create_config, stored_shards
 from .workflows import Workflows
+
+# The SHA1 of no script (a SHA1 of forty zeros has no known preimage).
+_NO_SUCH_SCRIPT = "0" * 40
 
 
 class Store(Workflows, Queries, DeadLetters, Registry, Backlog, Retention):
@@ -51,6 +57,18 @@ class Store(Workflows, Queries, DeadLetters, Registry, Backlog, Retention):
             await redis.aclose()
             raise
         return cls(redis, Keyspace(namespace, stored), url, retention_ms)
+
+    async def write_refusal(self, doing: str) -> RedisPermissionError | None:
+        """Why this connection's Redis user may not `doing` (every transition is a
+        script), or None if it may. Asks Redis to run a script that cannot exist: an ACL
+        that denies scripts refuses it before Redis looks for it."""
+        try:
+            await self.redis.evalsha(_NO_SUCH_SCRIPT, 0)
+        except NoScriptError:
+            return None
+        except ResponseError as exc:
+            return permission_error(exc, doing, self.url)
+        return None
 
     async def ping(self) -> None:
         """Raise a RedisError unless Redis answers."""
