@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test test-redis7 test-pythons test-slow test-image demo bench clean
+.PHONY: setup lint test test-redis7 test-pythons test-slow test-image screenshots demo bench clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,20 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint Dockerfile
 
-test: lint
+# The dashboard's browser tests drive Debian's Chromium (installed here when missing and
+# apt-get can; without it they skip, saying why).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	-(command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest -q -n 2
+
+# The dashboard's screenshots in docs/screenshots (the README shows them).
+screenshots: $(STAMP) $(CHROMIUM)
+	LOOM_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q -p no:xdist tests/web/test_browser.py
 
 # The same suite against Debian's redis-server (7.0), the second real target.
 test-redis7: $(STAMP)

@@ -4,7 +4,9 @@ Starts a Valkey server (AOF on, its data under `.loom/`) and a worker process
 (`loom worker examples.order examples.assessment`), starts orders and quizzes
 for one owner, approves or rejects the orders by signal, shows their live
 progress, prints the results and where the worker's metrics are, then stops
-the worker and the server, also on Ctrl-C or an error.
+the worker and the server, also on Ctrl-C or an error. The dashboard (`loom web`)
+runs beside them at http://127.0.0.1:8000/ (LOOM_DEMO_WEB_PORT); run from a terminal,
+the demo waits for Enter before it stops everything, so that you can look around.
 
 The data stays in `.loom/`: workflows that an interrupted run left open resume
 when the demo runs again. `LOOM_DEMO_PORT` changes the server's port (6390).
@@ -40,7 +42,10 @@ from .order import OrderInput, OrderWorkflow
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".loom"
 WORKER_LOG = DATA_DIR / "worker.log"
+WEB_LOG = DATA_DIR / "web.log"
 PORT = int(os.environ.get("LOOM_DEMO_PORT", "6390"))
+# The dashboard's port (`loom web`), LOOM_DEMO_WEB_PORT to change it.
+WEB_PORT = int(os.environ.get("LOOM_DEMO_WEB_PORT", "8000"))
 OWNER = "alice"
 WORKER_MODULES = ("examples.order", "examples.assessment")
 # The manager approves orders up to this amount and rejects the others.
@@ -312,12 +317,22 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def start_loom(log_path: Path, *arguments: str) -> subprocess.Popen[bytes]:
+    """`loom ARGUMENTS` in its own process group, so that only this demo stops it
+    (SIGTERM), its output in `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "loom_redis", *arguments],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def start_worker(url: str, metrics_port: int) -> subprocess.Popen[bytes]:
-    """`loom worker` in its own process group, so that only this demo stops it (SIGTERM)."""
-    command = [
-        sys.executable,
-        "-m",
-        "loom_redis",
+    return start_loom(
+        WORKER_LOG,
         "worker",
         *WORKER_MODULES,
         "--url",
@@ -329,35 +344,36 @@ def start_worker(url: str, metrics_port: int) -> subprocess.Popen[bytes]:
         # A task that a stopped worker held goes to another one after 5 s (default 30).
         "--lease",
         "5",
-    ]
-    with WORKER_LOG.open("wb") as log:
-        return subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    )
 
 
-def wait_until_ready(worker: subprocess.Popen[bytes], metrics_port: int) -> None:
-    """Wait for the worker's /readyz probe (it answers once the worker reads its queues)."""
+def start_dashboard(url: str, port: int) -> subprocess.Popen[bytes]:
+    return start_loom(WEB_LOG, "web", "--url", url, "--host", "127.0.0.1", "--port", str(port))
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], probe: str, log: Path) -> None:
+    """Wait until `probe` (a URL of the process: the worker's /readyz, which answers once
+    it reads its queues, or the dashboard's API) answers."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {worker.returncode}\n{log_tail()}")
-        probe = f"http://127.0.0.1:{metrics_port}/readyz"
+        if process.poll() is not None:
+            raise RuntimeError(f"{probe} exited with code {process.returncode}\n{log_tail(log)}")
         with contextlib.suppress(OSError), urllib.request.urlopen(probe, timeout=1):
             return
         time.sleep(0.1)
-    raise RuntimeError(f"the worker was not ready within 20s\n{log_tail()}")
+    raise RuntimeError(f"{probe} did not answer within 20s\n{log_tail(log)}")
 
 
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """SIGTERM: the worker stops reading, finishes its in-flight tasks and exits."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the worker stops reading, finishes its in-flight tasks and exits (the
+    dashboard just exits)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
         try:
-            worker.wait(15)
+            process.wait(15)
         except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            process.kill()
+            process.wait()
 
 
 def metric_lines(metrics_port: int) -> Iterator[str]:
@@ -368,11 +384,11 @@ def metric_lines(metrics_port: int) -> Iterator[str]:
                 yield line
 
 
-def log_tail(lines: int = 15) -> str:
-    if not WORKER_LOG.exists():
+def log_tail(log: Path, lines: int = 15) -> str:
+    if not log.exists():
         return ""
-    tail = WORKER_LOG.read_text(errors="replace").splitlines()[-lines:]
-    return "worker log:\n" + "\n".join("  " + line for line in tail)
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return f"{log.name}:\n" + "\n".join("  " + line for line in tail)
 
 
 # The signals (Ctrl-C, SIGTERM) this demo received: after one, errors are part of stopping.
@@ -398,23 +414,38 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
+    if port_in_use(WEB_PORT):
+        print(
+            f"Port {WEB_PORT} is taken: choose another one for the dashboard with "
+            "LOOM_DEMO_WEB_PORT=...",
+            file=sys.stderr,
+        )
+        return 1
     server = EmbeddedServer(DATA_DIR, port=PORT, appendonly=True)
-    worker: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         server.start()
         print(f"Valkey on {server.url}, append-only file under {DATA_DIR.relative_to(ROOT)}/")
         metrics_port = free_port()
         worker = start_worker(server.url, metrics_port)
-        wait_until_ready(worker, metrics_port)
+        processes.append(worker)
+        wait_until_ready(worker, f"http://127.0.0.1:{metrics_port}/readyz", WORKER_LOG)
         print(
             f"Worker (pid {worker.pid}) runs {', '.join(WORKER_MODULES)}; "
             f"its log: {WORKER_LOG.relative_to(ROOT)}"
         )
+        dashboard = f"http://127.0.0.1:{WEB_PORT}/"
+        processes.append(start_dashboard(server.url, WEB_PORT))
+        wait_until_ready(processes[-1], dashboard + "api/me", WEB_LOG)
+        print(f"Dashboard: {dashboard} (open it now to watch the workflows run)")
         completed = asyncio.run(run_workflows(server.url, started))
         print(f"\nWorker metrics: http://127.0.0.1:{metrics_port}/metrics (and /healthz, /readyz)")
         with contextlib.suppress(OSError, urllib.error.URLError):
             for line in metric_lines(metrics_port):
                 print(f"  {line}")
+        print(f"Dashboard: {dashboard}")
+        if sys.stdin.isatty():
+            input("Press Enter to stop the worker, the dashboard and the server. ")
         return 0 if completed else 1
     except KeyboardInterrupt:
         print("\nInterrupted: stopping the worker and the server", file=sys.stderr)
@@ -430,10 +461,13 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if worker is not None:
-            stop_worker(worker)
+        for process in reversed(processes):
+            stop(process)
         server.stop()
-        print(f"Stopped the worker and the server after {time.monotonic() - started:.1f}s.")
+        print(
+            f"Stopped the worker, the dashboard and the server after "
+            f"{time.monotonic() - started:.1f}s."
+        )
 
 
 if __name__ == "__main__":

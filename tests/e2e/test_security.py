@@ -359,6 +359,13 @@ READS = [
     ["XREAD", "STREAMS", "loom:{ns:0}:wf:x:h", "0"],
     ["ZREVRANGE", "loom:{ns:0}:idx:started", "0", "-1"],
     ["ZCARD", "loom:{ns:0}:idx:status:RUNNING"],
+    # What `loom web` reads besides: backlog, consumers, closings per minute, timers.
+    ["XLEN", "loom:{ns:0}:q:default"],
+    ["XINFO", "GROUPS", "loom:{ns:0}:q:default"],
+    ["XINFO", "CONSUMERS", "loom:{ns:0}:q:default", "workers"],
+    ["XPENDING", "loom:{ns:0}:q:default", "workers", "-", "+", "10"],
+    ["ZCOUNT", "loom:{ns:0}:idx:status:COMPLETED", "0", "+inf"],
+    ["ZSCORE", "loom:{ns:0}:timers", "m"],
 ]
 WRITES = [
     ["EVALSHA", "0" * 40, "1", "loom:{ns:0}:wf:x:m"],
@@ -370,7 +377,6 @@ WRITES = [
     ["XGROUP", "CREATE", "loom:{ns:0}:q:default", "workers", "0", "MKSTREAM"],
     ["XAUTOCLAIM", "loom:{ns:0}:q:default", "workers", "w", "10", "0-0"],
     ["XCLAIM", "loom:{ns:0}:q:default", "workers", "w", "0", "1-1", "JUSTID"],
-    ["XPENDING", "loom:{ns:0}:q:default", "workers", "-", "+", "10"],
     ["ZRANGEBYSCORE", "loom:{ns:0}:timers", "-inf", "+inf"],
     ["BLMOVE", "loom:{ns:0}:wf:x:c", "loom:{ns:0}:wf:x:c", "RIGHT", "LEFT", "0.001"],
 ]

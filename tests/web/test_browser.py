@@ -1,0 +1,150 @@
+"""The dashboard in headless Chromium, as a person uses it: every page against real
+workflows run by a real worker, the live parts changing without a reload, signal and
+cancel from a workflow's page, and user text shown as text. A screenshot of each page
+goes to LOOM_SCREENSHOTS (default .cache/screenshots; `make screenshots` puts them in
+docs/screenshots for the README)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import loom_redis as loom
+from loom_redis.testing import running_worker
+from tests.web.test_api import until
+from tests.web_workflows import ApprovalWorkflow, SleeperWorkflow
+
+pytestmark = pytest.mark.anyio
+
+SCREENSHOTS = Path(os.environ.get("LOOM_SCREENSHOTS", ".cache/screenshots"))
+LIVE_MS = 15_000
+
+
+async def shoot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def waiting_for_go(client: loom.Client, handle: Any) -> None:
+    async def waits() -> bool:
+        info = await client.describe(handle.workflow_id)
+        return "go" in info["waiting_for"]["signals"]
+
+    await until(waits)
+
+
+async def test_every_page_and_a_signal_sent_from_a_workflow_s_page(
+    client: loom.Client, redis_url: str, namespace: str, web: str, page: Any
+) -> None:
+    async with running_worker(redis_url, namespace):
+        handle = await client.start(ApprovalWorkflow, {"item": "lamp"}, owner="alice")
+        done = await client.start(SleeperWorkflow, {"seconds": 0})
+        await done.result(timeout=15)
+        await waiting_for_go(client, handle)
+        wid = handle.workflow_id
+
+        await page.goto(web + "/")
+        await page.wait_for_selector('[data-status="RUNNING"] .count')
+        assert await page.inner_text('[data-status="RUNNING"] .count') == "1"
+        assert await page.inner_text('[data-status="COMPLETED"] .count') == "1"
+        assert await page.inner_text('[data-metric="live_workers"] .count') == "1"
+        await shoot(page, "overview")
+
+        await page.goto(web + "/workflows")
+        row = page.locator(f'tr[data-workflow-id="{wid}"]')
+        await row.wait_for()
+        assert "2 of 3: await_go" in await row.inner_text()
+        assert "signal" in await row.inner_text()
+        await shoot(page, "workflows")
+
+        await page.click(f'a:text("{wid}")')
+        await page.wait_for_selector("#graph")
+        states = {
+            await step.get_attribute("data-step"): await step.get_attribute("data-state")
+            for step in await page.locator("#graph li.step").all()
+        }
+        assert states == {"prepare": "done", "await_go": "waiting", "ship": "pending"}
+        assert "for signal go" in await page.inner_text("[data-waiting]")
+        assert await page.locator('#events tr[data-type="SIGNAL_RECEIVED"]').count() == 0
+        await shoot(page, "workflow")
+
+        await page.fill('form.signal input[name="payload"]', '{"by": "page"}')
+        await page.click('form.signal button')
+        await page.wait_for_selector("#action-result .said.ok")
+        # Live, without a reload: the status, the graph and a new history row.
+        await page.wait_for_selector('#summary [data-status="COMPLETED"]', timeout=LIVE_MS)
+        await page.wait_for_selector('#graph li[data-step="ship"][data-state="done"]')
+        await page.wait_for_selector(
+            '#events tr[data-type="WORKFLOW_COMPLETED"]', state="attached", timeout=LIVE_MS
+        )
+        assert await page.locator('#events tr[data-type="SIGNAL_RECEIVED"]').count() == 1
+        assert '"by": "page"' in await page.inner_text("#result")
+
+        await page.goto(web + "/definitions")
+        approval = page.locator('[data-definition="web_Approval"]')
+        assert [await s.get_attribute("data-step") for s in await approval.locator("li").all()] == [
+            "prepare",
+            "await_go",
+            "ship",
+        ]
+        await shoot(page, "definitions")
+
+        await page.goto(web + "/queues")
+        await page.wait_for_selector("table.workers tr.live")
+        assert await page.locator('table.shards[data-queue="default"] tbody tr').count() >= 16
+        await shoot(page, "queues")
+    assert (await handle.result(timeout=5))["go"] == {"by": "page"}
+
+
+async def test_cancel_a_sleeping_workflow_from_its_page(
+    client: loom.Client, redis_url: str, namespace: str, web: str, page: Any
+) -> None:
+    async with running_worker(redis_url, namespace):
+        handle = await client.start(SleeperWorkflow, {"seconds": 3600})
+
+        async def sleeping() -> bool:
+            return bool((await client.describe(handle.workflow_id))["waiting_for"]["timers"])
+
+        await until(sleeping)
+        await page.goto(f"{web}/workflows/{handle.workflow_id}")
+        waiting = await page.inner_text("[data-waiting]")
+        assert "for a timer" in waiting and "until" in waiting
+        await page.fill('form.cancel input[name="reason"]', "not needed")
+        await page.click("form.cancel button")
+        await page.wait_for_selector('#summary [data-status="CANCELLED"]', timeout=LIVE_MS)
+        with pytest.raises(loom.WorkflowCancelledError, match="not needed"):
+            await handle.result(timeout=5)
+
+
+async def test_a_workflow_leaves_the_running_filter_when_it_ends(
+    client: loom.Client, redis_url: str, namespace: str, web: str, page: Any
+) -> None:
+    async with running_worker(redis_url, namespace):
+        handle = await client.start(ApprovalWorkflow, {"item": "desk"})
+        await waiting_for_go(client, handle)
+        await page.goto(web + "/workflows?status=RUNNING")
+        row = page.locator(f'tr[data-workflow-id="{handle.workflow_id}"]')
+        await row.wait_for()
+        newcomer = await client.start(SleeperWorkflow, {"seconds": 3600})
+        # A new workflow appears without a reload, and the ended one leaves.
+        await page.locator(f'tr[data-workflow-id="{newcomer.workflow_id}"]').wait_for(
+            timeout=LIVE_MS
+        )
+        await handle.signal("go")
+        await row.wait_for(state="detached", timeout=LIVE_MS)
+
+
+async def test_text_users_wrote_is_shown_as_text(
+    client: loom.Client, redis_url: str, namespace: str, web: str, page: Any
+) -> None:
+    attack = "<script>window.pwned = 1</script><img src=x onerror='window.pwned = 2'>"
+    handle = await client.start(SleeperWorkflow, {"seconds": 3600, "note": attack}, owner="o<b>x")
+    async with running_worker(redis_url, namespace):
+        await page.goto(f"{web}/workflows/{handle.workflow_id}")
+        assert attack in await page.inner_text("pre")
+        await page.goto(web + "/workflows")
+        assert "o<b>x" in await page.inner_text(f'tr[data-workflow-id="{handle.workflow_id}"]')
+        assert await page.evaluate("window.pwned") is None

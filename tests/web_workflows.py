@@ -1,0 +1,46 @@
+"""Workflows the dashboard's tests run: one that waits for a signal between two steps
+that each run an activity, and one that sleeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import loom_redis as loom
+
+
+@loom.activity(name="web_prepare")
+async def prepare(item: str) -> str:
+    return f"prepared {item}"
+
+
+@loom.activity(name="web_ship")
+async def ship(item: str) -> str:
+    return f"shipped {item}"
+
+
+@loom.workflow(
+    name="web_Approval",
+    version="2.0",
+    description="Prepare, wait for a go-ahead, ship.",
+    agent="Quill",
+)
+class ApprovalWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="prepare", description="getting it ready")
+    async def prepare_step(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("prepared", await ctx.activity(prepare, ctx.input["item"]))
+
+    @loom.step(name="await_go", description="waiting for the go-ahead")
+    async def wait_step(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("go", await ctx.wait_for_signal("go"))
+
+    @loom.step(name="ship", description="sending it")
+    async def ship_step(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("shipped", await ctx.activity(ship, ctx.input["item"]))
+
+
+@loom.workflow(name="web_Sleeper", description="Sleeps, then ends.")
+class SleeperWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="nap", description="sleeping")
+    async def nap(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.sleep(ctx.input["seconds"])
+        await ctx.state.set("woke", True)
