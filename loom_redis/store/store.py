@@ -11,6 +11,7 @@ from .connection import (
 )
 from .dead_letters import DeadLetters
 from .keys import MAX_SHARDS, Keyspace, validate_namespace
+from .listing import Listing
 from .queries import Queries
 from .registry import Registry
 from .retention import RETENTION_FIELD, Retention, stored_retention
@@ -18,7 +19,7 @@ from .tasks import create_config, stored_shards
 from .workflows import Workflows
 
 
-class Store(Workflows, Queries, DeadLetters, Registry, Backlog, Retention):
+class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retention):
     """Reads and transitions of one namespace on one Redis."""
 
     @classmethod
