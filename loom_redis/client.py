@@ -37,7 +37,16 @@ from .errors import (
     error_from_record,
 )
 from .events import STATUS_OF_TERMINAL_EVENT, TERMINAL_TYPES, Event, EventType, Status
-from .store import CLOSE_NOTICE_MS, Store, UnreadableEntry, registering, warn_unreadable
+from .store import (
+    CLOSE_NOTICE_MS,
+    QueueDetail,
+    Store,
+    UnreadableEntry,
+    WorkflowFilter,
+    WorkflowPage,
+    registering,
+    warn_unreadable,
+)
 from .store.connection import now_ms, retried_call
 from .store.keys import (
     DEFAULT_NAMESPACE,
@@ -319,10 +328,20 @@ class Client:
         entries = await store.read_history_entries(workflow_id)
         if not entries:
             raise WorkflowNotFoundError(workflow_id)
-        for entry in entries:
-            if isinstance(entry, UnreadableEntry):
-                warn_unreadable(entry.problem, "shown as unreadable")
-        return [entry.to_dict() for entry in entries]
+        return _entry_dicts(entries)
+
+    @_reads("read a workflow's history")
+    async def history_page(
+        self, workflow_id: str, after: str | None = None, count: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `count` entries of the workflow's history after entry id `after` (from
+        the first if None), oldest first, as `history_entries` gives them; and the
+        `after` of the next page (None: this page ends the history)."""
+        store = await self._connected()
+        entries, next_after = await store.history_page(workflow_id, after=after, count=count)
+        if not entries and after is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return _entry_dicts(entries), next_after
 
     @_reads("list workflows")
     async def list_workflows(
@@ -332,6 +351,32 @@ class Client:
         _check_limit(limit)
         store = await self._connected()
         return await store.list_workflows(Status(status.upper()) if status else None, limit)
+
+    @_reads("list workflows")
+    async def browse_workflows(
+        self, filter: WorkflowFilter, cursor: str | None = None, limit: int = 50
+    ) -> WorkflowPage:
+        """A page of the workflows that match `filter`, newest first; its `next_cursor`,
+        passed back as `cursor`, gives the next. A page may stop short of `limit` when
+        few match (`complete` is then False: see `WorkflowPage`). Raises ValueError for
+        a cursor this filter's listing did not make."""
+        store = await self._connected()
+        return await store.list_page(filter, cursor=cursor, limit=limit)
+
+    @_reads("count workflows")
+    async def count_workflows(self, filter: WorkflowFilter) -> tuple[int, bool]:
+        """How many workflows match `filter`, and whether the count is exact (a filter
+        the indexes do not answer alone is counted over at most 100,000 workflows)."""
+        store = await self._connected()
+        return await store.count_matching(filter)
+
+    @_reads("count closed workflows")
+    async def closed_per_minute(self, minutes: int = 60) -> list[dict[str, int]]:
+        """Workflows completed, failed and cancelled in each of the last `minutes`
+        minutes, oldest first (the last is the minute in progress): `{"minute_ms",
+        "completed", "failed", "cancelled"}`."""
+        store = await self._connected()
+        return await store.closed_per_minute(minutes)
 
     async def prune(
         self,
@@ -452,6 +497,13 @@ class Client:
         if info["task_queued"]:
             waits.append("a workflow task of it waits for a worker or runs")
         return waits
+
+    @_reads("read the task queues")
+    async def queue_details(self) -> list[QueueDetail]:
+        """Each task queue a worker's heartbeat lists: its streams shard by shard
+        (length, lag, pending, the oldest pending task's age) and their consumers."""
+        store = await self._connected()
+        return await store.queue_details()
 
     # -- dead letters ------------------------------------------------------------
 
@@ -766,6 +818,14 @@ class WorkflowHandle(Generic[StateT]):
         if outcome == Reply.MISSING:
             raise WorkflowNotFoundError(self.workflow_id)
         return status if outcome == Reply.CLOSED else None
+
+
+def _entry_dicts(entries: list[Event | UnreadableEntry]) -> list[dict[str, Any]]:
+    """History entries as dicts (`Event.to_dict`), warning of each unreadable one."""
+    for entry in entries:
+        if isinstance(entry, UnreadableEntry):
+            warn_unreadable(entry.problem, "shown as unreadable")
+    return [entry.to_dict() for entry in entries]
 
 
 def _check_limit(limit: int) -> None:

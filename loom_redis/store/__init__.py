@@ -11,17 +11,21 @@ over parts, each a module named for what it does (its base classes):
 - `dead_letters.py`: tasks that cannot run, listed and put back;
 - `registry.py`: workers' heartbeats and the workflow definitions they publish;
 - `queries.py`: what the client, the CLI and dashboards read (lists, counts, progress);
-- `backlog.py`: the work waiting in the queues, timers and dead letters (for gauges);
+- `listing.py`: a dashboard's filtered listings a page at a time, counts, the ids of a
+  bulk action, the closes per minute;
+- `backlog.py`: the work waiting in the queues, timers and dead letters (for gauges),
+  and each queue's streams and consumers in detail;
 - `retention.py`: closed workflows deleted after their retention (the sweep, prune);
 - `plans.py`: how a workflow task's plan becomes what commit.lua writes;
 - `keys.py` (every key name), `wire.py` (every field name and script reply),
   `connection.py` (connecting, errors, the direct lane), `scripts/*.lua`.
 """
 
-from .backlog import NamespaceBacklog, QueueBacklog
+from .backlog import ConsumerDetail, NamespaceBacklog, QueueBacklog, QueueDetail, StreamDetail
 from .connection import connect_redis
 from .dead_letters import DeadLetter
 from .keys import Keyspace
+from .listing import WorkflowFilter, WorkflowPage
 from .plans import TaskPlan
 from .queries import HistoryEntry, describe_meta
 from .registry import DEAD_AFTER_MS, HEARTBEAT_MS, registering, registrations
@@ -39,17 +43,22 @@ __all__ = [
     "ActivityRecorded",
     "CloseWait",
     "CommitResult",
+    "ConsumerDetail",
     "ConsumerGroupMissing",
     "DeadLetter",
     "HistoryEntry",
     "Keyspace",
     "NamespaceBacklog",
     "QueueBacklog",
+    "QueueDetail",
     "Store",
+    "StreamDetail",
     "Task",
     "TaskPlan",
     "TimerMember",
     "UnreadableEntry",
+    "WorkflowFilter",
+    "WorkflowPage",
     "connect_redis",
     "describe_meta",
     "lease_reference",

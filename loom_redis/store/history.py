@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from .wire import (
 )
 
 HISTORY_PAGE = 1000
+# A stream entry id (ms-seq).
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 # The fields of a history entry as a read returns them.
 _TYPE, _SEQ, _TIME, _DATA = (f.encode() for f in HistoryField)
 
@@ -55,14 +58,43 @@ class History(StorePart):
     async def read_history_entries(self, workflow_id: str) -> list[Event | UnreadableEntry]:
         """History events in order, an entry that does not decode standing as an
         UnreadableEntry (to show a history, not to replay it)."""
-        entries: list[Event | UnreadableEntry] = []
-        async for page in self._history_pages(workflow_id):
-            for entry_id, fields in page:
-                try:
-                    entries.append(self.decode_event(workflow_id, entry_id, fields))
-                except PayloadError as exc:
-                    entries.append(UnreadableEntry(text(entry_id), str(exc)))
-        return entries
+        return [
+            self._shown_entry(workflow_id, entry_id, fields)
+            async for page in self._history_pages(workflow_id)
+            for entry_id, fields in page
+        ]
+
+    async def history_page(
+        self, workflow_id: str, *, after: str | None = None, count: int = 100
+    ) -> tuple[list[Event | UnreadableEntry], str | None]:
+        """Up to `count` history entries after entry id `after` (from the first if None),
+        oldest first, shown as read_history_entries shows them; and the id to read the
+        next page after (None: none follows)."""
+        if after is not None and not (isinstance(after, str) and _ENTRY_ID.fullmatch(after)):
+            raise ValueError(
+                f"after must be a history entry id such as '1700000000000-0', got {after!r}"
+            )
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"count must be a whole number >= 1, got {count!r}")
+        key = self.keys.history(workflow_id)
+        # One more than asked tells whether a next page follows.
+        found: Any = await self.redis.xrange(
+            key, min=f"({after}" if after else "-", max="+", count=count + 1
+        )
+        page = found[:count]
+        entries = [self._shown_entry(workflow_id, entry_id, fields) for entry_id, fields in page]
+        return entries, text(page[-1][0]) if len(found) > count else None
+
+    @classmethod
+    def _shown_entry(
+        cls, workflow_id: str, entry_id: bytes, fields: dict[bytes, bytes]
+    ) -> Event | UnreadableEntry:
+        """An entry as a listing shows it: its event, or an UnreadableEntry if it does
+        not decode."""
+        try:
+            return cls.decode_event(workflow_id, entry_id, fields)
+        except PayloadError as exc:
+            return UnreadableEntry(text(entry_id), str(exc))
 
     async def history_summary(self, workflow_id: str) -> tuple[int, int]:
         """(length, highest seq) of a history, read without decoding its entries, so that a

@@ -14,6 +14,7 @@ from .connection import (
 )
 from .dead_letters import DeadLetters
 from .keys import MAX_SHARDS, Keyspace, validate_namespace
+from .listing import Listing
 from .queries import Queries
 from .registry import Registry
 from .retention import RETENTION_FIELD, Retention, stored_retention
@@ -24,7 +25,7 @@ from .workflows import Workflows
 _NO_SUCH_SCRIPT = "0" * 40
 
 
-class Store(Workflows, Queries, DeadLetters, Registry, Backlog, Retention):
+class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retention):
     """Reads and transitions of one namespace on one Redis."""
 
     @classmethod
