@@ -75,8 +75,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     from . import _api, _live, _pages
 
-    app.include_router(_api.router)
+    # The live routes first: Loom's `/api/progress/stream` before `/api/progress/{owner}`.
     app.include_router(_live.router)
+    app.include_router(_api.router)
     app.include_router(_pages.router)
     return app
 

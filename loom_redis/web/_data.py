@@ -106,10 +106,13 @@ async def workflows(
 async def workflow(client: Client, workflow_id: str) -> tuple[dict[str, Any], WorkflowView]:
     """A workflow as its page shows it: its meta, and its history folded into its
     steps' graph, its state and its signals."""
+    # The history first: the meta read after it is at least as new, so a live page
+    # whose cursor is the history's last entry never misses the meta's last change.
+    entries = await client.history_entries(workflow_id)
     info = await client.describe(workflow_id)
     definitions = {d.get("name"): d for d in await client.definitions()}
     view = WorkflowView.of(definitions.get(info.get("workflow_name")))
-    view.apply(await client.history_entries(workflow_id))
+    view.apply(entries)
     view.waiting_for(info.get("waiting_for") or {})
     return info, view
 
@@ -130,7 +133,7 @@ async def workflow_context(
     return {
         "info": info,
         "view": view,
-        "steps": [asdict(step) for step in view.steps],
+        "steps": [step.to_dict() for step in view.steps],
         "timers_due": await timers_of(client, info),
     }
 
@@ -141,7 +144,7 @@ async def queues(client: Client) -> dict[str, Any]:
     live = {beat["name"] for beat in await client.live_workers()}
     workers = [{**beat, "live": beat["name"] in live} for beat in await client.workers()]
     return {
-        "queues": [detail.to_dict() for detail in await client.queue_details()],
+        "queues": [asdict(detail) for detail in await client.queue_details()],
         "workers": workers,
         "dead_letters": await client.dead_letters(limit=200),
     }

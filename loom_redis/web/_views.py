@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..events import EventType, Status
@@ -147,6 +147,17 @@ class StepView:
         if self.started_ms is None or self.ended_ms is None:
             return None
         return self.ended_ms - self.started_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step as the API and the pages show it, durations included."""
+        return {
+            **asdict(self),
+            "duration_ms": self.duration_ms,
+            "activities": [
+                {**asdict(activity), "duration_ms": activity.duration_ms}
+                for activity in self.activities
+            ],
+        }
 
 
 @dataclass

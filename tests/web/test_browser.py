@@ -24,7 +24,7 @@ LIVE_MS = 15_000
 
 
 async def shoot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # Playwright makes the folders of the path.
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
@@ -72,7 +72,7 @@ async def test_every_page_and_a_signal_sent_from_a_workflow_s_page(
         await shoot(page, "workflow")
 
         await page.fill('form.signal input[name="payload"]', '{"by": "page"}')
-        await page.click('form.signal button')
+        await page.click("form.signal button")
         await page.wait_for_selector("#action-result .said.ok")
         # Live, without a reload: the status, the graph and a new history row.
         await page.wait_for_selector('#summary [data-status="COMPLETED"]', timeout=LIVE_MS)
