@@ -63,7 +63,8 @@ async def workflows(
     """A page of workflows, newest first; pass `next_cursor` back as `cursor` for the
     next one."""
     try:
-        return await _data.workflows(state.client, chosen, cursor, limit)
+        # An empty cursor (a form's) is the first page.
+        return await _data.workflows(state.client, chosen, cursor or None, limit)
     except ValueError as exc:  # a cursor that is not one of ours
         raise HTTPException(422, str(exc)) from None
 

@@ -172,6 +172,8 @@ class WorkflowView:
     last_id: str | None = None
     events: int = 0
     _activities: dict[int, ActivityView] = field(default_factory=dict)
+    # The step the code runs (the last one started), None before the first.
+    _step: StepView | None = None
     _timers: dict[int, TimerView] = field(default_factory=dict)
 
     @classmethod
@@ -244,15 +246,14 @@ class WorkflowView:
             if earlier.status == "running" or earlier.status == "waiting":
                 earlier.status, earlier.ended_ms = "done", time_ms
         step.status, step.started_ms = "running", time_ms
+        self._step = step
 
     def _current(self) -> StepView:
-        running = [s for s in self.steps if s.started_ms is not None]
-        if running:
-            return max(running, key=lambda s: s.started_ms or 0)
-        # Activities before the first step: a step of their own.
-        step = StepView(0, "(before the first step)", status="running")
-        self.steps.insert(0, step)
-        return step
+        if self._step is None:
+            # Activities and timers before the first step: a step of their own.
+            self._step = StepView(0, "(before the first step)", status="running")
+            self.steps.insert(0, self._step)
+        return self._step
 
     def _end_activity(self, kind: str, seq: int, time_ms: int, data: dict[str, Any]) -> None:
         activity = self._activities.get(seq)
