@@ -416,9 +416,10 @@ class _Merge:
             await self._fill(read)
             if not any(source.buffer for source in self.sources):
                 break
-            # Every buffered entry at or above the lowest last entry of the sources that
-            # have more to read comes before anything not yet read.
-            floor = min(
+            # What a source has not read yet comes after its last buffered entry: a
+            # buffered entry comes before everything unread when it is at or above the
+            # last buffered entry of every source that has more to read.
+            floor = max(
                 (s.buffer[-1] for s in self.sources if not s.ended),
                 default=None,
             )

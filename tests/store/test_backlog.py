@@ -160,3 +160,66 @@ async def test_due_timers_nobody_fires_are_reported_with_how_late_they_are(
         assert await handle.result(timeout=10) == {}
     backlog = await client.store.backlog(["default"])
     assert (backlog.timers_due, backlog.oldest_due_ms) == (0, None)
+
+
+async def test_queue_details_show_each_stream_its_pending_tasks_and_consumers(
+    client: loom.Client, redis_url: str, namespace: str
+) -> None:
+    global release
+    release = anyio.Event()
+    store = client.store
+    shards = store.keys.shards
+    handles = [await client.start(Hold, {}) for _ in range(2)]
+    async with running_worker(redis_url, namespace, eager_seconds=0) as worker:
+        # Both activities taken by the worker, held.
+        await wait_for(store, backlog=2, pending=2)
+        default, unread = await store.queue_details(["never-read"])
+        assert (default.queue, unread.queue) == ("default", "never-read")
+        assert [(s.shard, s.kind) for s in default.streams] == [
+            (shard, kind) for shard in range(shards) for kind in ("workflow", "activity")
+        ]
+        assert [s.key for s in default.streams] == [
+            key
+            for shard in range(shards)
+            for key in (
+                store.keys.queue(shard, "default"),
+                store.keys.activity_queue(shard, "default"),
+            )
+        ]
+        holding = [s for s in default.streams if s.pending]
+        assert {s.kind for s in holding} == {"activity"}
+        assert sum(s.pending for s in holding) == 2
+        assert sum(s.length for s in default.streams) == 2
+        for stream in default.streams:
+            # The worker reads every stream of its queue: it is a consumer of each.
+            (consumer,) = stream.consumers
+            assert (consumer.name, consumer.pending) == (worker.name, stream.pending)
+            assert consumer.idle_ms >= 0
+            if stream.pending:
+                assert stream.oldest_pending_age_ms is not None
+                assert 0 <= stream.oldest_pending_age_ms < 15_000
+            else:
+                assert stream.oldest_pending_age_ms is None
+            if await server_version(store.redis) >= (7, 0):
+                assert stream.lag == 0
+        (consumer,) = default.consumers()
+        assert (consumer.name, consumer.pending) == (worker.name, 2)
+        assert consumer.idle_ms == min(c.idle_ms for s in default.streams for c in s.consumers)
+        totals = (await store.backlog(["default"])).queues["default"]
+        assert (default.backlog.length, default.backlog.lag, default.backlog.pending) == (
+            totals.length,
+            totals.lag,
+            totals.pending,
+        )
+        # A queue no worker reads: streams that hold nothing, of no group.
+        assert len(unread.streams) == 2 * shards
+        assert {(s.length, s.lag, s.pending, s.oldest_pending_age_ms) for s in unread.streams} == {
+            (0, None, 0, None)
+        }
+        assert unread.consumers() == []
+        release.set()
+        for handle in handles:
+            assert await handle.result(timeout=10) == {"said": "held"}
+        await wait_for(store, backlog=0)
+        (default,) = await store.queue_details()
+        assert sum(s.length + s.pending for s in default.streams) == 0
