@@ -44,3 +44,13 @@ class SleeperWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
     async def nap(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         await ctx.sleep(ctx.input["seconds"])
         await ctx.state.set("woke", True)
+
+
+@loom.workflow(name="web_Chatty", description="Writes its state many times over.")
+class ChattyWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="count", description="counting")
+    async def count(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        for number in range(ctx.input["events"]):
+            await ctx.state.set("n", number)
+            if number % 5000 == 4999:  # a workflow task writes at most 20,000 commands
+                await ctx.sleep(0.01)

@@ -15,7 +15,7 @@ import pytest
 import loom_redis as loom
 from loom_redis.testing import running_worker
 from tests.web.test_api import until
-from tests.web_workflows import ApprovalWorkflow, SleeperWorkflow
+from tests.web_workflows import ApprovalWorkflow, ChattyWorkflow, SleeperWorkflow
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +148,25 @@ async def test_text_users_wrote_is_shown_as_text(
         await page.goto(web + "/workflows")
         assert "o<b>x" in await page.inner_text(f'tr[data-workflow-id="{handle.workflow_id}"]')
         assert await page.evaluate("window.pwned") is None
+
+
+async def test_a_20000_event_history_pages_in_as_it_is_scrolled(
+    client: loom.Client, redis_url: str, namespace: str, web: str, page: Any
+) -> None:
+    async with running_worker(redis_url, namespace):
+        handle = await client.start(ChattyWorkflow, {"events": 20_000})
+        await handle.result(timeout=120)
+    length = (await client.describe(handle.workflow_id))["history_length"]
+    assert length > 20_000
+    await page.goto(f"{web}/workflows/{handle.workflow_id}")
+    rows = page.locator("#events tr[data-type]")
+    assert await rows.count() == 200
+    for loaded in (400, 600):
+        await page.locator("#events tr.more").scroll_into_view_if_needed()
+        await page.wait_for_function(
+            f"document.querySelectorAll('#events tr[data-type]').length >= {loaded}"
+        )
+    # Only what was scrolled to is on the page; the page answers at once.
+    assert await rows.count() == 600
+    assert await page.evaluate("1 + 1") == 2
+    assert await page.inner_text('#graph li[data-step="count"] .state') == "done"
