@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 import loom_redis as loom
 from loom_redis.cli import main
+from loom_redis.store import WorkflowFilter
 from loom_redis.testing import EmbeddedServer, free_port, running_worker
 from tests.support import acl_rule, create_user, with_credentials
 
@@ -270,6 +271,13 @@ OPERATIONS: dict[str, tuple[bool, Operation]] = {
     "explain_wait": (False, lambda c, s: c.explain_wait("waiting")),
     "dead_letters": (False, lambda c, s: c.dead_letters()),
     "get_progress": (False, lambda c, s: c.get_progress("bo")),
+    "definitions": (False, lambda c, s: c.definitions()),
+    "write_refusal": (False, lambda c, s: c.write_refusal()),
+    "browse_workflows": (False, lambda c, s: c.browse_workflows(WorkflowFilter())),
+    "count_workflows": (False, lambda c, s: c.count_workflows(WorkflowFilter(name="x"))),
+    "closed_per_minute": (False, lambda c, s: c.closed_per_minute()),
+    "history_page": (False, lambda c, s: c.history_page("done")),
+    "queue_details": (False, lambda c, s: c.queue_details()),
     "stream_progress": (False, lambda c, s: _first_progress(c)),
     "handle.describe": (False, lambda c, s: c.get_handle("done").describe()),
     "handle.status": (False, lambda c, s: c.get_handle("done").status()),

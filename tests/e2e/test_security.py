@@ -366,6 +366,7 @@ READS = [
     ["XPENDING", "loom:{ns:0}:q:default", "workers", "-", "+", "10"],
     ["ZCOUNT", "loom:{ns:0}:idx:status:COMPLETED", "0", "+inf"],
     ["ZSCORE", "loom:{ns:0}:timers", "m"],
+    ["HKEYS", "loom:{ns:0}:wf:x:m"],
 ]
 WRITES = [
     ["EVALSHA", "0" * 40, "1", "loom:{ns:0}:wf:x:m"],
