@@ -192,7 +192,7 @@ class Listing(StorePart):
 
     async def matching_ids(self, filter: WorkflowFilter, *, limit: int) -> list[str]:
         """The ids of up to `limit` workflows matching `filter` (those a bulk action
-        would touch), newest first."""
+        would touch), newest first, examining as many workflows as that takes."""
         _check_count("limit", limit)
         if filter.workflow_id is not None:
             return await self._matching_one(filter)
