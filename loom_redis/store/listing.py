@@ -23,12 +23,11 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
-from redis.asyncio import Redis
-
 from ..codec import decode
 from ..errors import PayloadError
 from ..events import Status
 from ._part import StorePart
+from .connection import DirectLane
 from .connection import now_ms as clock_ms
 from .queries import PROGRESS_FIELDS, describe_meta
 from .wire import ACTIVITY_PREFIX, TIMER_PREFIX, MetaField
@@ -184,16 +183,16 @@ class Listing(StorePart):
             return len(await self._matching_one(filter)), True
         plan = self._plan(filter)
         if plan.residual == WorkflowFilter():
-            pipe = self.redis.pipeline(transaction=False)
-            for index in plan.indexes:
-                pipe.zcount(index, plan.low, plan.high)
-            return sum(await pipe.execute()), True
+            counts = await self._lane.execute_chain(
+                *[("ZCOUNT", index, plan.low, plan.high) for index in plan.indexes]
+            )
+            return sum(counts), True
         scan = await self._scan(plan, None, want=None, scan_limit=scan_limit)
         return len(scan.matched), scan.exhausted
 
     async def matching_ids(self, filter: WorkflowFilter, *, limit: int) -> list[str]:
         """The ids of up to `limit` workflows matching `filter` (those a bulk action
-        would touch), newest first."""
+        would touch), newest first, examining as many workflows as that takes."""
         _check_count("limit", limit)
         if filter.workflow_id is not None:
             return await self._matching_one(filter)
@@ -215,13 +214,21 @@ class Listing(StorePart):
         current = now - now % MINUTE_MS
         starts = [current - MINUTE_MS * back for back in range(minutes - 1, -1, -1)]
         shards = range(self.keys.shards)
-        pipe = self.redis.pipeline(transaction=False)
-        for start in starts:
-            for status in CLOSED_STATUSES:
-                for shard in shards:
-                    index = self.keys.status_index(shard, status)
-                    pipe.zcount(index, start, f"({start + MINUTE_MS}")
-        counts = iter(await pipe.execute())
+        counts = iter(
+            await self._lane.execute_chain(
+                *[
+                    (
+                        "ZCOUNT",
+                        self.keys.status_index(shard, status),
+                        start,
+                        f"({start + MINUTE_MS}",
+                    )
+                    for start in starts
+                    for status in CLOSED_STATUSES
+                    for shard in shards
+                ]
+            )
+        )
         return [
             {"minute_ms": start}
             | {
@@ -270,7 +277,7 @@ class Listing(StorePart):
         `scan_limit` were examined (None: no bound) or the indexes end."""
         residual = plan.residual
         checked = residual != WorkflowFilter()
-        merge = _Merge(self.redis, plan.indexes, plan.low, plan.high, after)
+        merge = _Merge(self._lane, plan.indexes, plan.low, plan.high, after)
         scan = _Scan()
         seen: set[str] = set()
         while want is None or len(scan.matched) < want:
@@ -300,9 +307,19 @@ class Listing(StorePart):
     async def _filter_metas(
         self, batch: list[_Candidate], residual: WorkflowFilter
     ) -> list[dict[str, bytes]]:
-        """The meta fields `residual` is checked against, of each candidate."""
+        """The meta fields `residual` is checked against, of each candidate: only those
+        (a scan reads thousands), and the status, which every workflow has."""
+        needed = {
+            MetaField.STATUS: True,
+            MetaField.NAME: residual.name is not None,
+            MetaField.OWNER: residual.owner is not None,
+            MetaField.CREATED: (residual.started_after_ms, residual.started_before_ms)
+            != (None, None),
+            MetaField.SIGNALS: residual.waiting_on == "signal",
+        }
+        fields = tuple(f for f, wanted in needed.items() if wanted)
         names = residual.waiting_on in ("activity", "timer")
-        return await self._read_metas([w for _, w in batch], _FILTER_FIELDS, names=names)
+        return await self._read_metas([w for _, w in batch], fields, names=names)
 
     async def _read_metas(
         self, workflow_ids: list[str], fields: tuple[str, ...], *, names: bool
@@ -310,12 +327,16 @@ class Listing(StorePart):
         """`fields` of each workflow's meta ({} for one that is gone), in one round trip;
         with `names`, also its activity and timer fields (as "1": what its code waits
         for), found by the names of its fields (not its payloads)."""
-        pipe = self.redis.pipeline(transaction=False)
+        if not workflow_ids:
+            return []
+        commands: list[tuple[str, ...]] = []
         for workflow_id in workflow_ids:
-            pipe.hmget(self.keys.meta(workflow_id), list(fields))
+            key = self.keys.meta(workflow_id)
+            commands.append(("HMGET", key, *fields))
             if names:
-                pipe.hkeys(self.keys.meta(workflow_id))
-        replies = iter(await pipe.execute())
+                commands.append(("HKEYS", key))
+        # Thousands of commands a scan: the direct lane, without redis-py's layers.
+        replies = iter(await self._lane.execute_chain(*commands))
         metas = []
         for values in replies:
             meta = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
@@ -371,8 +392,19 @@ class _Source:
         self.buffer: deque[_Candidate] = deque()
         self.ended = False
 
-    def read(self, reply: list[tuple[bytes, float]], asked: int, after: _Candidate | None) -> None:
-        entries = [(int(score), member.decode()) for member, score in reply]
+    def next_read(self, low: str, count: int) -> tuple[str | int, ...]:
+        """The ZRANGE of the next `count` entries down to score `low`."""
+        return (
+            *("ZRANGE", self.key, self.high, low, "BYSCORE", "REV"),
+            *("LIMIT", self.skip, count, "WITHSCORES"),
+        )
+
+    def read(self, reply: list[bytes], asked: int, after: _Candidate | None) -> None:
+        """Take a ZRANGE WITHSCORES reply (member, score, ...) of at most `asked`."""
+        entries = [
+            (int(float(score)), member.decode())
+            for member, score in zip(reply[::2], reply[1::2], strict=True)
+        ]
         if len(entries) < asked:
             self.ended = True
         elif entries:
@@ -394,9 +426,9 @@ class _Merge:
     MIN_READ, MAX_READ = 16, 1000
 
     def __init__(
-        self, redis: Redis, indexes: list[str], low: str, high: str, after: _Candidate | None
+        self, lane: DirectLane, indexes: list[str], low: str, high: str, after: _Candidate | None
     ) -> None:
-        self.redis = redis
+        self.lane = lane
         self.low = low
         self.after = after
         if after is not None and (high == "+inf" or after[0] < int(high.lstrip("("))):
@@ -436,19 +468,8 @@ class _Merge:
     async def _fill(self, read: int) -> None:
         """Read until every source that has not ended has something buffered."""
         while empty := [s for s in self.sources if not s.buffer and not s.ended]:
-            pipe = self.redis.pipeline(transaction=False)
-            for source in empty:
-                pipe.zrange(
-                    source.key,
-                    source.high,
-                    self.low,
-                    desc=True,
-                    byscore=True,
-                    offset=source.skip,
-                    num=read,
-                    withscores=True,
-                )
-            for source, reply in zip(empty, await pipe.execute(), strict=True):
+            replies = await self.lane.execute_chain(*[s.next_read(self.low, read) for s in empty])
+            for source, reply in zip(empty, replies, strict=True):
                 source.read(reply, read, self.after)
 
 

@@ -191,10 +191,11 @@ async def test_queue_details_show_each_stream_its_pending_tasks_and_consumers(
         assert sum(s.pending for s in holding) == 2
         assert sum(s.length for s in default.streams) == 2
         for stream in default.streams:
-            # The worker reads every stream of its queue: it is a consumer of each.
-            (consumer,) = stream.consumers
-            assert (consumer.name, consumer.pending) == (worker.name, stream.pending)
-            assert consumer.idle_ms >= 0
+            # The worker is the one consumer (Valkey 8 lists it on every stream it reads;
+            # Redis 7.0, on some streams it reads, lists none).
+            assert [c.name for c in stream.consumers] in ([worker.name], [])
+            assert sum(c.pending for c in stream.consumers) == stream.pending
+            assert all(c.idle_ms >= 0 for c in stream.consumers)
             if stream.pending:
                 assert stream.oldest_pending_age_ms is not None
                 assert 0 <= stream.oldest_pending_age_ms < 15_000
