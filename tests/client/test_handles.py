@@ -239,3 +239,10 @@ async def test_stream_progress_yields_when_the_step_changes(
             assert third == []
         finally:
             await updates.aclose()
+
+
+async def test_a_workflow_no_worker_ran_yet_counts_its_first_event(client: loom.Client) -> None:
+    handle = await client.start(GateWorkflow, {})
+    info = await handle.describe()
+    assert (info["status"], info["history_length"]) == ("PENDING", 1)
+    assert info["history_length"] == len(await handle.history())

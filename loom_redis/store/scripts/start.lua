@@ -16,11 +16,11 @@ if existing then
   return {'exists', existing}
 end
 local started_id = append_event(history, 'WORKFLOW_STARTED', '0', now, ARGV[4])
--- A new workflow: its status, its queued-task flag, its waiter (the client that starts
--- it may wait for its result: the close notice is pushed for it) and its meta in one
--- write.
-redis.call('HSET', meta, 'status', 'PENDING', 'wft', '1', 'waited', '1', 'created', now,
-  'updated', now, 'start_request', ARGV[5], unpack(ARGV, 7))
+-- A new workflow: its status, its queued-task flag, its history length, its waiter (the
+-- client that starts it may wait for its result: the close notice is pushed for it) and
+-- its meta in one write.
+redis.call('HSET', meta, 'status', 'PENDING', 'wft', '1', 'waited', '1', 'hlen', 1,
+  'created', now, 'updated', now, 'start_request', ARGV[5], unpack(ARGV, 7))
 if ARGV[6] == '1' then
   redis.call('XADD', queue, '*', 'k', 'w', 'wf', workflow_id,
     'started_id', started_id, 'started_t', now, 'started', ARGV[4])
