@@ -36,11 +36,25 @@ async def retry(client: Client, entry_id: str) -> dict[str, Any]:
     return {"entry_id": entry_id, "outcome": outcome}
 
 
-async def retry_all(client: Client) -> dict[str, Any]:
-    """Re-drive every dead letter listed now (those added meanwhile wait for the next)."""
+async def dead_letters_of(client: Client, chosen: WorkflowFilter) -> list[dict[str, Any]]:
+    """The dead letters of the workflows `chosen` matches (every one for no filter)."""
+    letters = await client.dead_letters(limit=BULK_LIMIT)
+    if chosen == WorkflowFilter():
+        return letters
+    wanted = set(await client.store.matching_ids(chosen, limit=BULK_LIMIT))
+    return [letter for letter in letters if letter["workflow_id"] in wanted]
+
+
+async def retry_preview(client: Client, chosen: WorkflowFilter) -> dict[str, Any]:
+    return {"count": len(await dead_letters_of(client, chosen))}
+
+
+async def bulk_retry(client: Client, chosen: WorkflowFilter) -> dict[str, Any]:
+    """Re-drive the dead letters of the workflows `chosen` matches, as listed now
+    (those added meanwhile wait for the next)."""
     outcomes: dict[str, int] = {}
-    for dead in await client.dead_letters(limit=BULK_LIMIT):
-        outcome = await client.redrive(dead["id"])
+    for letter in await dead_letters_of(client, chosen):
+        outcome = await client.redrive(letter["id"])
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return {"retried": sum(outcomes.values()), "outcomes": outcomes}
 

@@ -166,10 +166,18 @@ async def retry(state: Acting, entry_id: str) -> dict[str, Any]:
     return await _actions.retry(state.client, entry_id)
 
 
-@router.post("/dead-letters/retry")
-async def retry_all(state: Acting) -> dict[str, Any]:
-    """Put every dead-lettered task back on its queue."""
-    return await _actions.retry_all(state.client)
+@router.get("/bulk/retry")
+async def bulk_retry_preview(state: State, chosen: Filter) -> dict[str, Any]:
+    """How many dead-lettered tasks of the workflows the filter matches a bulk retry
+    would put back (every dead letter, for no filter)."""
+    return await _actions.retry_preview(state.client, chosen)
+
+
+@router.post("/bulk/retry")
+async def bulk_retry(state: Acting, chosen: Filter) -> dict[str, Any]:
+    """Put back on their queues the dead-lettered tasks of the workflows the filter
+    matches (every dead letter, for no filter)."""
+    return await _actions.bulk_retry(state.client, chosen)
 
 
 @router.get("/progress/{owner}")

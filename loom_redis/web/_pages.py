@@ -184,11 +184,18 @@ async def cancel(
     return await _said(request, state, _actions.cancel(state.client, workflow_id, reason))
 
 
-@router.get("/fragments/bulk/cancel", response_class=HTMLResponse)
-async def bulk_cancel_preview(request: Request, state: State, chosen: Filter) -> HTMLResponse:
-    preview = await _actions.cancel_preview(state.client, chosen)
+@router.get("/fragments/bulk", response_class=HTMLResponse)
+async def bulk_preview(request: Request, state: State, chosen: Filter) -> HTMLResponse:
+    """What each bulk action would touch for the table's filter."""
     return state.templates.TemplateResponse(
-        request, "_bulk.html", {"preview": preview, "query": str(request.url.query)}
+        request,
+        "_bulk.html",
+        {
+            "cancel": await _actions.cancel_preview(state.client, chosen),
+            "retry": await _actions.retry_preview(state.client, chosen),
+            "query": str(request.url.query),
+            "may_act": state.refusal is None and token_valid(state, token_given(request)),
+        },
     )
 
 
@@ -204,6 +211,6 @@ async def retry(request: Request, state: Acting, entry_id: str) -> Response:
     return await _said(request, state, _actions.retry(state.client, entry_id))
 
 
-@router.post("/actions/dead-letters/retry")
-async def retry_all(request: Request, state: Acting) -> Response:
-    return await _said(request, state, _actions.retry_all(state.client))
+@router.post("/actions/bulk/retry")
+async def bulk_retry(request: Request, state: Acting, chosen: Filter) -> Response:
+    return await _said(request, state, _actions.bulk_retry(state.client, chosen))

@@ -136,6 +136,15 @@ async def test_a_history_in_pages_and_the_workflow_s_graph(
             "shipped": "shipped pen",
         }
         assert (await http.get("/api/workflows/nope")).status_code == 404
+        # The overview's chart counts it in its minute (this one, or the one before).
+        minutes = (await http.get("/api/overview")).json()["per_minute"]
+        assert sum(minute["completed"] for minute in minutes[-2:]) == 1
+        assert sum(minute["failed"] + minute["cancelled"] for minute in minutes) == 0
+
+
+def worker_beat(beats: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    [beat] = [b for b in beats if b["name"] == name]
+    return beat
 
 
 async def test_queues_workers_definitions_and_dead_letters(
@@ -160,8 +169,14 @@ async def test_queues_workers_definitions_and_dead_letters(
             assert len(default["streams"]) == 2 * 16
             consumers = {c["name"] for s in default["streams"] for c in s["consumers"]}
             assert worker.name in consumers
-            [beat] = (await http.get("/api/workers")).json()
-            assert (beat["name"], beat["live"]) == (worker.name, True)
+            # A worker whose heartbeat stopped 20 s ago (its record not yet forgotten).
+            departed = {**worker_beat(await client.workers(), worker.name), "name": "gone"}
+            departed["seen_ms"] -= 20_000
+            await client.store.publish_heartbeat("gone", departed)
+            beats = {b["name"]: b["live"] for b in (await http.get("/api/workers")).json()}
+            assert beats == {worker.name: True, "gone": False}
+            queues_page = await http.get("/queues")
+            assert 'class="departed" data-worker="gone"' in queues_page.text
             names = {d["name"]: d for d in (await http.get("/api/definitions")).json()}
             assert [s["name"] for s in names["web_Approval"]["steps"]] == [
                 "prepare",

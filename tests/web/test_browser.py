@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 import loom_redis as loom
-from loom_redis.testing import running_worker
+from loom_redis.testing import isolated_registry, running_worker
 from tests.web.test_api import until
+from tests.web.test_api_reads import LATE_ACTIVITY, CallsLateWorkflow
 from tests.web_workflows import ApprovalWorkflow, ChattyWorkflow, SleeperWorkflow
 
 pytestmark = pytest.mark.anyio
@@ -170,3 +171,58 @@ async def test_a_20000_event_history_pages_in_as_it_is_scrolled(
     assert await rows.count() == 600
     assert await page.evaluate("1 + 1") == 2
     assert await page.inner_text('#graph li[data-step="count"] .state') == "done"
+
+
+async def test_bulk_cancel_and_bulk_retry_from_the_workflows_page(
+    client: loom.Client, redis_url: str, namespace: str, web: str, page: Any
+) -> None:
+    sleepers = [await client.start(SleeperWorkflow, {"seconds": 3600}) for _ in range(2)]
+    with isolated_registry():
+        async with running_worker(redis_url, namespace, unregistered_grace_seconds=0):
+            stuck = await client.start(CallsLateWorkflow, {})
+            await until(client.dead_letters)
+            await page.goto(web + "/workflows?name=web_Sleeper")
+            await page.click("details.bulk summary")
+            assert await page.inner_text('[data-bulk="cancel"]') == "2"
+            await page.fill('form.bulk-cancel input[name="reason"]', "tidy up")
+            await page.click("form.bulk-cancel button")
+            await page.wait_for_selector("details.bulk .said.ok")
+            for handle in sleepers:
+                with pytest.raises(loom.WorkflowCancelledError, match="tidy up"):
+                    await handle.result(timeout=15)
+            # The table shows it without a reload.
+            await page.wait_for_selector('tr[data-status="CANCELLED"]', timeout=LIVE_MS)
+
+            @loom.activity(name=LATE_ACTIVITY)
+            async def late(n: int) -> int:
+                return n + 41
+
+            await page.goto(web + "/workflows?name=web_CallsLate")
+            await page.click("details.bulk summary")
+            assert await page.inner_text('[data-bulk="retry"]') == "1"
+        async with running_worker(redis_url, namespace):
+            await page.click("form.bulk-retry button")
+            await page.wait_for_selector("details.bulk .said.ok")
+            assert await stuck.result(timeout=15) == {"answer": 42}
+    assert await client.dead_letters() == []
+
+
+async def test_with_a_token_a_person_logs_in_to_act(
+    client: loom.Client, redis_url: str, namespace: str, serve: Any, page: Any
+) -> None:
+    handle = await client.start(SleeperWorkflow, {"seconds": 3600})
+    with serve(token="open sesame") as web:
+        await page.goto(f"{web}/workflows/{handle.workflow_id}")
+        assert "log in" in await page.inner_text("section.actions")
+        assert await page.locator("form.cancel").count() == 0
+        await page.click("header >> text=log in to act")
+        await page.fill('input[name="token"]', "guess")
+        await page.click("form.stack button")
+        await page.wait_for_selector("text=That is not the token.")
+        await page.fill('input[name="token"]', "open sesame")
+        await page.click("form.stack button")
+        await page.wait_for_url(web + "/")
+        await page.goto(f"{web}/workflows/{handle.workflow_id}")
+        await page.click("form.cancel button")
+        await page.wait_for_selector("#action-result .said.ok")
+    assert (await client.describe(handle.workflow_id))["cancel_requested"] is True
