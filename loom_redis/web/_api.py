@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from starlette.exceptions import HTTPException
 
+from ..store import WorkflowFilter
 from . import _actions, _data
 from ._app import WebState, web_state
-from ._guard import acting
+from ._guard import acting, token_given, token_valid
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -33,7 +34,7 @@ def filter_params(
     since_ms: int | None = None,
     until_ms: int | None = None,
     workflow_id: str | None = Query(None, alias="id"),
-) -> Any:
+) -> WorkflowFilter:
     """The workflows filter from query parameters (status may list several, comma
     separated; waiting is activity, timer or signal; since/until bound the start time)."""
     try:
@@ -50,7 +51,7 @@ def filter_params(
         raise HTTPException(422, str(exc)) from None
 
 
-Filter = Annotated[Any, Depends(filter_params)]
+Filter = Annotated[WorkflowFilter, Depends(filter_params)]
 
 
 @router.get("/workflows")
@@ -148,8 +149,7 @@ async def queues(state: State) -> dict[str, Any]:
 @router.get("/workers")
 async def workers(state: State) -> list[dict[str, Any]]:
     """The workers' heartbeats, each with `live` (its heartbeat is fresh)."""
-    found: list[dict[str, Any]] = (await _data.queues(state.client))["workers"]
-    return found
+    return await _data.workers(state.client)
 
 
 @router.get("/dead-letters")
@@ -190,8 +190,6 @@ async def progress(state: State, owner: str) -> dict[str, Any]:
 async def me(request: Request, state: State) -> dict[str, Any]:
     """What this request may do: read always; act when the Redis user may write and
     the token (if one is set) is given."""
-    from ._guard import token_given, token_valid
-
     return {
         "read": True,
         "act": state.refusal is None and token_valid(state, token_given(request)),

@@ -141,10 +141,15 @@ async def workflow_context(
 async def queues(client: Client) -> dict[str, Any]:
     """Per queue and shard: lengths, lag, pending, oldest pending age and consumers;
     the workers, live and departed; the dead letters."""
-    live = {beat["name"] for beat in await client.live_workers()}
-    workers = [{**beat, "live": beat["name"] in live} for beat in await client.workers()]
     return {
         "queues": [asdict(detail) for detail in await client.queue_details()],
-        "workers": workers,
+        "workers": await workers(client),
         "dead_letters": await client.dead_letters(limit=200),
     }
+
+
+async def workers(client: Client) -> list[dict[str, Any]]:
+    """The workers' heartbeats, each with `live`: whether it is fresh (a departed
+    worker's is kept for a minute)."""
+    live = {beat["name"] for beat in await client.live_workers()}
+    return [{**beat, "live": beat["name"] in live} for beat in await client.workers()]

@@ -129,7 +129,6 @@ async def live_workflow(
 
     async def changes() -> AsyncIterator[dict[str, Any]]:
         nonlocal cursor
-        info, view = await _data.workflow(client, workflow_id)
         while True:
             if await client.store.wait_for_history({workflow_id: cursor}, BLOCK_MS, 1):
                 info, view = await _data.workflow(client, workflow_id)
