@@ -54,3 +54,10 @@ class ChattyWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
             await ctx.state.set("n", number)
             if number % 5000 == 4999:  # a workflow task writes at most 20,000 commands
                 await ctx.sleep(0.01)
+
+
+@loom.workflow(name="web_Failing", description="Fails in its only step.")
+class FailingWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="break", description="breaking")
+    async def breaks(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        raise ValueError("broken on purpose")

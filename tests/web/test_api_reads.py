@@ -12,7 +12,7 @@ import pytest
 import loom_redis as loom
 from loom_redis.testing import isolated_registry, running_worker
 from tests.web.test_api import until
-from tests.web_workflows import ApprovalWorkflow, SleeperWorkflow
+from tests.web_workflows import ApprovalWorkflow, FailingWorkflow, SleeperWorkflow
 
 pytestmark = pytest.mark.anyio
 
@@ -70,6 +70,11 @@ async def test_the_workflows_table_filters_and_pages(
         assert await ids(http, waiting="timer", owner="ann") == set(sleepers)
         assert await ids(http, id=approvals[1]) == {approvals[1]}
         assert await ids(http, status="COMPLETED") == set()
+        started = [(await client.describe(w))["started_ms"] for w in sleepers + approvals]
+        window = {"since_ms": min(started), "until_ms": max(started) + 1}
+        assert await ids(http, **window) == set(sleepers + approvals)
+        assert await ids(http, until_ms=min(started)) == set()
+        assert await ids(http, since_ms=max(started) + 1) == set()
         row = (await http.get("/api/workflows", params={"id": approvals[0]})).json()
         assert row["workflows"][0]["step"] == "2 of 3: await_go"
         assert row["workflows"][0]["waits_on"] == ["signal"]
@@ -136,10 +141,18 @@ async def test_a_history_in_pages_and_the_workflow_s_graph(
             "shipped": "shipped pen",
         }
         assert (await http.get("/api/workflows/nope")).status_code == 404
+        # A failed workflow's page shows its error with the traceback.
+        failed = await client.start(FailingWorkflow, {})
+        with pytest.raises(loom.WorkflowExecutionError):
+            await failed.result(timeout=15)
+        page = (await http.get(f"/workflows/{failed.workflow_id}")).text
+        assert "ValueError in step break: broken on purpose" in page
+        assert "Traceback (most recent call last)" in page
+        assert 'data-step="break" data-state="failed"' in page
         # The overview's chart counts it in its minute (this one, or the one before).
         minutes = (await http.get("/api/overview")).json()["per_minute"]
         assert sum(minute["completed"] for minute in minutes[-2:]) == 1
-        assert sum(minute["failed"] + minute["cancelled"] for minute in minutes) == 0
+        assert sum(minute["failed"] for minute in minutes[-2:]) == 1
 
 
 def worker_beat(beats: list[dict[str, Any]], name: str) -> dict[str, Any]:
