@@ -1,4 +1,5 @@
-# loom-redis worker image: `loom` is the entrypoint, `worker` the default command.
+# loom-redis image: `loom` is the entrypoint, `worker` the default command (`web` serves
+# the dashboard).
 # The base is a build argument so that tests can build on a local base image; any
 # Debian-like image with python3 (>= 3.11) and its venv module works.
 ARG BASE_IMAGE=python:3.11-slim
@@ -18,11 +19,13 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/loom/bin:$PATH
 # The wheel is bind-mounted, not copied, so that no layer keeps it. The venv gets the
-# runtime dependencies only (no [dev] extra) and keeps pip, with which derived images
-# install what their workflow code needs; setuptools, a build backend, leaves it.
+# runtime dependencies only, with the web extra (`loom web`, the dashboard, runs from the
+# same image) and no [dev] extra, and keeps pip, with which derived images install what
+# their workflow code needs; setuptools, a build backend, leaves it.
 RUN --mount=type=bind,from=build,source=/dist,target=/dist \
     python3 -m venv /opt/loom \
-    && /opt/loom/bin/pip install /dist/loom_redis-*.whl \
+    && wheel="$(ls /dist/loom_redis-*.whl)" \
+    && /opt/loom/bin/pip install "${wheel}[web]" \
     && /opt/loom/bin/pip uninstall --yes setuptools \
     && groupadd --gid 10001 loom \
     && useradd --uid 10001 --gid loom --no-create-home --home-dir /nonexistent \

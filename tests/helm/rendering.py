@@ -73,7 +73,15 @@ EVERYTHING_OFF: dict[str, Any] = {
     },
 }
 
+WEB: dict[str, Any] = {**DEFAULTS, "web": {"enabled": True, "token": "open-sesame"}}
+WEB_EXISTING_SECRET_TLS: dict[str, Any] = {
+    **EXISTING_SECRET_TLS,
+    "web": {"enabled": True, "existingTokenSecret": {"name": "dash", "key": "t"}, "port": 8080},
+}
+
 VALUE_SETS: dict[str, dict[str, Any]] = {
+    "web": WEB,
+    "web-existing-secret-tls": WEB_EXISTING_SECRET_TLS,
     "defaults": DEFAULTS,
     "existing-secret-tls": EXISTING_SECRET_TLS,
     "monitored": MONITORED,

@@ -26,6 +26,8 @@ from .rendering import (
     NAMESPACE,
     URL,
     VALUE_SETS,
+    WEB,
+    WEB_EXISTING_SECRET_TLS,
     keda,
     kinds,
     one,
@@ -338,6 +340,49 @@ def test_monitoring_resources() -> None:
     assert json.loads(dashboard["data"]["loom-redis.json"]) == shipped
 
 
+def test_the_dashboard_runs_loom_web_from_the_same_image_behind_a_service() -> None:
+    manifests = render(WEB)
+    deployment = one(manifests, "Deployment", f"{FULLNAME}-web")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    worker_pod, worker = _worker(manifests)
+    assert container["image"] == worker["image"]
+    assert container["args"] == ["web", "--host=0.0.0.0", "--port=8000"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/api/me", "port": "http"}
+    assert container["securityContext"] == worker["securityContext"]
+    assert pod["securityContext"] == worker_pod["securityContext"]
+    env = _env(container)
+    assert env["LOOM_REDIS_URL"] == _env(worker)["LOOM_REDIS_URL"]
+    assert env["LOOM_WEB_TOKEN"] == {"secretKeyRef": {"name": f"{FULLNAME}-web", "key": "token"}}
+    assert one(manifests, "Secret", f"{FULLNAME}-web")["stringData"] == {"token": "open-sesame"}
+    service = one(manifests, "Service", f"{FULLNAME}-web")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "web"
+    # The workers' selector does not take the dashboard's pods.
+    worker_selector = one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert worker_selector["app.kubernetes.io/component"] == "worker"
+
+    manifests = render(WEB_EXISTING_SECRET_TLS)
+    [container] = one(manifests, "Deployment", f"{FULLNAME}-web")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert _env(container)["LOOM_WEB_TOKEN"] == {"secretKeyRef": {"name": "dash", "key": "t"}}
+    assert "--port=8080" in container["args"]
+    assert {m["name"] for m in container["volumeMounts"]} >= {"tmp", "redis-tls"}
+    assert not [
+        m for m in manifests if m["metadata"]["name"] == f"{FULLNAME}-web" and m["kind"] == "Secret"
+    ]
+    insecure = render({**DEFAULTS, "web": {"enabled": True, "insecure": True}})
+    [container] = one(insecure, "Deployment", f"{FULLNAME}-web")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["args"][-1] == "--insecure"
+    assert "LOOM_WEB_TOKEN" not in _env(container)
+
+
 def test_everything_off() -> None:
     manifests = render(EVERYTHING_OFF)
     assert kinds(manifests) == {"Deployment", "Secret"}
@@ -388,6 +433,11 @@ def test_the_schema_refuses_bad_values(values: dict[str, Any], message: str) -> 
         (
             {**DEFAULTS, "autoscaling": {"keda": {"enabled": True, "minReplicas": 0}}},
             "minReplicas: 0 would leave no worker to fire durable timers",
+        ),
+        ({**DEFAULTS, "web": {"enabled": True}}, "web.enabled: set web.token"),
+        (
+            {**DEFAULTS, "web": {"token": "a", "existingTokenSecret": {"name": "b"}}},
+            "set web.token or web.existingTokenSecret.name, not both",
         ),
     ],
 )

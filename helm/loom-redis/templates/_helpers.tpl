@@ -29,6 +29,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: worker
 {{- end -}}
 
+{{- define "loom-redis.webSelectorLabels" -}}
+{{ include "loom-redis.selectorLabels" . }}
+app.kubernetes.io/component: web
+{{- end -}}
+
+{{/* The dashboard's token, from the chart's Secret or the user's. */}}
+{{- define "loom-redis.webTokenEnv" -}}
+{{- $web := .Values.web -}}
+{{- if or $web.token $web.existingTokenSecret.name }}
+- name: LOOM_WEB_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $web.existingTokenSecret.name | default (printf "%s-web" (include "loom-redis.fullname" .)) }}
+      key: {{ ternary $web.existingTokenSecret.key "token" (not (empty $web.existingTokenSecret.name)) }}
+{{- end }}
+{{- end -}}
+
 {{- define "loom-redis.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
@@ -91,6 +108,13 @@ release's own resources exist. */}}
 {{- end -}}
 {{- if and .Values.redis.url .Values.redis.existingSecret.name -}}
 {{- fail "redis: set redis.url or redis.existingSecret.name, not both" -}}
+{{- end -}}
+{{- $web := .Values.web -}}
+{{- if and $web.enabled (not $web.token) (not $web.existingTokenSecret.name) (not $web.insecure) -}}
+{{- fail "web.enabled: set web.token (the chart makes a Secret of it) or web.existingTokenSecret.name, which signal, cancel and retry will need; or web.insecure: true to let anyone who reaches the dashboard act" -}}
+{{- end -}}
+{{- if and $web.token $web.existingTokenSecret.name -}}
+{{- fail "web: set web.token or web.existingTokenSecret.name, not both" -}}
 {{- end -}}
 {{- if .Values.redis.tls.enabled -}}
 {{- if not .Values.redis.tls.secretName -}}
@@ -216,7 +240,8 @@ volumes:
 {{- end -}}
 
 {{/* A `loom` container's image, security context, environment and mounts; the caller
-adds name, args and the rest. Called with (list $ hook). */}}
+adds name, args and the rest. Called with (list $ hook), or (list $ hook moreEnv) where
+moreEnv is YAML of more variables. */}}
 {{- define "loom-redis.containerCommon" -}}
 {{- $root := index . 0 -}}
 image: {{ include "loom-redis.image" $root }}
@@ -225,6 +250,9 @@ securityContext:
   {{- toYaml $root.Values.worker.securityContext | nindent 2 }}
 env:
   {{- include "loom-redis.connectionEnv" . | trim | nindent 2 }}
+  {{- if gt (len .) 2 }}
+  {{- index . 2 | trim | nindent 2 }}
+  {{- end }}
 volumeMounts:
   {{- include "loom-redis.connectionVolumeMounts" $root | nindent 2 }}
 {{- end -}}
