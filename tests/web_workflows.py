@@ -61,3 +61,22 @@ class FailingWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step(name="break", description="breaking")
     async def breaks(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         raise ValueError("broken on purpose")
+
+
+flaky_calls: list[str] = []
+
+
+@loom.activity(name="web_flaky", retry_count=1, retry_backoff_seconds=0.05)
+async def flaky(key: str) -> int:
+    """Fails its first call for each key, in this process."""
+    flaky_calls.append(key)
+    if flaky_calls.count(key) == 1:
+        raise RuntimeError("first call fails")
+    return flaky_calls.count(key)
+
+
+@loom.workflow(name="web_Retrying", description="An activity that succeeds on retry.")
+class RetryingWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="try")
+    async def attempt(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("calls", await ctx.activity(flaky, ctx.input["key"]))

@@ -185,9 +185,11 @@ class Intake:
         pending: list[Task] = []
         try:
             with anyio.move_on_after(self._options.drain_seconds):
-                pending = await self._store.read_tasks(
-                    self._streams, self._options.name, 1000, 0, start="0"
-                )
+                # A read per shard: a command's keys must share a slot (Redis Cluster).
+                for streams in self._shard_streams:
+                    pending += await self._store.read_tasks(
+                        streams, self._options.name, 1000, 0, start="0"
+                    )
         except RedisError as exc:
             logger.warning("could not read the tasks pending on this worker: %s", exc)
             return
