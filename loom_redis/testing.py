@@ -3,6 +3,7 @@ an in-process worker for tests, and a way to undo what a test registers."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -13,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 
@@ -69,7 +70,29 @@ def server_binary() -> str:
     return found
 
 
-class EmbeddedServer:
+class _Servers(abc.ABC):
+    """Servers run for the duration of a `with` block: started on entry, stopped and
+    their files removed on exit."""
+
+    @abc.abstractmethod
+    def start(self) -> Self: ...
+
+    @abc.abstractmethod
+    def cleanup(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+class EmbeddedServer(_Servers):
     """A real Valkey/Redis server process on 127.0.0.1, owned by this object.
 
     `appendonly=True` keeps data in an AOF under `directory` (fsync every second),
@@ -100,7 +123,7 @@ class EmbeddedServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedServer:
+    def start(self, timeout: float = 10.0) -> Self:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
@@ -161,17 +184,6 @@ class EmbeddedServer:
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> EmbeddedServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
 
 @contextlib.asynccontextmanager
 async def running_worker(url: str, namespace: str, **options: Any) -> AsyncIterator[Worker]:
@@ -201,7 +213,7 @@ def cli_binary(server: str) -> str:
     return found
 
 
-class LocalCluster:
+class LocalCluster(_Servers):
     """A real Redis Cluster on 127.0.0.1: `masters` nodes (each with `replicas` replicas)
     of the embedded Valkey or another server binary, made with the server's own CLI
     (`--cluster create`). `url` names it as loom-redis does: redis+cluster://h:p,h:p,...
@@ -233,7 +245,7 @@ class LocalCluster:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
-    def start(self, timeout: float = 30.0) -> LocalCluster:
+    def start(self, timeout: float = 30.0) -> Self:
         try:
             for node in self.nodes:
                 node.start()
@@ -290,14 +302,3 @@ class LocalCluster:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

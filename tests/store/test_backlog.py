@@ -15,24 +15,10 @@ from loom_redis.store import QueueBacklog, Store
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.store.wire import text
 from loom_redis.testing import running_worker
+from tests.held_workflows import GATE, HeldWorkflow
 from tests.support import server_version
 
 pytestmark = pytest.mark.anyio
-
-release = anyio.Event()
-
-
-@loom.activity(name="backlog_hold")
-async def hold() -> str:
-    await release.wait()
-    return "held"
-
-
-@loom.workflow(name="backlog_Hold")
-class Hold(loom.Workflow[dict, dict]):
-    @loom.step()
-    async def hold(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
-        await ctx.state.set("said", await ctx.activity(hold))
 
 
 async def raw_view(store: Store, queue: str) -> tuple[int, int | None]:
@@ -82,14 +68,13 @@ async def wait_for(store: Store, *, backlog: int, pending: int = 0) -> None:
 async def test_backlog_is_the_real_one_through_every_transition(
     client: loom.Client, redis_url: str, namespace: str
 ) -> None:
-    global release
-    release = anyio.Event()
+    GATE.reset()
     store = client.store
     await store.ensure_groups(["default"])
     await expect(store, backlog=0)
 
     # Starts: one workflow task each.
-    handles = [await client.start(Hold, {}) for _ in range(3)]
+    handles = [await client.start(HeldWorkflow, {}) for _ in range(3)]
     await expect(store, backlog=3)
     # A cancel request of a workflow whose task waits adds no second task.
     await handles[2].cancel("not needed")
@@ -100,17 +85,17 @@ async def test_backlog_is_the_real_one_through_every_transition(
         await wait_for(store, backlog=2, pending=2)
         figures = await expect(store, backlog=2, pending=2)
         assert figures.oldest_pending_ms is not None
-        release.set()
+        GATE.open()
         for handle in handles[:2]:
-            assert await handle.result(timeout=10) == {"said": "held"}
+            assert await handle.result(timeout=10) == {"said": "released"}
         assert await handles[2].status() == "CANCELLED"
         await wait_for(store, backlog=0)
 
     # Dead-lettering: a workflow task no live worker of the queue can run.
-    release.set()
-    handle = await client.start(Hold, {})
+    GATE.open()
+    handle = await client.start(HeldWorkflow, {})
     await expect(store, backlog=1)
-    with isolated_registry(without=["backlog_Hold"]):
+    with isolated_registry(without=["held_Held"]):
         async with running_worker(
             redis_url, namespace, eager_seconds=0, unregistered_grace_seconds=0
         ):
@@ -126,7 +111,7 @@ async def test_backlog_is_the_real_one_through_every_transition(
     await expect(store, backlog=1)
     assert (await store.backlog(["default"])).dead_letters == 0
     async with running_worker(redis_url, namespace, eager_seconds=0):
-        assert await handle.result(timeout=10) == {"said": "held"}
+        assert await handle.result(timeout=10) == {"said": "released"}
         await wait_for(store, backlog=0)
 
 
@@ -165,11 +150,10 @@ async def test_due_timers_nobody_fires_are_reported_with_how_late_they_are(
 async def test_queue_details_show_each_stream_its_pending_tasks_and_consumers(
     client: loom.Client, redis_url: str, namespace: str
 ) -> None:
-    global release
-    release = anyio.Event()
+    GATE.reset()
     store = client.store
     shards = store.keys.shards
-    handles = [await client.start(Hold, {}) for _ in range(2)]
+    handles = [await client.start(HeldWorkflow, {}) for _ in range(2)]
     async with running_worker(redis_url, namespace, eager_seconds=0) as worker:
         # Both activities taken by the worker, held.
         await wait_for(store, backlog=2, pending=2)
@@ -218,9 +202,9 @@ async def test_queue_details_show_each_stream_its_pending_tasks_and_consumers(
             (0, None, 0, None)
         }
         assert unread.consumers() == []
-        release.set()
+        GATE.open()
         for handle in handles:
-            assert await handle.result(timeout=10) == {"said": "held"}
+            assert await handle.result(timeout=10) == {"said": "released"}
         await wait_for(store, backlog=0)
         (default,) = await store.queue_details()
         assert sum(s.length + s.pending for s in default.streams) == 0
