@@ -445,3 +445,11 @@ def test_the_chart_refuses_values_that_cannot_work(values: dict[str, Any], messa
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as refused:
         chart.render(values, name="orders", namespace=NAMESPACE)
     assert message in str(refused.value)
+
+
+def test_the_chart_s_app_version_is_the_package_s() -> None:
+    import loom_redis
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    # The image tag defaults to it.
+    assert chart["appVersion"] == loom_redis.__version__
