@@ -21,10 +21,12 @@ import pytest
 import redis.asyncio as aioredis
 from anyio.abc import Process
 from click.testing import CliRunner, Result
+from redis.asyncio.cluster import RedisCluster
 
 import loom_redis as loom
 from loom_redis.cli import main
 from loom_redis.codec import decode
+from loom_redis.store import Store, Task
 from loom_redis.testing import free_port
 from tests.crash_workflows import LOG_ENV
 
@@ -259,3 +261,30 @@ async def namespace_dump(redis: Any, namespace: str, only: bytes = b"") -> dict[
     snapshots mean nothing was written."""
     keys = [k for k in await namespace_keys(redis, namespace) if only in k]
     return {key: await redis.dump(key) for key in keys}
+
+
+def admin_client(url: str) -> aioredis.Redis | RedisCluster:
+    """A plain redis-py client of the test server (of every node of a cluster), to look
+    at keys as an operator would."""
+    if url.startswith("redis+cluster://"):
+        host, port = url.removeprefix("redis+cluster://").split(",")[0].split(":")
+        return RedisCluster(host=host, port=int(port.split("/")[0]))
+    return aioredis.Redis.from_url(url)
+
+
+async def read_every_shard(
+    store: Store, consumer: str, count: int, block_ms: int, queue: str = "default"
+) -> list[Task]:
+    """The new tasks of `queue` delivered to `consumer`, read shard by shard (a read's
+    streams must share a hash slot on a cluster), looking again for up to `block_ms`."""
+    by_shard: dict[int, dict[str, tuple[int, str]]] = {}
+    for stream, (shard, name) in store.queue_keys([queue]).items():
+        by_shard.setdefault(shard, {})[stream] = (shard, name)
+    with anyio.move_on_after(block_ms / 1000):
+        while True:
+            for streams in by_shard.values():
+                # (A read blocks for at least a tick of the server's clock: 100 ms.)
+                tasks = await store.read_tasks(streams, consumer, count, 1)
+                if tasks:
+                    return tasks
+    return []

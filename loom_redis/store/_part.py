@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
-import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from .connection import (
     DirectLane,
+    RedisClient,
 )
 from .keys import DEFAULT_RETENTION_MS, Keyspace
 from .wire import (
@@ -20,13 +20,24 @@ from .wire import (
 )
 
 
+class Script(NamedTuple):
+    """A transition's Lua source, and the SHA1 EVALSHA names it by."""
+
+    sha: str
+    script: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        return cls(hashlib.sha1(source.encode()).hexdigest(), source)
+
+
 class StorePart:
     """The state of one Store that each of its parts (history, tasks, timers, ...) uses:
     the parts are the Store's base classes, each a module named for what it does."""
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         keys: Keyspace,
         url: str = "",
         retention_ms: int = DEFAULT_RETENTION_MS,
@@ -39,17 +50,15 @@ class StorePart:
         self.retention_ms = retention_ms
         self._lane = DirectLane(redis)
         lib = lua_constants() + _script_source("lib")
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
+        self._scripts = {
+            name: Script.of(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
         }
 
     async def load_scripts(self) -> None:
         """Load every Lua script into Redis now, so no transition pays a NOSCRIPT round
         trip later (workers do this when they start)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.script)
-        await pipe.execute()
+        # Each master of a cluster runs the scripts of its own slots.
+        await self._lane.broadcast(*[("SCRIPT", "LOAD", s.script) for s in self._scripts.values()])
 
     async def _run(
         self, name: str, keys: Sequence[str], args: Sequence[Any], *then: Sequence[Any]

@@ -10,9 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.asyncio.client import Pipeline
-
-from .connection import now_ms
+from .connection import RedisPipeline, now_ms
 from .keys import WORKER_GROUP
 from .registry import Registry
 from .wire import text
@@ -189,7 +187,7 @@ class Backlog(Registry):
         }
 
 
-def _read_stream(pipe: Pipeline, stream: str) -> None:
+def _read_stream(pipe: RedisPipeline, stream: str) -> None:
     """Queue the reads _stream_figures takes the replies of."""
     pipe.xlen(stream)
     pipe.xinfo_groups(stream)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -17,14 +18,21 @@ from urllib.parse import parse_qs, urlsplit
 import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
+    ClusterDownError,
     InvalidResponse,
+    MovedError,
     NoPermissionError,
     ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -43,6 +51,7 @@ from ..errors import (
     RedisReadOnlyError,
     RedisUnavailableError,
 )
+from .cluster import command_slot, is_cluster_url, parse_cluster_url
 
 T = TypeVar("T")
 
@@ -54,6 +63,13 @@ RETRY_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
 # come free when all are in use; the URL's `max_connections` and `timeout` override them.
 MAX_CONNECTIONS = 100
 POOL_TIMEOUT_SECONDS = 30.0
+# How often a cluster command follows a slot that moved (or waits out a failover)
+# before it gives up.
+CLUSTER_MOVES = 8
+
+# A standalone server's client, or a cluster's, and their pipelines.
+RedisClient = aioredis.Redis | RedisCluster
+RedisPipeline = Pipeline | ClusterPipeline
 
 
 def now_ms() -> int:
@@ -261,28 +277,53 @@ def _check_userinfo(url: str) -> None:
         )
 
 
-async def connect_redis(url: str) -> aioredis.Redis:
-    """A client for `url`, checked to answer and to be Redis >= 6.2 (or Valkey)."""
+# How every connection is made. RESP2 everywhere: reply shapes stay the same across
+# redis-py versions and servers. No socket timeout: blocking reads wait longer than
+# redis-py's default of 5 s. A command whose connection broke is sent again (a blip
+# costs no error): every script recognises its own repeat (fencing, request ids,
+# once-fields). Options in the URL's query string still override these.
+def _connection_options() -> dict[str, Any]:
+    return {
+        "max_connections": MAX_CONNECTIONS,
+        "decode_responses": False,
+        "protocol": 2,
+        "socket_timeout": None,
+        "socket_connect_timeout": 10,
+        "retry": Retry(RETRY_BACKOFF, COMMAND_RETRIES),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+
+
+def _client(url: str) -> RedisClient:
+    if is_cluster_url(url):
+        parsed = parse_cluster_url(url, mask_url(url))
+        return RedisCluster.from_url(
+            parsed.node_url,
+            startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
+            **_connection_options(),
+        )
+    # A command finding every connection of the pool in use waits for one.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, timeout=POOL_TIMEOUT_SECONDS, **_connection_options()
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+async def _server_info(client: RedisClient) -> dict[str, Any]:
+    if isinstance(client, RedisCluster):
+        await client.initialize()  # reads the slots: every master must answer
+        info: Any = await client.info("server", target_nodes=client.get_random_node())
+    else:
+        info = await client.info("server")
+    return dict(info)
+
+
+async def connect_redis(url: str) -> RedisClient:
+    """A client for `url` (a standalone server, or a cluster: see cluster.py), checked
+    to answer and to be Redis >= 6.2 (or Valkey)."""
     _check_userinfo(url)
     try:
-        # RESP2 everywhere: reply shapes stay the same across redis-py versions and servers.
-        # No socket timeout: blocking reads wait longer than redis-py's default of 5 s.
-        # A command whose connection broke is sent again (a blip costs no error): every
-        # script recognises its own repeat (fencing, request ids, once-fields).
-        # A command finding every connection of the pool in use waits for one.
-        # Options in the URL's query string still override these.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=POOL_TIMEOUT_SECONDS,
-            decode_responses=False,
-            protocol=2,
-            socket_timeout=None,
-            socket_connect_timeout=10,
-            retry=Retry(RETRY_BACKOFF, COMMAND_RETRIES),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-        client: aioredis.Redis = aioredis.Redis.from_pool(pool)
+        client = _client(url)
     except ValueError as exc:
         detail = str(exc)
         if "Port could not be cast" in detail:
@@ -290,7 +331,7 @@ async def connect_redis(url: str) -> aioredis.Redis:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {detail}") from None
     try:
         _check_tls_files(url)
-        info = await client.info("server")
+        info = await _server_info(client)
     except ConfigurationError:
         await client.aclose()
         raise
@@ -346,8 +387,9 @@ class _LaneConnection(asyncio.Protocol):
         transport.set_protocol(self)
 
     @classmethod
-    async def open(cls, pool: aioredis.ConnectionPool) -> _LaneConnection:
-        connection = pool.connection_class(**pool.connection_kwargs)
+    async def open(cls, connection: AbstractConnection) -> _LaneConnection:
+        """Take over `connection` (redis-py's, not yet connected): its handshake (TLS,
+        credentials, database) done, the stream it used."""
         await connection.connect()  # type: ignore[no-untyped-call]  # redis-py's
         # The stream the handshake used, taken over: redis-py's object lets go of it.
         writer: asyncio.StreamWriter = connection._writer  # type: ignore[assignment]
@@ -408,46 +450,23 @@ class _LaneConnection(asyncio.Protocol):
         self._transport.close()
 
 
-class DirectLane:
-    """Sends commands on connections of its own, opened like the client's (URL, TLS,
-    credentials, RESP2), without redis-py's per-command layers (pool lock, observability
-    hooks, response callbacks, pure-Python packing, stream reader): for the Lua
-    transitions, every step of every workflow. A command whose connection broke is sent
-    again, with the client's retry policy; every script recognises its own repeat.
-    """
+class _Node:
+    """The direct lane's connections to one server."""
 
     # Idle connections kept for the next command; a burst opens more, closed after use.
     KEEP = 64
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._pool = client.connection_pool
+    def __init__(self, connection_class: Any, connection_kwargs: dict[str, Any]) -> None:
+        self._connection_class = connection_class
+        self._connection_kwargs = connection_kwargs
         self._idle: list[_LaneConnection] = []
 
-    async def execute(self, *args: Any) -> Any:
-        replies = await self.execute_chain(args)
-        return replies[0]
-
-    async def execute_chain(self, *commands: Sequence[Any]) -> list[Any]:
-        """Send the commands in one write and return their replies. An error reply ends
-        the chain: it is raised, and the connection dropped when later replies are due
-        (one may be a blocking command's, which would wait for nothing)."""
-        packed = b"".join(hiredis.pack_command(tuple(command)) for command in commands)
-        failures = 0
-        while True:
-            try:
-                return await self._send(packed, len(commands))
-            except (RedisConnectionError, RedisTimeoutError):
-                failures += 1
-                if failures > COMMAND_RETRIES:
-                    raise
-            await asyncio.sleep(RETRY_BACKOFF.compute(failures))
-
-    async def _send(self, packed: bytes, count: int) -> list[Any]:
+    async def send(self, packed: bytes, count: int) -> list[Any]:
         idle = self._idle
         while idle and idle[-1].lost is not None:
             idle.pop()
         try:
-            connection = idle.pop() if idle else await _LaneConnection.open(self._pool)
+            connection = idle.pop() if idle else await self._open()
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect: {exc}") from exc
         try:
@@ -458,6 +477,9 @@ class DirectLane:
         self._keep(connection)
         return replies
 
+    async def _open(self) -> _LaneConnection:
+        return await _LaneConnection.open(self._connection_class(**self._connection_kwargs))
+
     def _keep(self, connection: _LaneConnection) -> None:
         if connection.lost is not None:
             return
@@ -466,7 +488,144 @@ class DirectLane:
         else:
             connection.close()
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+
+def _same(node: _Node) -> _Node:
+    return node
+
+
+# Errors of a cluster in motion, answered by waiting, reading its slots again and
+# sending again: a failover under way, a slot that moved, or one being moved.
+_CLUSTER_IN_MOTION = (ClusterDownError, TryAgainError, MovedError)
+
+
+class DirectLane:
+    """Sends commands on connections of its own, opened like the client's (URL, TLS,
+    credentials, RESP2), without redis-py's per-command layers (pool lock, observability
+    hooks, response callbacks, pure-Python packing, stream reader): for the Lua
+    transitions, every step of every workflow. A command whose connection broke is sent
+    again, with the client's retry policy; every script recognises its own repeat.
+
+    On Redis Cluster each command goes to the node that serves its keys' hash slot (its
+    keys must share one: see cluster.py); a chain is cut into one write per slot, sent
+    at once, and its replies put back in order. A slot that moved (MOVED) is looked up
+    again, one being moved (ASK) is asked of its new node.
+    """
+
+    def __init__(self, client: RedisClient) -> None:
+        self._cluster = client if isinstance(client, RedisCluster) else None
+        self._nodes: dict[str, _Node] = {}
+        if not isinstance(client, RedisCluster):
+            pool = client.connection_pool
+            self._single: _Node | None = _Node(pool.connection_class, pool.connection_kwargs)
+        else:
+            self._single = None
+
+    async def execute(self, *args: Any) -> Any:
+        replies = await self.execute_chain(args)
+        return replies[0]
+
+    async def execute_chain(self, *commands: Sequence[Any]) -> list[Any]:
+        """Send the commands and return their replies, in order: in one write on a
+        standalone server, in one write per hash slot on a cluster. An error reply ends
+        the commands of its write: it is raised, and the connection dropped when later
+        replies are due (one may be a blocking command's, which would wait for nothing)."""
+        single = self._single
+        if single is not None:
+            return await self._send_retried(functools.partial(_same, single), commands)
+        by_slot: dict[int | None, list[int]] = {}
+        for index, command in enumerate(commands):
+            by_slot.setdefault(command_slot(command), []).append(index)
+        replies: list[Any] = [None] * len(commands)
+
+        async def send_slot(slot: int | None, indexes: list[int]) -> None:
+            sent = [commands[i] for i in indexes]
+            for index, reply in zip(indexes, await self._send_to_slot(slot, sent), strict=True):
+                replies[index] = reply
+
+        if len(by_slot) == 1:
+            [(slot, indexes)] = by_slot.items()
+            await send_slot(slot, indexes)
+        else:
+            await asyncio.gather(*(send_slot(slot, indexes) for slot, indexes in by_slot.items()))
+        return replies
+
+    async def broadcast(self, *commands: Sequence[Any]) -> None:
+        """Send the commands to every server the lane reaches (every master of a
+        cluster): what each must hold, such as the scripts."""
+        if self._cluster is None:
+            await self.execute_chain(*commands)
+            return
+        masters = self._cluster.get_primaries()
+        await asyncio.gather(
+            *(self._send_retried(functools.partial(self._node, node), commands) for node in masters)
+        )
+
+    async def _send_to_slot(self, slot: int | None, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        cluster = self._cluster
+        assert cluster is not None
+        asked: tuple[str, int] | None = None
+        moves = 0
+        while True:
+            try:
+                if asked is not None:  # ASKING before each command: it holds for one
+                    known = cluster.get_node(host=asked[0], port=asked[1])
+                    target = self._node(known or ClusterNode(asked[0], asked[1]))
+                    chained = [c for command in commands for c in (("ASKING",), command)]
+                    replies = await self._send_retried(functools.partial(_same, target), chained)
+                    return replies[1::2]
+                return await self._send_retried(
+                    functools.partial(self._node_of_slot, slot), commands
+                )
+            except _CLUSTER_IN_MOTION:  # (MovedError before AskError: it is one)
+                moves += 1
+                if moves > CLUSTER_MOVES:
+                    raise
+                asked = None
+                await asyncio.sleep(RETRY_BACKOFF.compute(moves))
+                await cluster.nodes_manager.initialize()
+            except AskError as exc:
+                asked = exc.node_addr
+
+    def _node_of_slot(self, slot: int | None) -> _Node:
+        cluster = self._cluster
+        assert cluster is not None
+        if slot is None:
+            return self._node(cluster.get_random_node())
+        return self._node(cluster.nodes_manager.get_node_from_slot(slot))
+
+    def _node(self, node: ClusterNode) -> _Node:
+        found = self._nodes.get(node.name)
+        if found is None:
+            found = self._nodes[node.name] = _Node(node.connection_class, node.connection_kwargs)
+        return found
+
+    async def _send_retried(
+        self, node: Callable[[], _Node], commands: Sequence[Sequence[Any]]
+    ) -> list[Any]:
+        """Send `commands` in one write to `node()` (asked again at each try: a cluster
+        may have moved the slot), again when the connection broke."""
+        packed = b"".join(hiredis.pack_command(tuple(command)) for command in commands)
+        failures = 0
+        while True:
+            target = node()
+            try:
+                return await target.send(packed, len(commands))
+            except (RedisConnectionError, RedisTimeoutError):
+                failures += 1
+                if failures > COMMAND_RETRIES:
+                    raise
+                if self._cluster is not None:  # a master that died: its replica takes over
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._cluster.nodes_manager.initialize()
+            await asyncio.sleep(RETRY_BACKOFF.compute(failures))
+
+    async def aclose(self) -> None:
+        for node in [self._single, *self._nodes.values()]:
+            if node is not None:
+                node.close()
+        self._nodes.clear()

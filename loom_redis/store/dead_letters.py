@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
 from ..errors import PayloadError
 from ._part import StorePart
 from .connection import (
+    RedisPipeline,
     acl_checked,
 )
 from .keys import WORKER_GROUP
@@ -86,7 +85,7 @@ class DeadLetters(StorePart):
 
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
         """The newest dead-lettered tasks of every shard, newest first."""
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             pipe.xrevrange(self.keys.dead(shard), count=limit)
         found: list[DeadLetter] = []
@@ -98,7 +97,7 @@ class DeadLetters(StorePart):
         return found[:limit]
 
     async def find_dead_letter(self, entry_id: str) -> DeadLetter | None:
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             pipe.xrange(self.keys.dead(shard), min=entry_id, max=entry_id)
         for shard, entries in enumerate(await pipe.execute(raise_on_error=False)):

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-from redis.asyncio.client import Pipeline
+import anyio
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from ..codec import decode
 from ..events import Status
+from .connection import RedisPipeline
 from .history import History
 from .unreadable import warn_unreadable
 from .wire import ACTIVITY_PREFIX, TIMER_PREFIX, HistoryField, MetaField, text
@@ -59,7 +62,7 @@ class Queries(History):
     ) -> list[dict[str, Any]]:
         """describe() of several workflows in one round trip (those that exist); with
         `fields`, only those meta fields are read (the others describe as empty)."""
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for workflow_id in workflow_ids:
             if fields:
                 pipe.hmget(self.keys.meta(workflow_id), list(fields))
@@ -80,7 +83,7 @@ class Queries(History):
         """The `limit` most recently started workflows (of `status`, if given), newest
         first, described."""
         keys = self.keys
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for shard in range(keys.shards):
             index = keys.status_index(shard, status) if status else keys.started_index(shard)
             pipe.zrevrange(index, 0, limit - 1, withscores=True)
@@ -93,7 +96,7 @@ class Queries(History):
     async def count_by_status(self) -> dict[str, int]:
         """How many workflows of each status the namespace holds."""
         shards = self.keys.shards
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for status in Status:
             for shard in range(shards):
                 pipe.zcard(self.keys.status_index(shard, status))
@@ -106,7 +109,7 @@ class Queries(History):
     async def owner_workflows(self, owner: str) -> list[dict[str, Any]]:
         """The workflows started for `owner` that are still open, described by the meta
         fields progress reports read (PROGRESS_FIELDS)."""
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             pipe.zrange(self.keys.owner_index(shard, owner), 0, -1)
         ids = [m.decode() for members in await pipe.execute() for m in members]
@@ -124,14 +127,40 @@ class Queries(History):
         """Entries appended to the histories of `after` (workflow id -> the entry id to
         read after, "$" for only what comes next), up to `count` of each, blocking up to
         `block_ms` for the first ([] if none came)."""
-        streams: Any = {self.keys.history(w): entry_id for w, entry_id in after.items()}
+        streams = {self.keys.history(w): entry_id for w, entry_id in after.items()}
         workflow_of = {self.keys.history(w): w for w in after}
-        reply: Any = await self.redis.xread(streams, block=block_ms, count=count)
+        reply = await self._read_streams(streams, block_ms, count)
         return [
             HistoryEntry(workflow_of[text(stream)], text(entry_id), fields)
-            for stream, entries in reply or []
+            for stream, entries in reply
             for entry_id, fields in entries
         ]
+
+    async def _read_streams(
+        self, streams: dict[str, str], block_ms: int, count: int
+    ) -> list[tuple[Any, Any]]:
+        """XREAD BLOCK of `streams`. On a cluster, one read per hash slot, at once (a
+        command's keys must share a slot): the first that brings entries ends the
+        others, whose entries the caller's next read finds."""
+        by_slot: dict[int, dict[str, str]] = {}
+        if isinstance(self.redis, RedisCluster):
+            for stream, entry_id in streams.items():
+                by_slot.setdefault(key_slot(stream.encode()), {})[stream] = entry_id
+        if len(by_slot) <= 1:
+            reply: Any = await self.redis.xread(streams, block=block_ms, count=count)  # type: ignore[arg-type]
+            return list(reply or [])
+        found: list[tuple[Any, Any]] = []
+        async with anyio.create_task_group() as reads:
+
+            async def read(group: dict[str, str]) -> None:
+                reply: Any = await self.redis.xread(group, block=block_ms, count=count)  # type: ignore[arg-type]
+                if reply:
+                    found.extend(reply)
+                    reads.cancel_scope.cancel()
+
+            for group in by_slot.values():
+                reads.start_soon(read, group)
+        return found
 
 
 def describe_meta(workflow_id: str, meta: dict[str, bytes], key: str) -> dict[str, Any]:

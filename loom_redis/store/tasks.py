@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from ..errors import ConfigurationError
 from ..events import Event
 from .connection import (
+    RedisClient,
+    RedisPipeline,
     now_ms,
     permission_error,
 )
@@ -87,7 +87,7 @@ def taken_task(shard: int, taken: Any) -> Task | None:
     return _task(stream, shard, entry_id, field_map(flat))
 
 
-async def create_config(redis: aioredis.Redis, key: str, shards: int) -> bytes | str | None:
+async def create_config(redis: RedisClient, key: str, shards: int) -> bytes | str | None:
     """Write a namespace's shard count unless it has one; the count it has now."""
     await redis.hsetnx(key, "shards", shards)
     return await redis.hget(key, "shards")
@@ -129,7 +129,7 @@ class Tasks(Timers):
     async def ensure_groups(self, queues: Iterable[str]) -> None:
         """Create the consumer group of every task stream that lacks one. A new group
         reads from the stream's start ("0"), so that tasks queued before it are run."""
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for stream in self.queue_keys(queues):
             pipe.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
         for reply in await pipe.execute(raise_on_error=False):
@@ -277,7 +277,7 @@ class Tasks(Timers):
     async def hand_back(self, tasks: Sequence[Task], consumer: str, lease_ms: int) -> None:
         """Make unfinished tasks claimable by another worker now (on drain); the lease of
         a held activity (`Task.lease`) falls due now, for any worker's timer sweep."""
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for task in tasks:
             if task.lease:
                 pipe.zadd(self.keys.timers(task.shard), {task.lease: now_ms()}, xx=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from redis.asyncio.client import Pipeline
 
 from ..errors import ConfigurationError
 from ._part import StorePart
 from .connection import (
+    RedisPipeline,
     now_ms,
 )
 from .keys import validate_queue
@@ -52,7 +52,7 @@ class Timers(StorePart):
     async def due_timers(self, limit: int = 100) -> tuple[list[TimerMember], int | None]:
         """Due timer members of every shard, and the earliest due time still ahead."""
         now = now_ms()
-        pipe: Pipeline = self.redis.pipeline(transaction=False)
+        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             timers = self.keys.timers(shard)
             pipe.zrangebyscore(timers, "-inf", now, start=0, num=limit, withscores=True)

@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio.from_thread
 import pytest
-import redis
 from anyio.from_thread import BlockingPortal
 from click.testing import CliRunner, Result
 
@@ -27,6 +26,7 @@ import loom_redis as loom
 from loom_redis.cli import main
 from loom_redis.store import Keyspace
 from loom_redis.testing import free_port, isolated_registry, running_worker
+from tests.support import admin_client
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,15 +166,19 @@ def test_init_creates_the_streams_and_groups_of_the_queues_named(
     assert result.exit_code == 0, result.output
     assert "and queue(s) orders, mail ready" in result.output
     keys = Keyspace(namespace, 2)
-    admin = redis.Redis.from_url(redis_url)
-    try:
-        for queue in ("orders", "mail"):
-            for shard in range(2):
-                for stream in (keys.queue(shard, queue), keys.activity_queue(shard, queue)):
-                    groups = admin.xinfo_groups(stream)
-                    assert [g["name"] for g in groups] == [b"workers"], stream
-    finally:
-        admin.close()
+
+    async def groups_made() -> None:
+        admin = admin_client(redis_url)
+        try:
+            for queue in ("orders", "mail"):
+                for shard in range(2):
+                    for stream in (keys.queue(shard, queue), keys.activity_queue(shard, queue)):
+                        groups = await admin.xinfo_groups(stream)
+                        assert [g["name"] for g in groups] == [b"workers"], stream
+        finally:
+            await admin.aclose()
+
+    anyio.run(groups_made)
 
     result = CliRunner().invoke(main, ["init", "--queue", "bad queue", "--url", redis_url])
     assert result.exit_code == 2

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 import loom_redis as loom
 from loom_redis.testing import running_worker
+from tests.support import admin_client
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +50,7 @@ class Refuser(loom.Workflow[dict, dict]):
 @pytest.fixture
 async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """A plain connection, to look at the keys."""
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = admin_client(redis_url)
     yield redis
     await redis.aclose()
 
@@ -124,6 +125,7 @@ async def test_timeout_and_unknown_workflow(client: loom.Client, admin: aioredis
     assert [str(e.type) for e in await handle.history()] == ["WORKFLOW_STARTED"]
 
 
+@pytest.mark.standalone  # counts the server's commands (INFO commandstats of one node)
 async def test_the_starting_client_waits_with_one_blmove_and_no_script(
     client: loom.Client, admin: aioredis.Redis, redis_url: str, namespace: str
 ) -> None:

@@ -273,6 +273,8 @@ class Case:
     # Events the subject workflow's history must not hold afterwards.
     absent: tuple[EventType, ...] = ()
     environ: dict[str, str] = field(default_factory=dict)
+    # It rewrites a standalone server's URL, or makes ACL users on one server.
+    standalone: bool = False
     check: Act | None = None
 
 
@@ -827,6 +829,7 @@ CASES = [
         loom.ConfigurationError,
         ("redis://cat:***@127.0.0.1:", "percent-encode", "%40", "%2F"),
         never=("Xq7", "Zk9", "Wv3"),
+        standalone=True,
     ),
     Case(
         "redis-url-password-with-unescaped-slash-and-digits",
@@ -837,6 +840,7 @@ CASES = [
         loom.ConfigurationError,
         ("redis://cat:***@127.0.0.1:", "percent-encode"),
         never=("4242", "Wv3"),
+        standalone=True,
     ),
     Case(
         "redis-wrong-password",
@@ -845,6 +849,7 @@ CASES = [
         ("refused the credentials", "{user}:***@", "check the user name and password"),
         never=("wrong-pw", "right-pw"),
         setup=acl_user("~loom:*", "+@all"),
+        standalone=True,
     ),
     Case(
         "redis-acl-user-missing-a-permission",
@@ -857,6 +862,7 @@ CASES = [
         ("may not start workflow '{wf}'", "EVALSHA"),
         never=("right-pw",),
         setup=acl_user("~loom:*", "+@all", "-evalsha", "-eval"),
+        standalone=True,
     ),
     # --- definitions -----------------------------------------------------------------
     Case(
@@ -1357,6 +1363,7 @@ CASES = [
         ("exit 1", "refused the credentials", "{user}:***@"),
         never=("wrong-pw", "right-pw"),
         setup=acl_user("~loom:*", "+@all"),
+        standalone=True,
     ),
 ]
 
@@ -1374,7 +1381,13 @@ async def traceback_shows(env: Env, line: str) -> None:
     assert line in error["traceback"], error["traceback"]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case.id, marks=[pytest.mark.standalone] if case.standalone else [])
+        for case in CASES
+    ],
+)
 async def test_bad_input(
     case: Case,
     client: loom.Client,

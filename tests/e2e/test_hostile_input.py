@@ -36,6 +36,7 @@ def blob(size: int) -> str:
 # -- URLs ------------------------------------------------------------------------------
 
 
+@pytest.mark.standalone  # it writes a password into a standalone server's URL
 @pytest.mark.parametrize(
     ("password", "pieces"),
     [

@@ -46,7 +46,7 @@ from tests.support import (
     with_credentials,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.standalone]  # ACL users, TLS: one server
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "loom_redis"

@@ -9,7 +9,7 @@ from redis.exceptions import ResponseError
 
 from loom_redis.store.connection import DirectLane, connect_redis
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.standalone]
 
 
 async def test_a_killed_connection_is_replaced_and_the_command_sent_again(redis_url: str) -> None:

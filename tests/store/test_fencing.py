@@ -13,6 +13,7 @@ from loom_redis.store import Store, TaskPlan
 from loom_redis.store.connection import now_ms
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import running_worker
+from tests.support import read_every_shard
 
 pytestmark = pytest.mark.anyio
 
@@ -30,9 +31,8 @@ class Echo(loom.Workflow[dict, dict]):
 
 
 async def _take_workflow_task(store: Store, consumer: str) -> list[object]:
-    streams = store.queue_keys(["default"])
     await store.ensure_groups(["default"])
-    return list(await store.read_tasks(streams, consumer, 10, 100))
+    return list(await read_every_shard(store, consumer, 10, 5000))
 
 
 async def test_the_second_of_two_racing_commits_is_rejected(client: loom.Client) -> None:

@@ -14,7 +14,7 @@ import loom_redis as loom
 from loom_redis.events import EventType
 from loom_redis.testing import free_port
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.standalone]
 
 
 class ReplyDroppingProxy:

@@ -141,6 +141,7 @@ async def test_a_request_another_site_makes_a_browser_send_is_refused(
     assert (await client.describe(handle.workflow_id))["cancel_requested"] is False
 
 
+@pytest.mark.standalone
 async def test_with_the_read_only_user_it_reads_and_says_why_it_cannot_act(
     client: loom.Client, redis_url: str, namespace: str, serve: Any
 ) -> None:

@@ -14,7 +14,7 @@ from loom_redis.events import COMMAND_TYPES, EventType
 from loom_redis.testing import running_worker
 from tests.support import CuttableProxy
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.standalone]
 
 OUTAGE_SECONDS = 10
 

@@ -355,6 +355,7 @@ async def test_a_second_sigint_hands_the_running_activity_back_and_exits_130(
     assert await pending_tasks(client.store) == 0
 
 
+@pytest.mark.standalone
 async def test_a_hand_back_without_redis_says_so_and_leaves_the_lease(
     client: loom.Client, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -126,6 +126,7 @@ class CountedWorkflow(loom.Workflow[dict, dict]):
         await ctx.state.set("execution", await ctx.activity(count_execution, ctx.input["seconds"]))
 
 
+@pytest.mark.standalone
 async def test_a_worker_cut_off_from_redis_is_taken_over_and_its_late_outcome_refused(
     client: loom.Client, redis_url: str, namespace: str
 ) -> None:
@@ -170,6 +171,7 @@ async def test_a_worker_cut_off_from_redis_is_taken_over_and_its_late_outcome_re
     assert len(completed) == 1
 
 
+@pytest.mark.standalone
 async def test_a_redis_stall_longer_than_the_dead_threshold_robs_no_worker(
     client: loom.Client, redis_url: str, namespace: str
 ) -> None:

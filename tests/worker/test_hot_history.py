@@ -24,6 +24,7 @@ from loom_redis.store import CommitResult, Store, TaskPlan
 from loom_redis.store.connection import now_ms
 from loom_redis.store.keys import WORKER_GROUP
 from loom_redis.testing import isolated_registry, running_worker
+from tests.support import read_every_shard
 
 pytestmark = pytest.mark.anyio
 
@@ -122,7 +123,7 @@ class FirstTask:
         store = client.store
         handle = await client.start(Counter, {"count": 2})
         await store.ensure_groups(["default"])
-        [task] = await store.read_tasks(store.queue_keys(["default"]), "racer", 10, 100)
+        [task] = await read_every_shard(store, "racer", 10, 5000)
         history = await store.read_history(handle.workflow_id)
         for n in range(signals):
             await client.signal(handle.workflow_id, "tick", n)

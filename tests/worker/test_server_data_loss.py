@@ -20,7 +20,7 @@ from loom_redis.testing import EmbeddedServer, running_worker
 from tests.e2e.test_bad_input_catalogue import EchoWorkflow
 from tests.support import CuttableProxy
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.standalone]
 
 NAMESPACE = "lost"
 

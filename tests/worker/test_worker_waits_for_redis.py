@@ -15,7 +15,7 @@ import loom_redis as loom
 from loom_redis.testing import EmbeddedServer, free_port
 from tests.e2e.test_smoke import SmokeWorkflow
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.standalone]
 
 ROOT = Path(__file__).resolve().parents[2]
 
