@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint test test-redis7 test-pythons test-slow test-image screenshots demo bench clean
+.PHONY: setup lint test test-redis7 test-pythons test-cluster test-slow test-image screenshots demo bench clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,12 @@ test-pythons:
 	  echo "== Python $$($$venv/bin/python -V)"; \
 	  $$venv/bin/pytest -q -n 2 -p no:cacheprovider; \
 	done
+
+# The suite on a real Redis Cluster (three masters on loopback, LocalCluster), the tests
+# that need one standalone server skipped (marker `standalone`); `make test` runs the
+# bounded part, tests/e2e/test_cluster.py.
+test-cluster: $(STAMP) $(CHROMIUM)
+	LOOM_TEST_CLUSTER=1 $(BIN)/pytest -q -n 2 tests/store tests/worker tests/client tests/web tests/e2e
 
 # The long chaos and soak runs, excluded from `make test`.
 test-slow: $(STAMP)

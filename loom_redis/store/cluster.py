@@ -70,12 +70,19 @@ def _address(part: str, masked: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# Commands about the server or the connection: they name no key.
+_KEYLESS = frozenset({"ASKING", "CLIENT", "INFO", "PING", "SCRIPT"})
+
+
 def command_keys(command: Sequence[Any]) -> list[bytes | str]:
     """The keys a command names, for the commands the store sends on its direct lane:
-    a script's KEYS, the streams of XREADGROUP and XREAD, BLMOVE's two lists, and the
-    first argument of any other command (none for a command without arguments)."""
+    a script's KEYS, the streams of XREADGROUP and XREAD, BLMOVE's two lists, none for
+    a command about the server or the connection, and the first argument of any other
+    command."""
     name = str(command[0]).upper()
     args: list[Any] = list(command[1:])
+    if name in _KEYLESS:
+        return []
     if name in ("EVALSHA", "EVAL"):
         return list(args[2 : 2 + int(args[1])])
     if name in ("XREADGROUP", "XREAD"):

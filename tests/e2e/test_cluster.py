@@ -1,0 +1,115 @@
+"""loom-redis on a real Redis Cluster (three masters on loopback, from the same server
+binary as the rest of the suite), unchanged but for the URL: workflows of every kind
+spread over the masters, the CLI, the progress stream and the dashboard. `make
+test-cluster` runs the whole suite on a cluster; this is the part `make test` runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import httpx
+import pytest
+from click.testing import CliRunner
+
+import loom_redis as loom
+from loom_redis.cli import main
+from loom_redis.testing import LocalCluster, isolated_registry, running_worker
+from tests.support import admin_client
+from tests.web.conftest import serving
+from tests.web.test_api import until
+from tests.web.test_api_reads import LATE_ACTIVITY, CallsLateWorkflow
+from tests.web_workflows import ApprovalWorkflow, RetryingWorkflow, SleeperWorkflow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    binary = os.environ.get("LOOM_TEST_SERVER_BINARY") or None
+    with LocalCluster(masters=3, binary=binary) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+async def on_cluster(cluster_url: str, namespace: str) -> AsyncIterator[loom.Client]:
+    loom.configure(url=cluster_url, namespace=namespace)
+    async with loom.Client.connect(cluster_url, namespace=namespace) as client:
+        yield client
+    loom.configure()
+
+
+async def test_workflows_of_every_kind_run_on_a_cluster(
+    on_cluster: loom.Client, cluster_url: str, namespace: str
+) -> None:
+    client = on_cluster
+    result = await anyio.to_thread.run_sync(
+        lambda: CliRunner().invoke(
+            main, ["init", "--url", cluster_url, "--namespace", namespace, "--queue", "default"]
+        )
+    )
+    assert result.exit_code == 0, result.output
+    with isolated_registry():
+        async with running_worker(cluster_url, namespace, unregistered_grace_seconds=0):
+            approvals = [
+                await client.start(ApprovalWorkflow, {"item": str(n)}, owner="ann")
+                for n in range(8)
+            ]
+            napper = await client.start(SleeperWorkflow, {"seconds": 0.2})
+            retrying = await client.start(RetryingWorkflow, {"key": namespace})
+            stuck = await client.start(CallsLateWorkflow, {})
+            # The progress stream follows histories on every master.
+            updates = client.stream_progress("ann")
+            assert len(await anext(updates)) == 8
+            for handle in approvals:
+                await handle.signal("go")
+            with anyio.fail_after(20):
+                while await anext(updates):
+                    pass
+            await updates.aclose()
+            [letter] = await until(client.dead_letters)
+
+            @loom.activity(name=LATE_ACTIVITY)
+            async def late(n: int) -> int:
+                return n + 1
+
+        async with running_worker(cluster_url, namespace):
+            await client.redrive(str(letter["id"]))
+            assert await stuck.result(timeout=20) == {"answer": 2}
+            assert await napper.result(timeout=20) == {"woke": True}
+            assert await retrying.result(timeout=20) == {"calls": 2}
+            for number, handle in enumerate(approvals):
+                shipped = (await handle.result(timeout=20))["shipped"]
+                assert shipped == f"shipped {number}"
+            assert (await client.stats())["COMPLETED"] == 11
+
+    # The workflows' keys are spread over the three masters.
+    admin = admin_client(cluster_url)
+    try:
+        await admin.initialize()  # type: ignore[union-attr]
+        owners = {
+            admin.get_node_from_key(client.store.keys.meta(h.workflow_id)).name  # type: ignore[union-attr]
+            for h in approvals
+        }
+    finally:
+        await admin.aclose()
+    assert len(owners) > 1
+
+
+async def test_the_dashboard_reads_a_cluster(
+    on_cluster: loom.Client, cluster_url: str, namespace: str
+) -> None:
+    async with running_worker(cluster_url, namespace):
+        handles = [await on_cluster.start(SleeperWorkflow, {"seconds": 0.1}) for _ in range(5)]
+        for handle in handles:
+            await handle.result(timeout=20)
+    with serving(cluster_url, namespace) as web:
+        async with httpx.AsyncClient(base_url=web) as http:
+            listed = (await http.get("/api/workflows", params={"limit": 3})).json()
+            assert len(listed["workflows"]) == 3 and listed["next_cursor"]
+            overview = (await http.get("/api/overview")).json()
+            assert overview["counts"]["COMPLETED"] == 5
+            assert sum(m["completed"] for m in overview["per_minute"][-2:]) == 5
+            for path in ("/", "/workflows", f"/workflows/{handles[0].workflow_id}", "/queues"):
+                assert (await http.get(path)).status_code == 200, path
