@@ -47,6 +47,8 @@ PATIENCE = 120
 # A queue no worker serves: its workflows stay PENDING with their one event.
 IDLE_QUEUE = "idle"
 SETTLE = 0.5
+AS_WRITTEN = "as written (type, seq, t, d)"
+STREAMS = 1000
 LAYOUT_SAMPLE = 10
 LAYOUT_COPIES = 10
 
@@ -172,7 +174,7 @@ def _layouts(entry: dict[bytes, bytes]) -> dict[str, list[bytes]]:
 
     kind, seq, at, data = (entry[f] for f in (b"type", b"seq", b"t", b"d"))
     return {
-        "as written (type, seq, t, d)": [b"type", kind, b"seq", seq, b"t", at, b"d", data],
+        AS_WRITTEN: [b"type", kind, b"seq", seq, b"t", at, b"d", data],
         "one-letter names (y, s, t, d)": [b"y", kind, b"s", seq, b"t", at, b"d", data],
         "type as a code (type=3)": [b"type", _type_code(kind), b"seq", seq, b"t", at, b"d", data],
         "packed in one field (msgpack)": [
@@ -259,54 +261,96 @@ async def _server_facts() -> str:
     return f"{info.get('server_name', 'redis')} {version}, stream-node-max-entries {entries}"
 
 
-async def _memory_of(setting: int, count: int) -> tuple[dict[str, Footprint], dict[str, float]]:
+async def _stream_cpu(url: str, workflow_id: str) -> tuple[float, float]:
+    """Redis's CPU (us) per XADD and per whole-history XRANGE: the first 20 entries of
+    the history of `workflow_id` written to STREAMS new streams, then each read back."""
+    from loom_redis.store import Store
+
+    store = await Store.open(url, "default", 1)
+    try:
+        entries: Any = await store.redis.xrange(store.keys.history(workflow_id), count=20)
+        names = [f"bench:cpu:{n}" for n in range(STREAMS)]
+        before = await _redis_cpu(store.redis)
+        for chunk in range(0, STREAMS, 50):
+            async with store.redis.pipeline(transaction=False) as pipe:
+                for name in names[chunk : chunk + 50]:
+                    for _, fields in entries:
+                        pipe.execute_command("XADD", name, "*", *_layouts(fields)[AS_WRITTEN])
+                await pipe.execute()
+        written = await _redis_cpu(store.redis)
+        for chunk in range(0, STREAMS, 50):
+            async with store.redis.pipeline(transaction=False) as pipe:
+                for name in names[chunk : chunk + 50]:
+                    pipe.xrange(name)
+                await pipe.execute()
+        read = await _redis_cpu(store.redis)
+        await store.redis.unlink(*names)
+    finally:
+        await store.close()
+    return (written - before) / (STREAMS * len(entries)) * 1e6, (read - written) / STREAMS * 1e6
+
+
+@dataclass
+class Memory:
+    footprints: dict[str, Footprint]
+    layouts: dict[str, float]  # bytes per event
+    xadd: float  # Redis CPU, us
+    xrange: float
+
+
+async def _memory_of(setting: int, count: int) -> Memory:
     with _server(setting, appendonly=False) as server:
         footprints, long_ids = await _footprints(server.url, count)
-        return footprints, await _layout_costs(server.url, long_ids)
+        layouts = await _layout_costs(server.url, long_ids)
+        xadd, xrange = await _stream_cpu(server.url, long_ids[0])
+    return Memory(footprints, layouts, xadd, xrange)
 
 
-def _print_memory(memory: dict[int, tuple[dict[str, Footprint], dict[str, float]]]) -> None:
-    header = "".join(f"{s:>16}" for s in memory)
-    print(f"\nmemory per workflow, bytes: history / meta / used_memory delta{'':>6}")
-    print(f"  {'stream-node-max-bytes':<36}{header}")
+def _row(label: str, cells: Sequence[str]) -> None:
+    print(f"  {label:<38}" + "".join(f"{cell:>16}" for cell in cells))
+
+
+def _print_memory(memory: dict[int, Memory]) -> None:
+    measured = list(memory.values())
+    print("\nmemory per workflow, bytes: history / meta / used_memory delta")
+    _row("stream-node-max-bytes", [str(s) for s in memory])
     for kind in KINDS:
-        cells = "".join(
-            f"{f'{f.history:.0f}/{f.meta:.0f}/{f.used:.0f}':>16}"
-            for f in (memory[s][0][kind.label] for s in memory)
-        )
-        events = next(iter(memory.values()))[0][kind.label].events
-        print(f"  {f'{kind.label} ({events} events)':<36}{cells}")
-    short, long = KINDS[2].label, KINDS[3].label
-    marginal = [
-        (m[long].history - m[short].history) / (m[long].events - m[short].events)
-        for m, _ in memory.values()
-    ]
-    cells = "".join(f"{bytes_per_event:>16.1f}" for bytes_per_event in marginal)
-    print(f"  {'history bytes per event, 5 -> 32 act.':<36}{cells}")
-    print(
-        f"\n1,000,000 open workflows of {next(iter(memory.values()))[0][OPEN.label].events} events"
-    )
-    cells = "".join(f"{m[0][OPEN.label].used * 1e6 / 2**30:>12.2f} GiB" for m in memory.values())
-    print(f"  {'used_memory (delta x 1e6)':<36}{cells}")
+        found = [m.footprints[kind.label] for m in measured]
+        cells = [f"{f.history:.0f}/{f.meta:.0f}/{f.used:.0f}" for f in found]
+        _row(f"{kind.label} ({found[0].events} events)", cells)
+    marginal = []
+    for m in measured:
+        a, b = (m.footprints[kind.label] for kind in KINDS[2:4])
+        marginal.append(f"{(b.history - a.history) / (b.events - a.events):.1f}")
+    _row("history bytes per event, 20 -> 101", marginal)
+    events = measured[0].footprints[OPEN.label].events
+    print(f"\n1,000,000 open workflows of {events} events, used_memory delta x 1e6")
+    _row("GiB", [f"{m.footprints[OPEN.label].used * 1e6 / 2**30:.2f}" for m in measured])
     print("\nhistory bytes per event, 101-event histories copied x10 in each layout")
-    for layout in next(iter(memory.values()))[1]:
-        cells = "".join(f"{m[1][layout]:>16.1f}" for m in memory.values())
-        print(f"  {layout:<36}{cells}")
+    for layout in measured[0].layouts:
+        _row(layout, [f"{m.layouts[layout]:.1f}" for m in measured])
+    print("\nRedis CPU, us: 1,000 streams of 20 history entries written, then read")
+    _row("per XADD", [f"{m.xadd:.2f}" for m in measured])
+    _row("per XRANGE of 20 entries", [f"{m.xrange:.1f}" for m in measured])
 
 
 def _print_speed(speed: dict[int, list[tuple[float, float, float]]], count: int) -> None:
-    rounds = len(next(iter(speed.values())))
-    print(f"\nspeed: {rounds} rounds of {count} x {SPEED_ACTIVITIES} activities, AOF everysec")
-    columns = f"{'worker CPU/step':>22}{'Redis CPU/step':>22}{'steps/s':>24}"
-    print(f"  {'stream-node-max-bytes':<24}{columns}")
-    for setting, runs in speed.items():
-        worker = ", ".join(f"{r[0]:.0f}" for r in runs)
-        redis = ", ".join(f"{r[1]:.0f}" for r in runs)
-        rate = ", ".join(f"{r[2]:.0f}" for r in runs)
-        medians = [statistics.median(r[i] for r in runs) for i in range(3)]
+    runs = list(speed.values())
+    print(
+        f"\nspeed: {len(runs[0])} rounds of {count} x {SPEED_ACTIVITIES} activities, "
+        "AOF everysec (medians; every run below)"
+    )
+    _row("stream-node-max-bytes", [str(s) for s in speed])
+    figures = ("worker CPU per step, us", "Redis CPU per step, us", "steps/s")
+    for i, figure in enumerate(figures):
+        _row(figure, [f"{statistics.median(r[i] for r in rs):.0f}" for rs in runs])
+    ratios = [statistics.median(r[1] / r[0] for r in rs) for rs in runs]
+    _row("Redis CPU / worker CPU", [f"{ratio:.2f}" for ratio in ratios])
+    for setting, measured in speed.items():
         print(
-            f"  {setting:<24}{f'{medians[0]:.0f} us ({worker})':>22}"
-            f"{f'{medians[1]:.0f} us ({redis})':>22}{f'{medians[2]:.0f} ({rate})':>24}"
+            f"  {setting}: worker {', '.join(f'{r[0]:.0f}' for r in measured)}; "
+            f"Redis {', '.join(f'{r[1]:.0f}' for r in measured)}; "
+            f"steps/s {', '.join(f'{r[2]:.0f}' for r in measured)}"
         )
 
 
