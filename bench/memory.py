@@ -22,7 +22,8 @@ checkout running bench/memory_workflows.py:
    /proc), Redis's (INFO cpu, user+sys) and steps/s. `--rounds` rounds, the settings
    alternating within each round.
 
-    .venv/bin/python -m bench.memory [--workflows 500] [--count 300] [--rounds 3]
+    .venv/bin/python -m bench.memory [--workflows 500] [--count 300] [--rounds 3] \
+        [--settings 4096,512] [--binary /usr/bin/redis-server]
 """
 
 from __future__ import annotations
@@ -78,10 +79,14 @@ class Footprint:
     used: float  # used_memory delta per workflow
 
 
-def _server(setting: int, *, appendonly: bool) -> Any:
+def _server(setting: int, binary: str | None, *, appendonly: bool) -> Any:
     from loom_redis.testing import EmbeddedServer
 
-    return EmbeddedServer(appendonly=appendonly, options=("--stream-node-max-bytes", str(setting)))
+    return EmbeddedServer(
+        appendonly=appendonly,
+        binary=binary,
+        options=("--stream-node-max-bytes", str(setting)),
+    )
 
 
 async def _used_memory(redis: Any) -> int:
@@ -217,7 +222,7 @@ async def _redis_cpu(redis: Any) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def _speed(setting: int, count: int) -> tuple[float, float, float]:
+async def _speed(setting: int, count: int, binary: str | None) -> tuple[float, float, float]:
     """(worker CPU, Redis CPU) per step in us, and steps/s, of one run on a fresh server."""
     import redis.asyncio as aioredis
 
@@ -227,7 +232,7 @@ async def _speed(setting: int, count: int) -> tuple[float, float, float]:
     from bench.memory_workflows import Chain
 
     chain = {"activities": SPEED_ACTIVITIES}
-    with _server(setting, appendonly=True) as server:
+    with _server(setting, binary, appendonly=True) as server:
         redis = aioredis.Redis.from_url(server.url)
         async with (
             worker_of(ROOT, server.url, *WORKER) as worker,
@@ -248,17 +253,19 @@ async def _speed(setting: int, count: int) -> tuple[float, float, float]:
     return worker_cpu / steps * 1e6, redis_cpu / steps * 1e6, steps / wall
 
 
-async def _server_facts() -> str:
+async def _server_facts(binary: str | None) -> str:
     import redis.asyncio as aioredis
 
-    with _server(SETTINGS[0], appendonly=False) as server:
+    with _server(SETTINGS[0], binary, appendonly=False) as server:
         redis = aioredis.Redis.from_url(server.url)
         info = await redis.info("server")
+        allocator = (await redis.info("memory"))["mem_allocator"]
         config = await redis.config_get("stream-node-max-*")
         await redis.aclose()
     version = info.get("valkey_version") or info["redis_version"]
     entries = config["stream-node-max-entries"]
-    return f"{info.get('server_name', 'redis')} {version}, stream-node-max-entries {entries}"
+    name = info.get("server_name", "redis")
+    return f"{name} {version} ({allocator}), stream-node-max-entries {entries}"
 
 
 async def _stream_cpu(url: str, workflow_id: str) -> tuple[float, float]:
@@ -298,8 +305,8 @@ class Memory:
     xrange: float
 
 
-async def _memory_of(setting: int, count: int) -> Memory:
-    with _server(setting, appendonly=False) as server:
+async def _memory_of(setting: int, count: int, binary: str | None) -> Memory:
+    with _server(setting, binary, appendonly=False) as server:
         footprints, long_ids = await _footprints(server.url, count)
         layouts = await _layout_costs(server.url, long_ids)
         xadd, xrange = await _stream_cpu(server.url, long_ids[0])
@@ -362,16 +369,17 @@ def main() -> None:
     parser.add_argument(
         "--settings", default=",".join(map(str, SETTINGS)), help="stream-node-max-bytes values"
     )
+    parser.add_argument("--binary", help="a server binary (default: the embedded Valkey)")
     args = parser.parse_args()
     settings = [int(s) for s in args.settings.split(",")]
     started = time.perf_counter()
-    print(asyncio.run(_server_facts()))
-    memory = {s: asyncio.run(_memory_of(s, args.workflows)) for s in settings}
+    print(asyncio.run(_server_facts(args.binary)))
+    memory = {s: asyncio.run(_memory_of(s, args.workflows, args.binary)) for s in settings}
     _print_memory(memory)
     speed: dict[int, list[tuple[float, float, float]]] = {s: [] for s in settings}
     for _ in range(args.rounds):
         for setting in settings:
-            speed[setting].append(asyncio.run(_speed(setting, args.count)))
+            speed[setting].append(asyncio.run(_speed(setting, args.count, args.binary)))
     if args.rounds:
         _print_speed(speed, args.count)
     print(f"\n({time.perf_counter() - started:.0f} s)")
