@@ -383,6 +383,12 @@ def test_the_dashboard_runs_loom_web_from_the_same_image_behind_a_service() -> N
     assert "LOOM_WEB_TOKEN" not in _env(container)
 
 
+def test_a_cluster_url_reaches_the_workers() -> None:
+    url = "redis+cluster://loom-worker:pw@redis-0:6379,redis-1:6379"
+    manifests = render({"redis": {"url": url}})
+    assert one(manifests, "Secret", f"{FULLNAME}-redis")["stringData"]["url"] == url
+
+
 def test_everything_off() -> None:
     manifests = render(EVERYTHING_OFF)
     assert kinds(manifests) == {"Deployment", "Secret"}
@@ -435,6 +441,13 @@ def test_the_schema_refuses_bad_values(values: dict[str, Any], message: str) -> 
             "minReplicas: 0 would leave no worker to fire durable timers",
         ),
         ({**DEFAULTS, "web": {"enabled": True}}, "web.enabled: set web.token"),
+        (
+            {
+                "redis": {"url": "redis+cluster://a:7000,b:7000"},
+                "autoscaling": {"keda": {"enabled": True, "source": "redis-streams"}},
+            },
+            "on a cluster (redis+cluster:// URL) use source prometheus",
+        ),
         (
             {**DEFAULTS, "web": {"token": "a", "existingTokenSecret": {"name": "b"}}},
             "set web.token or web.existingTokenSecret.name, not both",

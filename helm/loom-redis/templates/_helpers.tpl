@@ -103,6 +103,9 @@ release's own resources exist. */}}
 {{- end -}}
 
 {{- define "loom-redis.checkValues" -}}
+{{- if and .Values.autoscaling.keda.enabled (eq .Values.autoscaling.keda.source "redis-streams") (contains "+cluster://" .Values.redis.url) -}}
+{{- fail "autoscaling.keda.source redis-streams reads one Redis server: on a cluster (redis+cluster:// URL) use source prometheus" -}}
+{{- end -}}
 {{- if and (not .Values.redis.url) (not .Values.redis.existingSecret.name) -}}
 {{- fail "redis: set redis.url (the chart makes a Secret of it) or redis.existingSecret.name (a Secret holding the URL under redis.existingSecret.urlKey)" -}}
 {{- end -}}
