@@ -8,10 +8,13 @@ One module per group of commands, as `loom --help` reads: `namespace` (init),
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .. import __version__
 from ..logs import LogFormat, configure
+from ..store.cluster import CLUSTER_ENV
 from . import dead_letters, namespace, retention, web, worker, workflows
 
 __all__ = ["main"]
@@ -29,9 +32,19 @@ __all__ = ["main"]
     help="Log lines as text, or as JSON objects carrying each task's workflow id and "
     "name, step, activity and attempt (env LOOM_LOG_FORMAT).",
 )
-def main(verbose: bool, log_format: LogFormat) -> None:
+@click.option(
+    "--cluster",
+    is_flag=True,
+    envvar=CLUSTER_ENV,
+    help="The Redis URL names a Redis Cluster, by one or more of its nodes (as a "
+    "redis+cluster:// URL does; env LOOM_REDIS_CLUSTER).",
+)
+def main(verbose: bool, log_format: LogFormat, cluster: bool) -> None:
     """loom-redis: durable workflows on Redis Streams."""
     configure(verbose=verbose, log_format=log_format)
+    if cluster:
+        # Read where every command connects (the store's connect_redis).
+        os.environ[CLUSTER_ENV] = "1"
 
 
 # Click lists the commands in alphabetical order, whatever the order they are added in.

@@ -9,6 +9,7 @@ keys of one slot and runs on the node that serves it (see DESIGN.md).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,21 @@ from ..errors import ConfigurationError
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
+# Set (to anything but "" or "0"), a redis:// or rediss:// URL names a cluster (by one
+# or more of its nodes) too: what `loom --cluster` sets.
+CLUSTER_ENV = "LOOM_REDIS_CLUSTER"
+
+
 def is_cluster_url(url: str) -> bool:
     return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def as_cluster_url(url: str) -> str:
+    """`url` as a cluster URL when LOOM_REDIS_CLUSTER says the server is a cluster."""
+    scheme, sep, rest = url.partition("://")
+    if os.environ.get(CLUSTER_ENV, "") in ("", "0") or scheme.lower() not in ("redis", "rediss"):
+        return url
+    return f"{scheme}+cluster{sep}{rest}"
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from ..errors import (
     RedisReadOnlyError,
     RedisUnavailableError,
 )
-from .cluster import command_slot, is_cluster_url, parse_cluster_url
+from .cluster import as_cluster_url, command_slot, is_cluster_url, parse_cluster_url
 
 T = TypeVar("T")
 
@@ -295,6 +295,7 @@ def _connection_options() -> dict[str, Any]:
 
 
 def _client(url: str) -> RedisClient:
+    url = as_cluster_url(url)
     if is_cluster_url(url):
         parsed = parse_cluster_url(url, mask_url(url))
         return RedisCluster.from_url(

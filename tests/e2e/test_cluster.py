@@ -5,6 +5,7 @@ test-cluster` runs the whole suite on a cluster; this is the part `make test` ru
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -113,3 +114,19 @@ async def test_the_dashboard_reads_a_cluster(
             assert sum(m["completed"] for m in overview["per_minute"][-2:]) == 5
             for path in ("/", "/workflows", f"/workflows/{handles[0].workflow_id}", "/queues"):
                 assert (await http.get(path)).status_code == 200, path
+
+
+async def test_loom_cluster_names_a_cluster_by_one_node_s_plain_url(
+    on_cluster: loom.Client, cluster_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flag sets LOOM_REDIS_CLUSTER for the process: undone after the test.
+    monkeypatch.setenv("LOOM_REDIS_CLUSTER", "")
+    await on_cluster.start(SleeperWorkflow, {"seconds": 60})
+    first_node = cluster_url.removeprefix("redis+cluster://").split(",")[0]
+    plain = f"redis://{first_node}/0"
+    arguments = ["stats", "--json", "--url", plain, "--namespace", namespace]
+    result = await anyio.to_thread.run_sync(
+        lambda: CliRunner().invoke(main, ["--cluster", *arguments])
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["PENDING"] == 1
