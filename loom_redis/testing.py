@@ -236,6 +236,9 @@ class LocalCluster(_Servers):
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    # A replica's first sync starts at once, not after 5 s.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ),
             )
             for index in range(masters * (1 + replicas))
@@ -284,8 +287,33 @@ class LocalCluster(_Servers):
         pairs = (line.strip().split(":", 1) for line in answer.stdout.splitlines())
         return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
 
+    def master_of_slot(self, slot: int) -> EmbeddedServer:
+        """The node that serves hash slot `slot` now, as a live node's CLUSTER NODES
+        says: `<id> <host:port@bus> <flags> <master> ... <first-last> ...`."""
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            listed = subprocess.run(
+                [cli_binary(self.binary), "-p", str(node.port), "cluster", "nodes"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            for line in listed.splitlines():
+                fields = line.split()
+                if len(fields) < 9 or "master" not in fields[2].split(","):
+                    continue
+                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                for served in fields[8:]:
+                    first, _, last = served.partition("-")
+                    if first.isdigit() and int(first) <= slot <= int(last or first):
+                        return next(n for n in self.nodes if n.port == port)
+        raise ConfigurationError(f"no live node serves slot {slot}")
+
     def wait_until_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every running node says the cluster is ok with every slot served."""
+        """Wait until every running node says the cluster is ok with every slot served,
+        and every replica has synced with its master (a replica that never did cannot
+        be promoted)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             running = [node for node in self.nodes if node.process is not None]
@@ -293,10 +321,20 @@ class LocalCluster(_Servers):
             if all(
                 info.get("cluster_state") == "ok" and info.get("cluster_slots_ok") == "16384"
                 for info in infos
-            ):
+            ) and all(self._synced(node) for node in running):
                 return
             time.sleep(0.1)
         raise ConfigurationError(f"the cluster was not ok within {timeout}s")
+
+    def _synced(self, node: EmbeddedServer) -> bool:
+        """A master, or a replica whose link to its master is up."""
+        answer = subprocess.run(
+            [cli_binary(self.binary), "-p", str(node.port), "info", "replication"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+        return "role:master" in answer or "master_link_status:up" in answer
 
     def cleanup(self) -> None:
         for node in self.nodes:

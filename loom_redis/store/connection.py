@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,6 +32,7 @@ from redis.exceptions import (
     NoPermissionError,
     ReadOnlyError,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -144,7 +145,10 @@ def acl_checked(doing: str, url: str) -> Iterator[None]:
 
 def unreachable(exc: BaseException) -> bool:
     """Whether `exc` says Redis could not be reached: a lost or refused connection, a
-    timeout, a server still loading its data (not refused credentials)."""
+    timeout, a server still loading its data (not refused credentials), a cluster in
+    the middle of a failover."""
+    if isinstance(exc, (*_CLUSTER_IN_MOTION, SlotNotCoveredError)):
+        return True  # a cluster between a master's death and its replica's promotion
     return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) and not isinstance(
         exc, AuthenticationError
     )
@@ -499,6 +503,15 @@ def _same(node: _Node) -> _Node:
     return node
 
 
+async def _all(sends: Iterable[Awaitable[Any]]) -> None:
+    """Await every send at once; then raise the first error, if any (each send ends on
+    its own, so that no reply is left unread on a connection kept for reuse)."""
+    outcomes = await asyncio.gather(*sends, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 # Errors of a cluster in motion, answered by waiting, reading its slots again and
 # sending again: a failover under way, a slot that moved, or one being moved.
 _CLUSTER_IN_MOTION = (ClusterDownError, TryAgainError, MovedError)
@@ -552,7 +565,7 @@ class DirectLane:
             [(slot, indexes)] = by_slot.items()
             await send_slot(slot, indexes)
         else:
-            await asyncio.gather(*(send_slot(slot, indexes) for slot, indexes in by_slot.items()))
+            await _all(send_slot(slot, indexes) for slot, indexes in by_slot.items())
         return replies
 
     async def broadcast(self, *commands: Sequence[Any]) -> None:
@@ -562,8 +575,8 @@ class DirectLane:
             await self.execute_chain(*commands)
             return
         masters = self._cluster.get_primaries()
-        await asyncio.gather(
-            *(self._send_retried(functools.partial(self._node, node), commands) for node in masters)
+        await _all(
+            self._send_retried(functools.partial(self._node, node), commands) for node in masters
         )
 
     async def _send_to_slot(self, slot: int | None, commands: Sequence[Sequence[Any]]) -> list[Any]:

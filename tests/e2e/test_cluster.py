@@ -130,3 +130,24 @@ async def test_loom_cluster_names_a_cluster_by_one_node_s_plain_url(
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["PENDING"] == 1
+
+
+async def test_workers_and_clients_ride_out_a_master_s_failover(namespace: str) -> None:
+    """SIGKILL a master while workflows run: its replica is promoted (the nodes time a
+    silent peer out after 2 s) and every workflow completes. Replication is
+    asynchronous, so a write the dead master acknowledged may be gone: a workflow then
+    replays from an earlier point (its activities run at least once), and still ends."""
+    binary = os.environ.get("LOOM_TEST_SERVER_BINARY") or None
+    with LocalCluster(masters=3, replicas=1, binary=binary) as cluster:
+        async with (
+            loom.Client.connect(cluster.url, namespace=namespace) as client,
+            running_worker(cluster.url, namespace, lease_seconds=10),
+        ):
+            handles = [
+                await client.start(RetryingWorkflow, {"key": f"{namespace}-{n}"}) for n in range(12)
+            ] + [await client.start(SleeperWorkflow, {"seconds": 3}) for _ in range(12)]
+            victim = await anyio.to_thread.run_sync(cluster.master_of_slot, 0)
+            victim.stop(kill=True)
+            results = [await handle.result(timeout=60) for handle in handles]
+    assert results[12:] == [{"woke": True}] * 12
+    assert all(result["calls"] >= 2 for result in results[:12])
