@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .connection import RedisPipeline, now_ms
+from .connection import RedisPipeline, answered, now_ms
 from .keys import WORKER_GROUP
 from .registry import Registry
 from .wire import text
@@ -127,7 +127,7 @@ class Backlog(Registry):
             pipe.zcount(self.keys.timers(shard), "-inf", now)
             pipe.zrange(self.keys.timers(shard), 0, 0, withscores=True)
             pipe.xlen(self.keys.dead(shard))
-        replies = iter(await pipe.execute(raise_on_error=False))
+        replies = iter(answered(await pipe.execute(raise_on_error=False)))
         backlog = NamespaceBacklog(now, {queue: QueueBacklog() for queue in names})
         for _, queue in streams.values():
             _add_stream(backlog.queues[queue], _stream_figures(replies))
@@ -152,7 +152,7 @@ class Backlog(Registry):
         pipe = self.redis.pipeline(transaction=False)
         for stream in streams:
             _read_stream(pipe, stream)
-        replies = iter(await pipe.execute(raise_on_error=False))
+        replies = iter(answered(await pipe.execute(raise_on_error=False)))
         figures = {stream: _stream_figures(replies) for stream in streams}
         consumers: dict[str, list[ConsumerDetail]] = {stream: [] for stream in streams}
         for stream, name, pending, idle in await self.task_consumers(streams):

@@ -154,6 +154,17 @@ def unreachable(exc: BaseException) -> bool:
     )
 
 
+def answered(replies: list[Any]) -> list[Any]:
+    """The replies of a pipeline run with raise_on_error=False, in which an error reply
+    (a missing key or group) is the caller's to read; an error that is no reply (a lost
+    connection: a cluster's master failing over) is raised, rather than read as an
+    empty answer."""
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
 def loom_error(exc: RedisError, doing: str, url: str, *, retried: float = 0.0) -> LoomError:
     """The LoomError that says what `exc`, an error of redis-py while it was to `doing`,
     means; `retried` is how long the operation was retried, if it was."""

@@ -10,6 +10,7 @@ from ._part import StorePart
 from .connection import (
     RedisPipeline,
     acl_checked,
+    answered,
 )
 from .keys import WORKER_GROUP
 from .tasks import Task
@@ -100,7 +101,7 @@ class DeadLetters(StorePart):
         pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             pipe.xrange(self.keys.dead(shard), min=entry_id, max=entry_id)
-        for shard, entries in enumerate(await pipe.execute(raise_on_error=False)):
+        for shard, entries in enumerate(answered(await pipe.execute(raise_on_error=False))):
             if isinstance(entries, list) and entries:
                 fields = {text(k): v for k, v in entries[0][1].items()}
                 return DeadLetter(shard, entry_id, fields)

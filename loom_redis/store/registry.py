@@ -12,6 +12,7 @@ from ..codec import decode, encode
 from ..errors import PayloadError
 from ._part import StorePart
 from .connection import (
+    answered,
     now_ms,
 )
 from .keys import WORKER_GROUP
@@ -113,7 +114,9 @@ class Registry(StorePart):
         for key in streams:
             pipe.xinfo_consumers(key, WORKER_GROUP)
         found: list[tuple[str, str, int, int]] = []
-        for key, reply in zip(streams, await pipe.execute(raise_on_error=False), strict=True):
+        for key, reply in zip(
+            streams, answered(await pipe.execute(raise_on_error=False)), strict=True
+        ):
             if isinstance(reply, ResponseError):
                 # No task was ever queued there, or the group is gone.
                 if "no such key" in str(reply) or str(reply).startswith("NOGROUP"):

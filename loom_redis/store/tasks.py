@@ -15,6 +15,7 @@ from ..events import Event
 from .connection import (
     RedisClient,
     RedisPipeline,
+    answered,
     now_ms,
     permission_error,
 )
@@ -132,7 +133,7 @@ class Tasks(Timers):
         pipe: RedisPipeline = self.redis.pipeline(transaction=False)
         for stream in self.queue_keys(queues):
             pipe.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
-        for reply in await pipe.execute(raise_on_error=False):
+        for reply in answered(await pipe.execute(raise_on_error=False)):
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
                 doing = "create the consumer groups of the task queues (XGROUP CREATE)"
                 raise permission_error(reply, doing, self.url) or reply

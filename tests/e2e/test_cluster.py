@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import loom_redis as loom
 from loom_redis.cli import main
+from loom_redis.store.connection import RedisError
 from loom_redis.testing import LocalCluster, isolated_registry, running_worker
 from tests.support import admin_client
 from tests.web.conftest import serving
@@ -151,3 +152,25 @@ async def test_workers_and_clients_ride_out_a_master_s_failover(namespace: str) 
             results = [await handle.result(timeout=60) for handle in handles]
     assert results[12:] == [{"woke": True}] * 12
     assert all(result["calls"] >= 2 for result in results[:12])
+
+
+async def test_a_read_over_the_masters_raises_while_one_is_gone(namespace: str) -> None:
+    """A pipeline over every shard answers, for the shards of a master that just died, a
+    lost connection in place of a reply: the store raises it (the worker's loops wait
+    for the cluster then), never reads it as an empty answer or trips over it."""
+    binary = os.environ.get("LOOM_TEST_SERVER_BINARY") or None
+    with LocalCluster(masters=3, binary=binary) as cluster:
+        async with loom.Client.connect(cluster.url, namespace=namespace) as client:
+            store = client.store
+            await store.ensure_groups(["default"])
+            streams = store.queue_keys(["default"])
+            assert len(await store.task_consumers(streams)) == 0
+            victim = await anyio.to_thread.run_sync(cluster.master_of_slot, 0)
+            victim.stop(kill=True)
+            for read in (
+                lambda: store.task_consumers(streams),
+                lambda: store.backlog(["default"]),
+                lambda: store.ensure_groups(["default"]),
+            ):
+                with pytest.raises(RedisError):
+                    await read()
