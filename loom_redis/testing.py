@@ -326,15 +326,47 @@ class LocalCluster(_Servers):
             time.sleep(0.1)
         raise ConfigurationError(f"the cluster was not ok within {timeout}s")
 
-    def _synced(self, node: EmbeddedServer) -> bool:
-        """A master, or a replica whose link to its master is up."""
+    def wait_for_replication(self, timeout: float = 30.0) -> None:
+        """Wait until every replica has every write its master had when called
+        (replication is asynchronous: a master killed before would take those along)."""
+        deadline = time.monotonic() + timeout
+        targets: dict[int, int] = {}
+        for node in self.nodes:
+            info = self._replication(node)
+            if node.process is not None and info.get("role") == "master":
+                targets[node.port] = int(info.get("master_repl_offset", "0"))
+        while time.monotonic() < deadline:
+            behind = [
+                port
+                for port, offset in targets.items()
+                if any(
+                    int(dict(f.split("=", 1) for f in value.split(",")).get("offset", "0")) < offset
+                    for key, value in self._replication(
+                        next(n for n in self.nodes if n.port == port)
+                    ).items()
+                    if key.startswith("slave") and key[5:].isdigit()
+                )
+            ]
+            if not behind:
+                return
+            time.sleep(0.05)
+        raise ConfigurationError(f"replicas did not catch up within {timeout}s")
+
+    def _replication(self, node: EmbeddedServer) -> dict[str, str]:
+        """INFO replication of one node, as a dict."""
         answer = subprocess.run(
             [cli_binary(self.binary), "-p", str(node.port), "info", "replication"],
             capture_output=True,
             text=True,
             timeout=5,
         ).stdout
-        return "role:master" in answer or "master_link_status:up" in answer
+        pairs = (line.strip().split(":", 1) for line in answer.splitlines())
+        return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+    def _synced(self, node: EmbeddedServer) -> bool:
+        """A master, or a replica whose link to its master is up."""
+        info = self._replication(node)
+        return info.get("role") == "master" or info.get("master_link_status") == "up"
 
     def cleanup(self) -> None:
         for node in self.nodes:

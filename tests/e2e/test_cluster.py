@@ -137,7 +137,9 @@ async def test_workers_and_clients_ride_out_a_master_s_failover(namespace: str) 
     """SIGKILL a master while workflows run: its replica is promoted (the nodes time a
     silent peer out after 2 s) and every workflow completes. Replication is
     asynchronous, so a write the dead master acknowledged may be gone: a workflow then
-    replays from an earlier point (its activities run at least once), and still ends."""
+    replays from an earlier point (its activities run at least once), and still ends.
+    (A start acknowledged and lost is gone whole: the test lets the replicas catch up
+    with the starts before the kill.)"""
     binary = os.environ.get("LOOM_TEST_SERVER_BINARY") or None
     with LocalCluster(masters=3, replicas=1, binary=binary) as cluster:
         async with (
@@ -147,6 +149,9 @@ async def test_workers_and_clients_ride_out_a_master_s_failover(namespace: str) 
             handles = [
                 await client.start(RetryingWorkflow, {"key": f"{namespace}-{n}"}) for n in range(12)
             ] + [await client.start(SleeperWorkflow, {"seconds": 3}) for _ in range(12)]
+            # The starts on the replicas too: a start lost with the master is the loss
+            # asynchronous replication allows (bench/cluster_failover.py counts those).
+            await anyio.to_thread.run_sync(cluster.wait_for_replication)
             victim = await anyio.to_thread.run_sync(cluster.master_of_slot, 0)
             victim.stop(kill=True)
             results = [await handle.result(timeout=60) for handle in handles]
