@@ -276,16 +276,24 @@ class LocalCluster(_Servers):
             raise
         return self
 
-    def cluster_info(self, node: EmbeddedServer) -> dict[str, str]:
-        """CLUSTER INFO of one node, as a dict (empty if it does not answer)."""
-        answer = subprocess.run(
-            [cli_binary(self.binary), "-p", str(node.port), "cluster", "info"],
+    def _ask(self, node: EmbeddedServer, *command: str) -> str:
+        """A command's answer from one node, through the server's own CLI."""
+        return subprocess.run(
+            [cli_binary(self.binary), "-p", str(node.port), *command],
             capture_output=True,
             text=True,
             timeout=5,
-        )
-        pairs = (line.strip().split(":", 1) for line in answer.stdout.splitlines())
+        ).stdout
+
+    def _fields(self, node: EmbeddedServer, *command: str) -> dict[str, str]:
+        """A `name:value` per line answer (CLUSTER INFO, INFO), as a dict (empty if the
+        node does not answer)."""
+        pairs = (line.strip().split(":", 1) for line in self._ask(node, *command).splitlines())
         return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+    def cluster_info(self, node: EmbeddedServer) -> dict[str, str]:
+        """CLUSTER INFO of one node, as a dict (empty if it does not answer)."""
+        return self._fields(node, "cluster", "info")
 
     def master_of_slot(self, slot: int) -> EmbeddedServer:
         """The node that serves hash slot `slot` now, as a live node's CLUSTER NODES
@@ -293,12 +301,7 @@ class LocalCluster(_Servers):
         for node in self.nodes:
             if node.process is None:
                 continue
-            listed = subprocess.run(
-                [cli_binary(self.binary), "-p", str(node.port), "cluster", "nodes"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout
+            listed = self._ask(node, "cluster", "nodes")
             for line in listed.splitlines():
                 fields = line.split()
                 if len(fields) < 9 or "master" not in fields[2].split(","):
@@ -354,14 +357,7 @@ class LocalCluster(_Servers):
 
     def _replication(self, node: EmbeddedServer) -> dict[str, str]:
         """INFO replication of one node, as a dict."""
-        answer = subprocess.run(
-            [cli_binary(self.binary), "-p", str(node.port), "info", "replication"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
-        pairs = (line.strip().split(":", 1) for line in answer.splitlines())
-        return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+        return self._fields(node, "info", "replication")
 
     def _synced(self, node: EmbeddedServer) -> bool:
         """A master, or a replica whose link to its master is up."""

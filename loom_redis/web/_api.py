@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from starlette.exceptions import HTTPException
 
+from ..events import Status
 from ..store import WorkflowFilter
 from . import _actions, _data
 from ._app import WebState, web_state
@@ -35,20 +36,28 @@ def filter_params(
     until_ms: int | None = None,
     workflow_id: str | None = Query(None, alias="id"),
 ) -> WorkflowFilter:
-    """The workflows filter from query parameters (status may list several, comma
-    separated; waiting is activity, timer or signal; since/until bound the start time)."""
-    try:
-        return _data.workflow_filter(
-            status=status,
-            name=name,
-            owner=owner,
-            waiting=waiting,
-            since_ms=since_ms,
-            until_ms=until_ms,
-            workflow_id=workflow_id,
-        )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    """The workflows filter from query parameters, empty ones unset (status may list
+    several, comma separated; waiting is activity, timer or signal; since/until bound
+    the start time); a bad one is refused, named."""
+    statuses: tuple[Status, ...] = ()
+    if status:
+        try:
+            statuses = tuple(Status(part.strip().upper()) for part in status.split(",") if part)
+        except ValueError:
+            names = ", ".join(str(s) for s in Status)
+            raise HTTPException(422, f"status {status!r} is not one of {names}") from None
+    if waiting and waiting not in _data.WAIT_KINDS:
+        kinds = ", ".join(_data.WAIT_KINDS)
+        raise HTTPException(422, f"waiting {waiting!r} is not one of {kinds}")
+    return WorkflowFilter(
+        statuses=statuses,
+        name=name or None,
+        owner=owner or None,
+        waiting_on=waiting or None,  # type: ignore[arg-type]
+        started_after_ms=since_ms,
+        started_before_ms=until_ms,
+        workflow_id=workflow_id or None,
+    )
 
 
 Filter = Annotated[WorkflowFilter, Depends(filter_params)]

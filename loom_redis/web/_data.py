@@ -7,7 +7,6 @@ from dataclasses import asdict
 from typing import Any
 
 from ..client import Client
-from ..events import Status
 from ..store import WorkflowFilter
 from ..store.connection import now_ms
 from ._views import WorkflowView, workflow_row
@@ -54,38 +53,6 @@ async def overview(client: Client) -> dict[str, Any]:
         "dead_letters": backlog.dead_letters,
         "live_workers": len(live),
     }
-
-
-def workflow_filter(
-    *,
-    status: str | None = None,
-    name: str | None = None,
-    owner: str | None = None,
-    waiting: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    workflow_id: str | None = None,
-) -> WorkflowFilter:
-    """The filter of the workflows table from its query parameters (empty ones unset);
-    raises ValueError naming a bad one."""
-    statuses: tuple[Status, ...] = ()
-    if status:
-        try:
-            statuses = tuple(Status(part.strip().upper()) for part in status.split(",") if part)
-        except ValueError:
-            names = ", ".join(str(s) for s in Status)
-            raise ValueError(f"status {status!r} is not one of {names}") from None
-    if waiting and waiting not in WAIT_KINDS:
-        raise ValueError(f"waiting {waiting!r} is not one of {', '.join(WAIT_KINDS)}")
-    return WorkflowFilter(
-        statuses=statuses,
-        name=name or None,
-        owner=owner or None,
-        waiting_on=waiting or None,  # type: ignore[arg-type]
-        started_after_ms=since_ms,
-        started_before_ms=until_ms,
-        workflow_id=workflow_id or None,
-    )
 
 
 async def workflows(
