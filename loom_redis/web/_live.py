@@ -23,6 +23,7 @@ from ..client import Client
 from . import _data
 from ._api import Filter
 from ._app import WebState, web_state
+from ._views import WorkflowView
 
 router = APIRouter(tags=["live"])
 
@@ -129,16 +130,31 @@ async def live_workflow(
 
     async def changes() -> AsyncIterator[dict[str, Any]]:
         nonlocal cursor
+        view: WorkflowView | None = None
         while True:
-            if await client.store.wait_for_history({workflow_id: cursor}, BLOCK_MS, 1):
+            if not await client.store.wait_for_history({workflow_id: cursor}, BLOCK_MS, 1):
+                continue
+            if view is None:  # the whole history once, then only what it gains
                 info, view = await _data.workflow(client, workflow_id)
-                cursor = view.last_id or cursor
-                context = await _data.workflow_context(client, info, view)
-                for part in ("summary", "graph"):
-                    html = _render(state.templates, f"_{part}.html", **context)
-                    yield {"event": part, "id": cursor, "data": html}
+            else:
+                await _fold_new_entries(client, workflow_id, view)
+                info = await client.describe(workflow_id)  # after the history: as new
+                view.waiting_for(info.get("waiting_for") or {})
+            cursor = view.last_id or cursor
+            context = await _data.workflow_context(client, info, view)
+            for part in ("summary", "graph"):
+                html = _render(state.templates, f"_{part}.html", **context)
+                yield {"event": part, "id": cursor, "data": html}
 
     return EventSourceResponse(changes())
+
+
+async def _fold_new_entries(client: Client, workflow_id: str, view: WorkflowView) -> None:
+    """Fold into `view` the history entries after the last it has seen."""
+    after = view.last_id
+    while after is not None:
+        entries, after = await client.history_page(workflow_id, after=after, count=EVENTS_PER_READ)
+        view.apply(entries)
 
 
 @router.get("/live/workflows/{workflow_id}/events", include_in_schema=False)
