@@ -13,7 +13,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from .codec import encode
 from .definitions import (
@@ -137,6 +137,7 @@ class Client:
         namespace: str | None = None,
         *,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        durability: Literal["async", "replicated"] | None = None,
     ) -> None:
         self.url = url or default_url()
         # Only None means the default: an empty namespace is an error, not "default".
@@ -144,6 +145,9 @@ class Client:
         if not retry_seconds >= 0:
             raise ConfigurationError(f"retry_seconds must be >= 0, got {retry_seconds!r}")
         self.retry_seconds = float(retry_seconds)
+        # When a start, signal or cancel counts as made (default LOOM_DURABILITY, else
+        # "async"): "replicated" waits for a replica to hold it (see the README).
+        self.durability = durability
         self._store: Store | None = None
         # Set when Redis refused result()'s close notice (a read-only ACL user, a replica).
         self._reads_only = False
@@ -155,13 +159,14 @@ class Client:
         *,
         namespace: str | None = None,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        durability: Literal["async", "replicated"] | None = None,
     ) -> Client:
         """A client for `url` (default LOOM_REDIS_URL); use `async with` or `await .open()`."""
-        return cls(url, namespace, retry_seconds=retry_seconds)
+        return cls(url, namespace, retry_seconds=retry_seconds, durability=durability)
 
     async def open(self) -> Client:
         if self._store is None:
-            self._store = await Store.open(self.url, self.namespace)
+            self._store = await Store.open(self.url, self.namespace, durability=self.durability)
         return self
 
     async def close(self) -> None:

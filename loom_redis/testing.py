@@ -162,6 +162,13 @@ class EmbeddedServer(_Servers):
         self.stop()
         raise ConfigurationError(f"{self.binary} did not answer on port {self.port} in {timeout}s")
 
+    def replica(self) -> EmbeddedServer:
+        """A server (not started) of the same binary that replicates this one."""
+        return EmbeddedServer(
+            binary=self.binary,
+            options=("--replicaof", "127.0.0.1", str(self.port), "--repl-diskless-sync-delay", "0"),
+        )
+
     def stop(self, *, kill: bool = False) -> None:
         if self.process is None:
             return
@@ -186,9 +193,11 @@ class EmbeddedServer(_Servers):
 
 
 @contextlib.asynccontextmanager
-async def running_worker(url: str, namespace: str, **options: Any) -> AsyncIterator[Worker]:
+async def running_worker(
+    url: str, namespace: str, *, durability: str | None = None, **options: Any
+) -> AsyncIterator[Worker]:
     """A worker running in this process for the duration of the block, then drained."""
-    store = await Store.open(url, namespace)
+    store = await Store.open(url, namespace, durability=durability)
     options.setdefault("poll_interval", 0.2)
     worker = Worker(store, **options)
     try:

@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..logs import LogFormat, configure
 from ..store.cluster import CLUSTER_ENV
+from ..store.replication import DURABILITIES, DURABILITY_ENV
 from . import dead_letters, namespace, retention, web, worker, workflows
 
 __all__ = ["main"]
@@ -39,12 +40,21 @@ __all__ = ["main"]
     help="The Redis URL names a Redis Cluster, by one or more of its nodes (as a "
     "redis+cluster:// URL does; env LOOM_REDIS_CLUSTER).",
 )
-def main(verbose: bool, log_format: LogFormat, cluster: bool) -> None:
+@click.option(
+    "--durability",
+    type=click.Choice(DURABILITIES),
+    envvar=DURABILITY_ENV,
+    help="When a transition counts as written: once its master has it (async, the "
+    "default), or once a replica has it too (replicated); env LOOM_DURABILITY.",
+)
+def main(verbose: bool, log_format: LogFormat, cluster: bool, durability: str | None) -> None:
     """loom-redis: durable workflows on Redis Streams."""
     configure(verbose=verbose, log_format=log_format)
+    # Both read where every command connects (the store's connect_redis, Store.open).
     if cluster:
-        # Read where every command connects (the store's connect_redis).
         os.environ[CLUSTER_ENV] = "1"
+    if durability:
+        os.environ[DURABILITY_ENV] = durability
 
 
 # Click lists the commands in alphabetical order, whatever the order they are added in.

@@ -14,6 +14,7 @@ from .connection import (
     RedisClient,
 )
 from .keys import DEFAULT_RETENTION_MS, Keyspace
+from .replication import ASYNC, Durability
 from .wire import (
     SCRIPT_NAMES,
     lua_constants,
@@ -41,6 +42,7 @@ class StorePart:
         keys: Keyspace,
         url: str = "",
         retention_ms: int = DEFAULT_RETENTION_MS,
+        durability: Durability = ASYNC,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -48,7 +50,8 @@ class StorePart:
         # The namespace's retention, which commits that close a workflow write (its
         # config's, read when the store opens and by each sweep round: see retention.py).
         self.retention_ms = retention_ms
-        self._lane = DirectLane(redis)
+        self.durability = durability
+        self._lane = DirectLane(redis, durability, Keyspace.replication_mark)
         lib = lua_constants() + _script_source("lib")
         self._scripts = {
             name: Script.of(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES
@@ -61,17 +64,22 @@ class StorePart:
         await self._lane.broadcast(*[("SCRIPT", "LOAD", s.script) for s in self._scripts.values()])
 
     async def _run(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], *then: Sequence[Any]
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *then: Sequence[Any],
+        transition: bool = True,
     ) -> Any:
         """Run a script; with `then` (commands sent in the same write), return the replies
-        of all."""
+        of all. A `transition` is acknowledged as the store's durability says."""
         script = self._scripts[name]
         call = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            replies = await self._lane.execute_chain(call, *then)
+            replies = await self._lane.execute_chain(call, *then, confirmed=transition)
         except NoScriptError:  # a restarted or flushed server: load them, once
             await self.load_scripts()
-            replies = await self._lane.execute_chain(call, *then)
+            replies = await self._lane.execute_chain(call, *then, confirmed=transition)
         return replies if then else replies[0]
 
     async def _run_each(

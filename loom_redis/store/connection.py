@@ -52,7 +52,14 @@ from ..errors import (
     RedisReadOnlyError,
     RedisUnavailableError,
 )
-from .cluster import as_cluster_url, command_slot, is_cluster_url, parse_cluster_url
+from .cluster import (
+    as_cluster_url,
+    command_keys,
+    command_slot,
+    is_cluster_url,
+    parse_cluster_url,
+)
+from .replication import ASYNC, Durability, NotReplicatedError
 
 T = TypeVar("T")
 
@@ -149,6 +156,8 @@ def unreachable(exc: BaseException) -> bool:
     the middle of a failover."""
     if isinstance(exc, (*_CLUSTER_IN_MOTION, SlotNotCoveredError)):
         return True  # a cluster between a master's death and its replica's promotion
+    if isinstance(exc, NotReplicatedError):
+        return True  # a replica down or far behind: as a master that cannot be reached
     return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) and not isinstance(
         exc, AuthenticationError
     )
@@ -541,8 +550,17 @@ class DirectLane:
     again, one being moved (ASK) is asked of its new node.
     """
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        durability: Durability = ASYNC,
+        mark: Callable[[bytes | str], str] | None = None,
+    ) -> None:
         self._cluster = client if isinstance(client, RedisCluster) else None
+        # Under durability "replicated", `mark(key)` names the replication mark of
+        # key's slot (see replication.py).
+        self._durability = durability
+        self._mark = mark
         self._nodes: dict[str, _Node] = {}
         if not isinstance(client, RedisCluster):
             pool = client.connection_pool
@@ -554,22 +572,32 @@ class DirectLane:
         replies = await self.execute_chain(args)
         return replies[0]
 
-    async def execute_chain(self, *commands: Sequence[Any]) -> list[Any]:
+    async def execute_chain(self, *commands: Sequence[Any], confirmed: bool = False) -> list[Any]:
         """Send the commands and return their replies, in order: in one write on a
         standalone server, in one write per hash slot on a cluster. An error reply ends
         the commands of its write: it is raised, and the connection dropped when later
-        replies are due (one may be a blocking command's, which would wait for nothing)."""
+        replies are due (one may be a blocking command's, which would wait for nothing).
+
+        `confirmed` (transitions) under durability "replicated": each write ends with
+        the mark of its slot and a WAIT for replicas, and NotReplicatedError is raised
+        if too few acknowledge it in time."""
         single = self._single
         if single is not None:
-            return await self._send_retried(functools.partial(_same, single), commands)
+            node = functools.partial(_same, single)
+            if confirmed and self._durability.replicas:
+                return self._confirmed(await self._send_retried(node, self._confirming(commands)))
+            return await self._send_retried(node, commands)
         by_slot: dict[int | None, list[int]] = {}
         for index, command in enumerate(commands):
             by_slot.setdefault(command_slot(command), []).append(index)
         replies: list[Any] = [None] * len(commands)
 
+        confirming = confirmed and bool(self._durability.replicas)
+
         async def send_slot(slot: int | None, indexes: list[int]) -> None:
             sent = [commands[i] for i in indexes]
-            for index, reply in zip(indexes, await self._send_to_slot(slot, sent), strict=True):
+            got = await self._send_to_slot(slot, sent, confirming and slot is not None)
+            for index, reply in zip(indexes, got, strict=True):
                 replies[index] = reply
 
         if len(by_slot) == 1:
@@ -590,7 +618,12 @@ class DirectLane:
             self._send_retried(functools.partial(self._node, node), commands) for node in masters
         )
 
-    async def _send_to_slot(self, slot: int | None, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def _send_to_slot(
+        self, slot: int | None, commands: Sequence[Sequence[Any]], confirmed: bool
+    ) -> list[Any]:
+        if confirmed:
+            sent = self._confirming(commands)
+            return self._confirmed(await self._send_to_slot(slot, sent, confirmed=False))
         cluster = self._cluster
         assert cluster is not None
         asked: tuple[str, int] | None = None
@@ -628,6 +661,29 @@ class DirectLane:
         if found is None:
             found = self._nodes[node.name] = _Node(node.connection_class, node.connection_kwargs)
         return found
+
+    def _confirming(self, commands: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+        """`commands` followed by the replication mark of their slot and a WAIT."""
+        assert self._mark is not None
+        slot_key = next(key for command in commands for key in command_keys(command))
+        durability = self._durability
+        return [
+            *commands,
+            ("HSET", self._mark(slot_key), "at", now_ms()),
+            ("WAIT", durability.replicas, durability.wait_ms),
+        ]
+
+    def _confirmed(self, replies: list[Any]) -> list[Any]:
+        """The replies of the commands `_confirming` was given, once the WAIT's says
+        enough replicas acknowledged them; NotReplicatedError otherwise."""
+        acknowledged, wanted = int(replies[-1]), self._durability.replicas
+        if acknowledged < wanted:
+            raise NotReplicatedError(
+                f"no replica acknowledged the write within {self._durability.wait_ms} ms "
+                f"({acknowledged} of {wanted}); it is on the master only "
+                "(durability 'replicated')"
+            )
+        return replies[:-2]
 
     async def _send_retried(
         self, node: Callable[[], _Node], commands: Sequence[Sequence[Any]]

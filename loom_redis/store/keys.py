@@ -159,6 +159,15 @@ class Keyspace:
         """Closed workflow ids scored by the time their retention ends (ms)."""
         return f"{self._tag(shard)}:idx:expiry"
 
+    @staticmethod
+    def replication_mark(key: bytes | str) -> str:
+        """A small hash in the hash slot of `key` (one of ours: `loom:{<tag>}:...`) that
+        each write under durability "replicated" sets, so that its WAIT covers the
+        transition even when a repeat of it wrote nothing (see replication.py)."""
+        name = key.decode() if isinstance(key, bytes) else key
+        tag = name[name.index("{") : name.index("}") + 1]
+        return f"{PREFIX}:{tag}:replicated"
+
     # Namespace-wide keys.
     def config(self) -> str:
         return f"{PREFIX}:{{{self.namespace}}}:config"

@@ -9,6 +9,7 @@ from ..errors import ConfigurationError, RedisPermissionError
 from .backlog import Backlog
 from .connection import (
     connect_redis,
+    mask_url,
     permission_error,
     redis_errors,
 )
@@ -17,6 +18,7 @@ from .keys import MAX_SHARDS, Keyspace, validate_namespace
 from .listing import Listing
 from .queries import Queries
 from .registry import Registry
+from .replication import check_replicas, durability_of
 from .retention import RETENTION_FIELD, Retention, stored_retention
 from .tasks import create_config, stored_shards
 from .workflows import Workflows
@@ -29,10 +31,19 @@ class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retenti
     """Reads and transitions of one namespace on one Redis."""
 
     @classmethod
-    async def open(cls, url: str, namespace: str, shards: int | None = None) -> Store:
+    async def open(
+        cls,
+        url: str,
+        namespace: str,
+        shards: int | None = None,
+        *,
+        durability: str | None = None,
+    ) -> Store:
         """Connect and read the namespace's shard count and retention (creating it on
-        first use)."""
+        first use). `durability` ("async", "replicated"; default LOOM_DURABILITY, else
+        "async") says when a transition counts as written: see replication.py."""
         validate_namespace(namespace)
+        acknowledged = durability_of(durability)
         max_payload_bytes()  # a bad LOOM_MAX_PAYLOAD_BYTES fails here, not at some large payload
         redis = await connect_redis(url)
         try:
@@ -54,10 +65,12 @@ class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retenti
                     "the shard count of a namespace is fixed"
                 )
             retention_ms = stored_retention(keys.config(), retention)
+            with redis_errors("read the replicas (INFO replication)", url):
+                await check_replicas(redis, acknowledged, mask_url(url))
         except BaseException:
             await redis.aclose()
             raise
-        return cls(redis, Keyspace(namespace, stored), url, retention_ms)
+        return cls(redis, Keyspace(namespace, stored), url, retention_ms, acknowledged)
 
     async def write_refusal(self, doing: str) -> RedisPermissionError | None:
         """Why this connection's Redis user may not `doing` (every transition is a

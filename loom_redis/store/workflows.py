@@ -188,7 +188,8 @@ class Workflows(History, Tasks):
                     return await self.await_close(workflow_id, block_seconds)
             else:
                 keys = [self.keys.meta(workflow_id), self.keys.history(workflow_id), notice]
-                found, packed = await self._run("await_close", keys, [], block)
+                # Only registers a waiter: no transition to make durable.
+                found, packed = await self._run("await_close", keys, [], block, transition=False)
                 status = text(found)
         if packed is None or status == "":
             return CloseWait(status, closed=False)
