@@ -159,6 +159,33 @@ async def test_workers_and_clients_ride_out_a_master_s_failover(namespace: str) 
     assert all(result["calls"] >= 2 for result in results[:12])
 
 
+async def test_replicated_durability_loses_no_acknowledged_start_in_a_failover(
+    namespace: str,
+) -> None:
+    """The same failover under durability "replicated", the kill right after the
+    starts: each start was acknowledged once a replica had it, so none is lost. The
+    promoted replica has no replica of its own, so its shards wait (their transitions
+    fail and are retried) until the killed node is back, as a replica of it."""
+    binary = os.environ.get("LOOM_TEST_SERVER_BINARY") or None
+    with LocalCluster(masters=3, replicas=1, binary=binary) as cluster:
+        async with (
+            loom.Client.connect(cluster.url, namespace=namespace, durability="replicated") as client,
+            running_worker(cluster.url, namespace, durability="replicated", lease_seconds=20),
+        ):
+            handles = [
+                await client.start(RetryingWorkflow, {"key": f"{namespace}-{n}"}) for n in range(12)
+            ] + [await client.start(SleeperWorkflow, {"seconds": 2}) for _ in range(12)]
+            victim = await anyio.to_thread.run_sync(cluster.master_of_slot, 0)
+            victim.stop(kill=True)
+            with anyio.fail_after(30):
+                while await anyio.to_thread.run_sync(cluster.master_of_slot, 0) is victim:
+                    await anyio.sleep(0.2)
+            await anyio.to_thread.run_sync(victim.start)
+            results = [await handle.result(timeout=60) for handle in handles]
+    assert results[12:] == [{"woke": True}] * 12
+    assert all(result["calls"] >= 2 for result in results[:12])
+
+
 async def test_a_read_over_the_masters_raises_while_one_is_gone(namespace: str) -> None:
     """A pipeline over every shard answers, for the shards of a master that just died, a
     lost connection in place of a reply: the store raises it (the worker's loops wait
