@@ -1,16 +1,19 @@
 """A master of a Redis Cluster SIGKILLed while workflows run: what the run sees.
 
 Starts a cluster of 3 masters and 3 replicas on loopback (`LocalCluster`, node timeout
-2 s), one worker in this process, and N workflows of `steps` sequential activities, each
-activity recording its execution. Once a third of them have completed it SIGKILLs the
-master of the shard that holds most open workflows, then waits for every workflow and
-prints: the time from the kill to the replica's promotion and to the first completion
-after it, how many workflows completed, how many activity executions ran more than
-once (an execution whose recorded outcome the failover lost, or whose task was taken
-over), and how many workflows replayed an earlier point for it (those with a re-run
-activity).
+2 s), one worker in this process, and N workflows of `steps` sequential activities,
+started at a steady pace, each activity recording its execution. Once a third of them
+have completed it SIGKILLs the master of the shard that holds most workflows, restarts
+that node once its replica is promoted (it comes back as the new master's replica, as a
+restarted pod would), then waits for every workflow and prints: the time from the kill
+to the promotion and to the first completion after it, how many workflows completed,
+how many acknowledged starts were lost, how many activity executions ran more than once
+(an execution whose recorded outcome the failover lost, or whose task was taken over),
+and how many workflows replayed an earlier point for it. `--durability replicated`
+runs the same with every transition acknowledged by a replica (README, "Durability").
 
-    .venv/bin/python -m bench.cluster_failover [--workflows 300] [--steps 5]
+    .venv/bin/python -m bench.cluster_failover [--workflows 300] [--steps 5]\
+        [--start-rate 40] [--durability async|replicated]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import collections
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,36 +53,46 @@ class FailoverChain(loom.Workflow[dict, dict]):
         await ctx.state.set("steps", step)
 
 
-async def _run(cluster: LocalCluster, count: int, steps: int) -> None:
+async def _run(cluster: LocalCluster, count: int, steps: int, rate: float, durability: str) -> None:
     namespace = "failover"
     done: list[float] = []
-    lost: list[str] = []
+    not_found: list[str] = []
+    acknowledged: list[str] = []
     third_done = asyncio.Event()
     async with (
-        loom.Client.connect(cluster.url, namespace=namespace) as client,
-        running_worker(cluster.url, namespace, concurrency=32),
+        loom.Client.connect(cluster.url, namespace=namespace, durability=durability) as client,
+        running_worker(cluster.url, namespace, durability=durability, concurrency=32),
     ):
-        handles = [
-            await client.start(FailoverChain, {"key": f"w{n}", "steps": steps})
-            for n in range(count)
-        ]
 
         async def wait(handle: loom.WorkflowHandle[dict]) -> None:
             try:
                 await handle.result(timeout=300)
-            except loom.WorkflowNotFoundError:  # its start was lost with the master
-                lost.append(handle.workflow_id)
+            except loom.WorkflowNotFoundError:
+                not_found.append(handle.workflow_id)
                 return
             done.append(time.monotonic())
             if len(done) >= count // 3:
                 third_done.set()
 
-        tasks = [asyncio.create_task(wait(h)) for h in handles]
+        async def produce() -> None:
+            """Starts at a steady pace, so that some are under way at the kill."""
+            for n in range(count):
+                handle = await client.start(FailoverChain, {"key": f"w{n}", "steps": steps})
+                acknowledged.append(handle.workflow_id)
+                tasks.append(asyncio.create_task(wait(handle)))
+                await asyncio.sleep(1 / rate)
+
+        tasks: list[asyncio.Task[None]] = []
+        began = time.monotonic()
+        producer = asyncio.create_task(produce())
         await third_done.wait()
-        shards = collections.Counter(client.store.keys.shard_of(h.workflow_id) for h in handles)
+        shards = collections.Counter(
+            client.store.keys.shard_of(workflow_id) for workflow_id in acknowledged
+        )
         slot = _busiest_slot(client, shards)
         victim = await asyncio.to_thread(cluster.master_of_slot, slot)
         killed = time.monotonic()
+        started_before = len(acknowledged)
         before = len(done)
         victim.stop(kill=True)
         promoted = None
@@ -89,18 +103,44 @@ async def _run(cluster: LocalCluster, count: int, steps: int) -> None:
             except loom.ConfigurationError:
                 pass
             await asyncio.sleep(0.1)
+        # As an orchestrator would: the killed node comes back, as the new master's
+        # replica (its nodes.conf says which cluster it belongs to).
+        await asyncio.to_thread(victim.start)
+        await producer
         await asyncio.gather(*tasks)
+        after_kill = [t for t in done if t > killed]
+        # A "not found" of a workflow that exists is a wrong answer; one that does not
+        # exist is a start acknowledged by the dead master and lost with it.
+        spurious = [
+            workflow_id
+            for workflow_id in not_found
+            if await _exists(client.get_handle(workflow_id))
+        ]
     print(
-        f"{count} workflows x {steps} activities on 3 masters + 3 replicas; "
-        f"SIGKILL of a master after {before} completed"
+        f"{count} workflows x {steps} activities on 3 masters + 3 replicas, durability "
+        f"{durability!r}; SIGKILL of a master after {before} completed and "
+        f"{started_before} started"
     )
     print(f"  replica promoted {promoted - killed:.1f} s after the kill")
-    print(f"  completed: {len(done)}/{count}")
-    print(f"  lost whole (a start the dead master acknowledged, never replicated): {len(lost)}")
+    if after_kill:
+        print(f"  first completion after the kill: {min(after_kill) - killed:.1f} s")
+    print(
+        f"  completed: {len(done)}/{count}, the last {max(done) - began:.1f} s after the first start"
+    )
+    print(f"  acknowledged starts lost with the dead master: {len(not_found) - len(spurious)}")
+    print(f"  result() said 'not found' of an existing workflow: {len(spurious)}")
     reruns = sum(n - 1 for n in executions.values() if n > 1)
     replayed = {key for (key, _), n in executions.items() if n > 1}
     print(f"  activity executions run more than once: {reruns}")
     print(f"  workflows with a re-run activity (replayed an earlier point): {len(replayed)}")
+
+
+async def _exists(handle: loom.WorkflowHandle[Any]) -> bool:
+    try:
+        await handle.describe()
+    except loom.WorkflowNotFoundError:
+        return False
+    return True
 
 
 def _busiest_slot(client: loom.Client, shards: collections.Counter[int]) -> int:
@@ -113,9 +153,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=300)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--start-rate", type=float, default=40.0, help="starts per second")
+    parser.add_argument("--durability", choices=["async", "replicated"], default="async")
     args = parser.parse_args()
     with LocalCluster(masters=3, replicas=1) as cluster:
-        asyncio.run(_run(cluster, args.workflows, args.steps))
+        asyncio.run(_run(cluster, args.workflows, args.steps, args.start_rate, args.durability))
 
 
 if __name__ == "__main__":
