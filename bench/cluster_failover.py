@@ -125,7 +125,8 @@ async def _run(cluster: LocalCluster, count: int, steps: int, rate: float, durab
     if after_kill:
         print(f"  first completion after the kill: {min(after_kill) - killed:.1f} s")
     print(
-        f"  completed: {len(done)}/{count}, the last {max(done) - began:.1f} s after the first start"
+        f"  completed: {len(done)}/{count}, the last {max(done) - began:.1f} s after "
+        "the first start"
     )
     print(f"  acknowledged starts lost with the dead master: {len(not_found) - len(spurious)}")
     print(f"  result() said 'not found' of an existing workflow: {len(spurious)}")
