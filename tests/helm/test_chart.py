@@ -168,6 +168,7 @@ def test_defaults() -> None:
     }
     assert _env(container)["LOOM_NAMESPACE"] == "default"
     assert _env(container)["LOOM_LOG_FORMAT"] == "json"
+    assert _env(container)["LOOM_DURABILITY"] == "async"
     assert one(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
@@ -389,6 +390,11 @@ def test_a_cluster_url_reaches_the_workers() -> None:
     assert one(manifests, "Secret", f"{FULLNAME}-redis")["stringData"]["url"] == url
 
 
+def test_replicated_durability_reaches_the_workers() -> None:
+    _, container = _worker(render({**DEFAULTS, "loom": {"durability": "replicated"}}))
+    assert _env(container)["LOOM_DURABILITY"] == "replicated"
+
+
 def test_everything_off() -> None:
     manifests = render(EVERYTHING_OFF)
     assert kinds(manifests) == {"Deployment", "Secret"}
@@ -403,6 +409,7 @@ def test_everything_off() -> None:
         ({"worker": {"concurency": 4}}, "at '/worker': additional properties 'concurency'"),
         ({"redis": {"url": "http://x"}}, "at '/redis/url'"),
         ({"loom": {"queues": []}}, "at '/loom/queues'"),
+        ({"loom": {"durability": "sync"}}, "at '/loom/durability'"),
         ({"loom": {"queues": ["a b"]}}, "at '/loom/queues/0'"),
         ({"autoscaling": {"keda": {"source": "redis"}}}, "at '/autoscaling/keda/source'"),
         (

@@ -158,6 +158,8 @@ and the test pod. Called with (list $ hook). */}}
 {{- end }}
 - name: LOOM_NAMESPACE
   value: {{ $root.Values.loom.namespace | quote }}
+- name: LOOM_DURABILITY
+  value: {{ $root.Values.loom.durability | quote }}
 - name: LOOM_WAIT_FOR_REDIS
   value: {{ $root.Values.redis.waitSeconds | quote }}
 - name: LOOM_LOG_FORMAT
