@@ -91,7 +91,7 @@ class Worker:
         takeover = Takeover(store, options, streams, trouble, timers)
         self._intake = intake = Intake(store, options, streams, in_flight, trouble, takeover)
         unrunnable = Unrunnable(store, timers, options.unregistered_grace_ms)
-        commits = WorkflowCommits(store, options, in_flight, instances, intake, timers)
+        commits = WorkflowCommits(store, options, in_flight, instances, intake, timers, trouble)
         activity_tasks = ActivityTasks(
             store, in_flight, instances, intake, timers, trouble, commits, unrunnable
         )

@@ -25,6 +25,7 @@ from ._intake import Intake
 from ._options import Options
 from ._outcomes import TaskOutcome
 from ._timers import TimerSweep
+from ._trouble import RedisTrouble
 
 logger = logging.getLogger("loom_redis.worker")
 
@@ -95,9 +96,11 @@ class WorkflowCommits:
         instances: InstanceCache,
         intake: Intake,
         timers: TimerSweep,
+        trouble: RedisTrouble,
     ) -> None:
         self._store = store
         self._options = options
+        self._trouble = trouble
         self._in_flight = in_flight
         self._instances = instances
         self._intake = intake
@@ -159,16 +162,23 @@ class WorkflowCommits:
         keep: bool = True,
     ) -> str:
         """Write the plans of workflow task `task`, fenced by the history `loaded` read,
-        and take what the commit delivered (see committed)."""
-        result = await self._store.commit_workflow_task(
-            task.workflow_id,
-            queue=queue,
-            task_id=task.id,
-            expected_length=loaded.length,
-            plans=plans,
-            take_next_for=take_next_for,
-            task_stream=task.queue_key,
-            last_read_id=loaded.skip_from,
+        and take what the commit delivered (see committed).
+
+        Retried here while Redis cannot be reached, not by running the task again: an
+        activity the task ran at once would run again (a repeat of a commit that was
+        made is fenced out, and the history has it)."""
+        result = await self._trouble.while_unreachable(
+            task,
+            lambda: self._store.commit_workflow_task(
+                task.workflow_id,
+                queue=queue,
+                task_id=task.id,
+                expected_length=loaded.length,
+                plans=plans,
+                take_next_for=take_next_for,
+                task_stream=task.queue_key,
+                last_read_id=loaded.skip_from,
+            ),
         )
         return self._committed(task, loaded.instance, plans, result, loaded.last_id, keep=keep)
 

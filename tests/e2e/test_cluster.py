@@ -169,7 +169,9 @@ async def test_replicated_durability_loses_no_acknowledged_start_in_a_failover(
     binary = os.environ.get("LOOM_TEST_SERVER_BINARY") or None
     with LocalCluster(masters=3, replicas=1, binary=binary) as cluster:
         async with (
-            loom.Client.connect(cluster.url, namespace=namespace, durability="replicated") as client,
+            loom.Client.connect(
+                cluster.url, namespace=namespace, durability="replicated"
+            ) as client,
             running_worker(cluster.url, namespace, durability="replicated", lease_seconds=20),
         ):
             handles = [

@@ -90,6 +90,49 @@ async def test_result_waits_ride_out_a_redis_restart(tmp_path: Path) -> None:
     assert results == [{"squared": v**4} for v in range(20)]
 
 
+outage_runs: list[int] = []
+outage_started = asyncio.Event()
+
+
+@loom.activity(name="trouble_through_outage")
+async def through_outage(value: int) -> int:
+    outage_runs.append(value)
+    outage_started.set()
+    await asyncio.sleep(0.5)  # Redis goes down meanwhile
+    return value + 1
+
+
+@loom.workflow(name="trouble_Outage")
+class Outage(loom.Workflow[dict, dict]):
+    @loom.step()
+    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+        await ctx.state.set("got", await ctx.activity(through_outage, ctx.input["value"]))
+
+
+@pytest.mark.anyio
+async def test_an_eager_activity_whose_commit_meets_an_outage_runs_once(tmp_path: Path) -> None:
+    """The activity a workflow task runs at once ends while Redis is down: its commit is
+    retried until Redis is back, the activity is not run again for each retry."""
+    server = _server(tmp_path).start()
+    outage_runs.clear()
+    outage_started.clear()
+    try:
+        async with (
+            loom.Client.connect(server.url, namespace=NAMESPACE) as client,
+            running_worker(server.url, NAMESPACE, eager_seconds=5),
+        ):
+            handle = await client.start(Outage, {"value": 1})
+            with anyio.fail_after(20):
+                await outage_started.wait()
+            server.stop()
+            await anyio.sleep(3)
+            server = _server(tmp_path, port=server.port).start()
+            assert await handle.result(timeout=60) == {"got": 2}
+    finally:
+        server.cleanup()
+    assert outage_runs == [1]
+
+
 # -- 2. out of memory is back-pressure -------------------------------------------------------
 
 
