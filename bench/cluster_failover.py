@@ -134,6 +134,9 @@ async def _run(cluster: LocalCluster, count: int, steps: int, rate: float, durab
     replayed = {key for (key, _), n in executions.items() if n > 1}
     print(f"  activity executions run more than once: {reruns}")
     print(f"  workflows with a re-run activity (replayed an earlier point): {len(replayed)}")
+    for key in sorted(replayed):
+        runs = [executions[(key, step)] for step in range(steps)]
+        print(f"    {key}: executions of its activities, in order: {runs}")
 
 
 async def _exists(handle: loom.WorkflowHandle[Any]) -> bool:
