@@ -215,6 +215,7 @@ class Client:
             url=self.url,
             retry_seconds=self.retry_seconds,
             log=logger,
+            namespace=self.namespace,
         )
 
     # -- workflows ---------------------------------------------------------------

@@ -1,10 +1,10 @@
 """The `loom` command line: worker, init, list, inspect, stats, signal, cancel, dead,
-history, prune, web.
+history, prune, web, acl.
 
 One module per group of commands, as `loom --help` reads: `namespace` (init),
 `worker` (worker, workers), `workflows` (list, inspect, stats, signal, cancel),
-`dead_letters` (dead list, dead retry), `retention` (history export, prune) and `web`;
-`_common` holds what they share."""
+`dead_letters` (dead list, dead retry), `retention` (history export, prune), `web` and
+`acl` (acl rules, acl apply); `_common` holds what they share."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .. import __version__
 from ..logs import LogFormat, configure
 from ..store.cluster import CLUSTER_ENV
 from ..store.replication import DURABILITIES, DURABILITY_ENV
-from . import dead_letters, namespace, retention, web, worker, workflows
+from . import acl, dead_letters, namespace, retention, web, worker, workflows
 
 __all__ = ["main"]
 
@@ -71,5 +71,6 @@ for command in (
     retention.history,
     retention.prune,
     web.web,
+    acl.acl,
 ):
     main.add_command(command)

@@ -31,6 +31,7 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     SlotNotCoveredError,
     TryAgainError,
@@ -59,6 +60,7 @@ from .cluster import (
     is_cluster_url,
     parse_cluster_url,
 )
+from .keys import key_pattern
 from .replication import ASYNC, Durability, NotReplicatedError
 
 T = TypeVar("T")
@@ -117,8 +119,11 @@ _ACL_SCRIPT_ERRORS = (
 _DENIED_COMMAND = re.compile(r"permissions to run the '([^']+)' command")
 
 
-def permission_error(exc: RedisError, doing: str, url: str) -> RedisPermissionError | None:
-    """A RedisPermissionError naming what the user lacks, if `exc` is an ACL refusal."""
+def permission_error(
+    exc: RedisError, doing: str, url: str, namespace: str | None = None
+) -> RedisPermissionError | None:
+    """A RedisPermissionError naming what the user lacks, if `exc` is an ACL refusal
+    (`namespace`: the one whose keys it was to touch, if known)."""
     message = str(exc)
     if not isinstance(exc, NoPermissionError) and not (
         isinstance(exc, ResponseError) and any(m in message for m in _ACL_SCRIPT_ERRORS)
@@ -128,8 +133,13 @@ def permission_error(exc: RedisError, doing: str, url: str) -> RedisPermissionEr
     if command:
         name = command.group(1)
         missing = f"the command {name.upper().replace('|', ' ')} (ACL rule +{name})"
+    elif "key" in message and namespace is not None:
+        missing = (
+            f"access to the keys of namespace {namespace!r} (ACL key pattern "
+            f"~{key_pattern(namespace)} or ~{key_pattern()})"
+        )
     elif "key" in message:
-        missing = "access to its keys (ACL rule ~loom:*)"
+        missing = f"access to its keys (ACL key pattern ~{key_pattern()})"
     else:
         missing = "a command one of loom-redis's scripts runs"
     return RedisPermissionError(
@@ -139,12 +149,12 @@ def permission_error(exc: RedisError, doing: str, url: str) -> RedisPermissionEr
 
 
 @contextlib.contextmanager
-def acl_checked(doing: str, url: str) -> Iterator[None]:
+def acl_checked(doing: str, url: str, namespace: str | None = None) -> Iterator[None]:
     """Turn an ACL refusal by Redis inside the block into a RedisPermissionError."""
     try:
         yield
     except ResponseError as exc:
-        denied = permission_error(exc, doing, url)
+        denied = permission_error(exc, doing, url, namespace)
         if denied is None:
             raise
         raise denied from None
@@ -174,12 +184,15 @@ def answered(replies: list[Any]) -> list[Any]:
     return replies
 
 
-def loom_error(exc: RedisError, doing: str, url: str, *, retried: float = 0.0) -> LoomError:
-    """The LoomError that says what `exc`, an error of redis-py while it was to `doing`,
-    means; `retried` is how long the operation was retried, if it was."""
+def loom_error(
+    exc: RedisError, doing: str, url: str, *, retried: float = 0.0, namespace: str | None = None
+) -> LoomError:
+    """The LoomError that says what `exc`, an error of redis-py while it was to `doing`
+    (in `namespace`, if known), means; `retried` is how long the operation was retried,
+    if it was."""
     where = mask_url(url)
     detail = str(exc).strip().rstrip(".")
-    denied = permission_error(exc, doing, url)
+    denied = permission_error(exc, doing, url, namespace)
     if denied is not None:
         return denied
     if isinstance(exc, OutOfMemoryError):
@@ -202,12 +215,12 @@ def loom_error(exc: RedisError, doing: str, url: str, *, retried: float = 0.0) -
 
 
 @contextlib.contextmanager
-def redis_errors(doing: str, url: str) -> Iterator[None]:
+def redis_errors(doing: str, url: str, namespace: str | None = None) -> Iterator[None]:
     """Turn an error of redis-py inside the block into the LoomError that names it."""
     try:
         yield
     except RedisError as exc:
-        raise loom_error(exc, doing, url) from None
+        raise loom_error(exc, doing, url, namespace=namespace) from None
 
 
 async def retrying(
@@ -243,6 +256,7 @@ async def retried_call(
     url: str,
     retry_seconds: float,
     log: logging.Logger,
+    namespace: str | None = None,
 ) -> T:
     """`call()`, made again while Redis cannot be reached, for up to `retry_seconds`
     (`log` warns once that it retries); an error of redis-py comes out as the LoomError
@@ -265,7 +279,8 @@ async def retried_call(
     try:
         return await retrying(call, patience, on_retry)
     except RedisError as exc:
-        raise loom_error(exc, doing, url, retried=retry_seconds if retries else 0.0) from None
+        retried = retry_seconds if retries else 0.0
+        raise loom_error(exc, doing, url, retried=retried, namespace=namespace) from None
 
 
 # URL query parameters of redis-py that name files for TLS.
@@ -336,11 +351,26 @@ def _client(url: str) -> RedisClient:
 
 async def _server_info(client: RedisClient) -> dict[str, Any]:
     if isinstance(client, RedisCluster):
-        await client.initialize()  # reads the slots: every master must answer
+        try:
+            await client.initialize()  # reads the slots: every master must answer
+        except RedisClusterException as exc:
+            raise _innermost(exc) from None
         info: Any = await client.info("server", target_nodes=client.get_random_node())
     else:
         info = await client.info("server")
     return dict(info)
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The error a node answered, which redis-py's cluster client wraps in errors of its
+    own (a refused password, or an ACL refusal of CLUSTER SLOTS, becomes "Cluster mode is
+    not enabled on this node"); `exc` itself if it wraps none."""
+    inner = exc.__cause__ or exc.__context__
+    while inner is not None:
+        if isinstance(inner, RedisError):
+            return inner
+        inner = inner.__cause__ or inner.__context__
+    return exc
 
 
 async def connect_redis(url: str) -> RedisClient:
@@ -379,9 +409,15 @@ async def connect_redis(url: str) -> RedisClient:
         ) from None
     except RedisError as exc:
         await client.aclose()
-        denied = permission_error(exc, "run INFO (loom-redis checks the server version)", url)
+        doing = "run INFO (loom-redis checks the server version)"
+        if isinstance(client, RedisCluster):
+            doing = "read the cluster's slots (CLUSTER SLOTS) and command table (COMMAND)"
+        denied = permission_error(exc, doing, url)
         if denied is not None:
             raise denied from None
+        raise RedisUnavailableError(f"Redis at {mask_url(url)} refused: {exc}") from None
+    except RedisClusterException as exc:  # not a cluster, or not a whole one
+        await client.aclose()
         raise RedisUnavailableError(f"Redis at {mask_url(url)} refused: {exc}") from None
     version = str(info.get("redis_version", "0"))
     numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())

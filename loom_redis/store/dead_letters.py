@@ -133,7 +133,7 @@ class DeadLetters(StorePart):
         flat: list[Any] = []
         for name, value in task_fields.items():
             flat += [name, value]
-        with acl_checked(f"re-drive dead-lettered task {dead.id}", self.url):
+        with acl_checked(f"re-drive dead-lettered task {dead.id}", self.url, self.keys.namespace):
             return text(
                 await self._run(
                     "redrive",

@@ -39,6 +39,16 @@ def validate_namespace(namespace: str) -> str:
     return namespace
 
 
+def key_pattern(namespace: str | None = None) -> str:
+    """The glob of every key of `namespace` (None: of every namespace), as a Redis ACL
+    key pattern takes it: `loom:{prod[:}]*` matches `loom:{prod}:...` and
+    `loom:{prod:N}:...`, not `loom:{prod2}:...` (a namespace name holds no glob
+    character: validate_namespace)."""
+    if namespace is None:
+        return f"{PREFIX}:*"
+    return f"{PREFIX}:{{{validate_namespace(namespace)}[:}}]*"
+
+
 def validate_queue(queue: str) -> str:
     if not isinstance(queue, str) or not _QUEUE_RE.fullmatch(queue):
         raise ConfigurationError(

@@ -59,7 +59,9 @@ class Retention(StorePart):
         it again each sweep round) are deleted this long after their close."""
         if not isinstance(retention_ms, int) or retention_ms < 0:
             raise ConfigurationError(f"retention must be >= 0 ms, got {retention_ms!r}")
-        with redis_errors(f"set the retention of namespace {self.keys.namespace!r}", self.url):
+        with redis_errors(
+            f"set the retention of namespace {self.keys.namespace!r}", self.url, self.keys.namespace
+        ):
             await self.redis.hset(self.keys.config(), RETENTION_FIELD, str(retention_ms))
         self.retention_ms = retention_ms
 
@@ -77,7 +79,7 @@ class Retention(StorePart):
         ('deleted'|'open'|'kept'|'missing', status); an open workflow is never deleted."""
         keys = self.keys
         shard = keys.shard_of(workflow_id)
-        with acl_checked(f"delete workflow {workflow_id!r}", self.url):
+        with acl_checked(f"delete workflow {workflow_id!r}", self.url, self.keys.namespace):
             reply = await self._run(
                 "delete_closed",
                 [

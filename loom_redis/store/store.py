@@ -53,10 +53,10 @@ class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retenti
             if not isinstance(wanted, int) or not 1 <= wanted <= MAX_SHARDS:
                 raise ConfigurationError(f"shard count must be 1..{MAX_SHARDS}, got {wanted!r}")
             # Read first: a read-only (dashboard) user can open an existing namespace.
-            with redis_errors(f"open namespace {namespace!r}", url):
+            with redis_errors(f"open namespace {namespace!r}", url, namespace):
                 found, retention = await redis.hmget(keys.config(), ["shards", RETENTION_FIELD])
             if found is None:
-                with redis_errors(f"create namespace {namespace!r}", url):
+                with redis_errors(f"create namespace {namespace!r}", url, namespace):
                     found = await create_config(redis, keys.config(), wanted)
             stored = stored_shards(keys.config(), found)
             if shards is not None and stored != shards:
@@ -81,7 +81,7 @@ class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retenti
         except NoScriptError:
             return None
         except ResponseError as exc:
-            return permission_error(exc, doing, self.url)
+            return permission_error(exc, doing, self.url, self.keys.namespace)
         return None
 
     async def ping(self) -> None:

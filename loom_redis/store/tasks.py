@@ -136,7 +136,7 @@ class Tasks(Timers):
         for reply in answered(await pipe.execute(raise_on_error=False)):
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
                 doing = "create the consumer groups of the task queues (XGROUP CREATE)"
-                raise permission_error(reply, doing, self.url) or reply
+                raise permission_error(reply, doing, self.url, self.keys.namespace) or reply
 
     async def restore_namespace(self, queues: Iterable[str]) -> bool:
         """Recreate what a server that lost the namespace's data no longer has: its config

@@ -149,7 +149,7 @@ class Workflows(History, Tasks):
         ]
         if owner:
             script_keys.append(keys.owner_index(shard, owner))
-        with acl_checked(f"start workflow {workflow_id!r}", self.url):
+        with acl_checked(f"start workflow {workflow_id!r}", self.url, self.keys.namespace):
             reply = await self._run(
                 "start",
                 script_keys,
@@ -180,7 +180,9 @@ class Workflows(History, Tasks):
         notice = self.keys.close_notice(workflow_id)
         # BLMOVE's 0 would block for ever.
         block = ("BLMOVE", notice, notice, "RIGHT", "LEFT", f"{max(block_seconds, 0.001):.3f}")
-        with acl_checked(f"wait for the close of workflow {workflow_id!r}", self.url):
+        with acl_checked(
+            f"wait for the close of workflow {workflow_id!r}", self.url, self.keys.namespace
+        ):
             status: str | None = None
             if registered:
                 packed = await self._lane.execute(*block)
@@ -373,7 +375,7 @@ class Workflows(History, Tasks):
             return Reply.MISSING, ""
         shard = self.keys.shard_of(workflow_id)
         doing = "cancel" if event_type == EventType.WORKFLOW_CANCEL_REQUESTED else "signal"
-        with acl_checked(f"{doing} workflow {workflow_id!r}", self.url):
+        with acl_checked(f"{doing} workflow {workflow_id!r}", self.url, self.keys.namespace):
             reply = await self._run(
                 "external",
                 [

@@ -130,7 +130,7 @@ class Worker:
 
         Started with `await task_group.start(worker.run)`, it returns once the worker
         reads its queues (and raises if it cannot start)."""
-        with redis_errors("start a worker", self.store.url):
+        with redis_errors("start a worker", self.store.url, self.store.keys.namespace):
             await self.store.ensure_groups(self.queues)
             await self.store.load_scripts()
             await publish_definitions(self.store)

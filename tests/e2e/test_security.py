@@ -352,6 +352,12 @@ async def acl_users(acl_server: str, namespace: str) -> AsyncIterator[AclUsers]:
 
 READS = [
     ["INFO", "server"],
+    # A worker asks whether Redis is back after an error; on a cluster, redis-py reads
+    # the slot map and the command table, and asks a slot being moved of its new node.
+    ["PING"],
+    ["CLUSTER", "SLOTS"],
+    ["COMMAND"],
+    ["ASKING"],
     ["HGET", "loom:{ns}:config", "shards"],
     ["HGETALL", "loom:{ns:0}:wf:x:m"],
     ["XRANGE", "loom:{ns:0}:wf:x:h", "-", "+"],
@@ -380,6 +386,7 @@ WRITES = [
     ["XCLAIM", "loom:{ns:0}:q:default", "workers", "w", "0", "1-1", "JUSTID"],
     ["ZRANGEBYSCORE", "loom:{ns:0}:timers", "-inf", "+inf"],
     ["BLMOVE", "loom:{ns:0}:wf:x:c", "loom:{ns:0}:wf:x:c", "RIGHT", "LEFT", "0.001"],
+    ["WAIT", "1", "1000"],  # durability "replicated"
 ]
 NEVER = [
     ["EVAL", "return 1", "0"],
@@ -981,6 +988,11 @@ async def test_credentials_never_appear_in_logs_metrics_cli_output_or_errors(
             await wait_until(complained, timeout=15)
             await admin.execute_command("ACL", "SETUSER", user, "resetpass", f">{password}")
             assert worker.name in caplog.text
+
+            async def answers_again() -> bool:  # its PING, which the user may send
+                return "Redis answers again" in caplog.text
+
+            await wait_until(answers_again, timeout=15)
 
         # Errors: a wrong password, a password the URL lacks, an unreachable host.
         wrong = with_credentials(redis_url, user, changed)
