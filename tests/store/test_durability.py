@@ -12,11 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 import loom_redis as loom
 from loom_redis.errors import ConfigurationError, RedisUnavailableError
 from loom_redis.store import Store
 from loom_redis.testing import EmbeddedServer
+from tests.support import acl_rule, create_user, with_credentials
 from tests.web_workflows import SleeperWorkflow
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +101,22 @@ async def test_a_start_no_replica_acknowledges_is_not_reported_as_made(
     # Asynchronous durability goes on without the replica.
     async with loom.Client.connect(master.url, namespace=namespace) as client:
         handle = await client.start(SleeperWorkflow, {"seconds": 1})
+        assert await handle.status() == "PENDING"
+
+
+async def test_the_documented_worker_user_may_make_replicated_transitions(
+    servers: tuple[EmbeddedServer, EmbeddedServer], namespace: str
+) -> None:
+    master = servers[0]
+    admin = aioredis.Redis.from_url(master.url)
+    try:
+        await create_user(admin, "durable-worker", "pw", acl_rule("loom-worker"))
+    finally:
+        await admin.aclose()
+    url = with_credentials(master.url, "durable-worker", "pw")
+    async with loom.Client.connect(url, namespace=namespace, durability="replicated") as client:
+        handle = await client.start(SleeperWorkflow, {"seconds": 0})
+        await handle.signal("ignored", {})
         assert await handle.status() == "PENDING"
 
 
