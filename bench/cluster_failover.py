@@ -28,10 +28,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+import redis  # noqa: E402
 from redis.crc import key_slot  # noqa: E402
 
 import loom_redis as loom  # noqa: E402
-from loom_redis.testing import LocalCluster, running_worker  # noqa: E402
+from loom_redis.testing import EmbeddedServer, LocalCluster, running_worker  # noqa: E402
 
 executions: collections.Counter[tuple[str, int]] = collections.Counter()
 
@@ -53,7 +54,9 @@ class FailoverChain(loom.Workflow[dict, dict]):
         await ctx.state.set("steps", step)
 
 
-async def _run(cluster: LocalCluster, count: int, steps: int, rate: float, durability: str) -> None:
+async def _run(
+    cluster: LocalCluster, count: int, steps: int, rate: float, durability: str, lag: float
+) -> None:
     namespace = "failover"
     done: list[float] = []
     not_found: list[str] = []
@@ -91,6 +94,11 @@ async def _run(cluster: LocalCluster, count: int, steps: int, rate: float, durab
         )
         slot = _busiest_slot(client, shards)
         victim = await asyncio.to_thread(cluster.master_of_slot, slot)
+        # A replica cut off (a network partition, a slow link) while the master goes on
+        # acknowledging writes.
+        replicas = await asyncio.to_thread(cluster.replicas_of, victim)
+        replica_offset = _offset(replicas[0])
+        master_offset = await asyncio.to_thread(_cut_off_replicas, victim, lag)
         killed = time.monotonic()
         started_before = len(acknowledged)
         before = len(done)
@@ -119,9 +127,13 @@ async def _run(cluster: LocalCluster, count: int, steps: int, rate: float, durab
     print(
         f"{count} workflows x {steps} activities on 3 masters + 3 replicas, durability "
         f"{durability!r}; SIGKILL of a master after {before} completed and "
-        f"{started_before} started"
+        f"{started_before} started, its replica cut off {lag:g} s before"
     )
     print(f"  replica promoted {promoted - killed:.1f} s after the kill")
+    print(
+        f"  replication stream the promoted replica never had: "
+        f"{master_offset - replica_offset} bytes"
+    )
     if after_kill:
         print(f"  first completion after the kill: {min(after_kill) - killed:.1f} s")
     print(
@@ -137,6 +149,31 @@ async def _run(cluster: LocalCluster, count: int, steps: int, rate: float, durab
     for key in sorted(replayed):
         runs = [executions[(key, step)] for step in range(steps)]
         print(f"    {key}: executions of its activities, in order: {runs}")
+
+
+def _cut_off_replicas(master: EmbeddedServer, seconds: float) -> int:
+    """Cut `master` off from its replicas for `seconds`: no new connection is accepted
+    (maxclients is set to those it has), then its replicas' links are closed, so that
+    they cannot reconnect and catch up, while its clients go on writing. Returns the
+    master's replication offset at the end."""
+    admin = redis.Redis(port=master.port)
+    try:
+        connected = int(admin.info("clients")["connected_clients"])
+        admin.config_set("maxclients", connected)
+        admin.client_kill_filter(_type="replica")
+        time.sleep(seconds)
+        return int(admin.info("replication")["master_repl_offset"])
+    finally:
+        admin.close()
+
+
+def _offset(replica: EmbeddedServer) -> int:
+    """How much of its master's replication stream a replica has processed."""
+    admin = redis.Redis(port=replica.port)
+    try:
+        return int(admin.info("replication")["slave_repl_offset"])
+    finally:
+        admin.close()
 
 
 async def _exists(handle: loom.WorkflowHandle[Any]) -> bool:
@@ -159,9 +196,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--start-rate", type=float, default=40.0, help="starts per second")
     parser.add_argument("--durability", choices=["async", "replicated"], default="async")
+    parser.add_argument(
+        "--replica-lag",
+        type=float,
+        default=1.0,
+        help="seconds the dead master's replicas are cut off before the kill",
+    )
     args = parser.parse_args()
     with LocalCluster(masters=3, replicas=1) as cluster:
-        asyncio.run(_run(cluster, args.workflows, args.steps, args.start_rate, args.durability))
+        asyncio.run(
+            _run(
+                cluster,
+                args.workflows,
+                args.steps,
+                args.start_rate,
+                args.durability,
+                args.replica_lag,
+            )
+        )
 
 
 if __name__ == "__main__":

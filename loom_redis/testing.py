@@ -322,6 +322,18 @@ class LocalCluster(_Servers):
                         return next(n for n in self.nodes if n.port == port)
         raise ConfigurationError(f"no live node serves slot {slot}")
 
+    def replicas_of(self, master: EmbeddedServer) -> list[EmbeddedServer]:
+        """The nodes that replicate `master` now, as its CLUSTER NODES says:
+        `<id> <host:port@bus> <flags> <master id> ...`."""
+        listed = [line.split() for line in self._ask(master, "cluster", "nodes").splitlines()]
+        own = next(fields[0] for fields in listed if "myself" in fields[2].split(","))
+        ports = {
+            int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for fields in listed
+            if len(fields) > 3 and fields[3] == own
+        }
+        return [node for node in self.nodes if node.port in ports]
+
     def wait_until_ok(self, timeout: float = 30.0) -> None:
         """Wait until every running node says the cluster is ok with every slot served,
         and every replica has synced with its master (a replica that never did cannot
