@@ -35,6 +35,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ from loom_redis.store.keys import DEFAULT_SHARDS, Keyspace
 from loom_redis.store.replication import DURABILITY_ENV
 from loom_redis.testing import EmbeddedServer, LocalCluster
 
-FULL = {"A": 3000, "B": 4000}
+FULL = {"A": 4000, "B": 8000}
 QUICK = {"A": 200, "B": 100}
 CURVE_WORKERS = [1, 2, 4, 8]
 CLUSTER_MASTERS = 3
@@ -170,11 +171,50 @@ def workers_cpu(ctx: Context) -> float:
     return sum(cpu_seconds(worker.pid) for worker in ctx.workers)
 
 
+def machine_busy() -> float:
+    """CPU seconds this machine's cores have been busy, every process's (/proc/stat)."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait; guest time is in user's already
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class BusySampler:
+    """machine_busy() sampled every 50 ms in a thread for the duration of a with-block:
+    how many cores were busy over a stretch of it, whatever kept them busy."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # time.time(), busy seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> BusySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append((time.time(), machine_busy()))
+            if self._stop.wait(0.05):
+                return
+
+    def cores(self, start: float, end: float) -> float:
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        if len(inside) < 2:
+            return float("nan")
+        (first, busy_first), (last, busy_last) = inside[0], inside[-1]
+        return (busy_last - busy_first) / (last - first)
+
+
 def measured_b(ctx: Context, deployment: Servers, count: int) -> dict[str, Any]:
     """Workload B's figures, with the CPU each party spent on it and the transitions."""
     before = [sample(node) for node in deployment.nodes]
     workers_before = workers_cpu(ctx)
-    result = drive(ctx, "B", count, B_STEPS, 600)
+    with BusySampler() as machine:
+        result = drive(ctx, "B", count, B_STEPS, 600)
     workers = workers_cpu(ctx) - workers_before
     after = [sample(node) for node in deployment.nodes]
     figures = batch_figures(result, count, B_STEPS)
@@ -190,6 +230,8 @@ def measured_b(ctx: Context, deployment: Servers, count: int) -> dict[str, Any]:
             evalsha.append((new.evalsha - old.evalsha, deployment.shards.get(node.port, 0)))
     figures["cpu_us"] = {party: seconds / steps * 1e6 for party, seconds in spent.items()}
     figures["cores"] = sum(spent.values()) / figures["span"]
+    began = min(result["enqueued"].values())
+    figures["machine_cores"] = machine.cores(began, began + figures["span"])
     figures["transitions"] = [(calls / figures["span"], shards) for calls, shards in evalsha]
     figures["evalsha_per_step"] = sum(calls for calls, _ in evalsha) / steps
     return figures
@@ -229,7 +271,8 @@ def cpu_cell(b: dict[str, Any]) -> str:
     redis_cpu = f"{cpu['masters']:,.0f}"
     if cpu["replicas"]:
         redis_cpu += f" (+{cpu['replicas']:,.0f})"
-    return f"{cpu['workers']:,.0f} / {redis_cpu} / {cpu['driver']:,.0f}; {b['cores']:.2f} cores"
+    cores = f"{b['cores']:.2f} of {b['machine_cores']:.2f} cores"
+    return f"{cpu['workers']:,.0f} / {redis_cpu} / {cpu['driver']:,.0f}; {cores}"
 
 
 def transitions_cell(b: dict[str, Any]) -> str:
@@ -245,7 +288,8 @@ def table(rows: list[tuple[Point, Any]], counts: dict[str, int]) -> str:
     lines = [
         f"| topology | workers | durability | A: {counts['A']} x 1 activity "
         f"| B: {counts['B']} x {B_STEPS} activities "
-        "| B: CPU per step, us: workers / Redis masters (+replicas) / driver; cores busy "
+        "| B: CPU per step, us: workers / Redis masters (+replicas) / driver; "
+        "cores busy: ours of all "
         "| B: EVALSHA/s per master (its shards); per shard; per step |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -266,8 +310,10 @@ CPU per step, over the steps done: the deltas over B's driver run of INFO cpu
 (used_cpu_user + used_cpu_sys) of every server process (masters summed; replicas in
 brackets) and of the worker processes' /proc/<pid>/stat utime + stime; the driver's
 process_time() over the workload (its starts, completion polls, close-time reads).
-Cores busy: all of it over B's span, first start to last close (this machine has
-{{cores}}); the workers' and Redis's idle time around the span is in it too.
+Cores busy, over B's span (first start to last close): ours is all of the above over
+the span (nearly all of it is spent in the span), all is the whole machine's busy time
+(/proc/stat sampled every 50 ms: every process's, other work's on this machine too);
+this machine has {{cores}} cores.
 EVALSHA/s: INFO commandstats evalsha calls on each master over B's span, one per
 transition script (starts, commits, claims, sweeps), with the number of the namespace's
 {DEFAULT_SHARDS} shards (the default) that master serves (by their hash tags' slots); per
@@ -284,11 +330,13 @@ def cpu_split(rows: list[tuple[Point, Any]]) -> str:
             continue
         total = sum(cpu.values())
         redis_cpu = cpu["masters"] + cpu["replicas"]
+        other = max(0.0, row["B"]["machine_cores"] - row["B"]["cores"])
         lines.append(
             f"- {topology_name(point)}, {point.workers} worker(s), {point.durability}: "
             f"workers {cpu['workers'] / total:.0%}, Redis {redis_cpu / total:.0%}, driver "
-            f"{cpu['driver'] / total:.0%}; a worker core {1e6 / cpu['workers']:,.0f}, "
-            f"a Redis master core {1e6 / cpu['masters']:,.0f} steps/s"
+            f"{cpu['driver'] / total:.0%}, beside {other:.2f} cores of other work; a "
+            f"worker core {1e6 / cpu['workers']:,.0f}, a Redis master core "
+            f"{1e6 / cpu['masters']:,.0f} steps/s"
         )
     return "\n".join(lines)
 
