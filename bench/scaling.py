@@ -23,7 +23,9 @@ Over B it also reads, before and after the driver's run:
   its process_time() over the workload;
 - transitions: INFO commandstats EVALSHA calls (one per transition script: starts,
   commits, claims, the sweeps) on each master, over B's span (first start to last
-  close); per shard, the masters' sum over the namespace's shard count.
+  close); per shard, the masters' sum over the namespace's shard count;
+- cores busy over B's span: ours, and the whole machine's (/proc/stat sampled every
+  50 ms), which shows other work on a shared machine.
 Every wait is bounded in time; every process started here is stopped at the end.
 """
 
