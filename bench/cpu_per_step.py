@@ -28,7 +28,8 @@ STEPS = 5
 WARM = 20
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (to a clock tick)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -50,11 +51,11 @@ async def _measure(checkout: Path, count: int) -> tuple[float, float]:
                 await client.start(ChainWorkflow, {"steps": STEPS}) for _ in range(WARM)
             ]:
                 await handle.result(timeout=60)
-            cpu_before, started = _cpu_seconds(worker.pid), time.perf_counter()
+            cpu_before, started = cpu_seconds(worker.pid), time.perf_counter()
             handles = [await client.start(ChainWorkflow, {"steps": STEPS}) for _ in range(count)]
             for handle in handles:
                 await handle.result(timeout=300)
-            cpu, wall = _cpu_seconds(worker.pid) - cpu_before, time.perf_counter() - started
+            cpu, wall = cpu_seconds(worker.pid) - cpu_before, time.perf_counter() - started
     steps = count * STEPS
     return cpu / steps * 1e6, wall / steps * 1e6
 

@@ -15,7 +15,8 @@ C: one workflow of N sequential activities: steps/s over the first and last 100 
    workflow pauses before its last 100 steps, which then run beside the 100 steps of a
    new workflow, on the same workers at the same time.
 D: one one-activity workflow at a time on an idle system: p50/p99 over N runs.
-E: loom-redis with 1, 2, 4 worker processes on workload B.
+E: loom-redis with 1, 2, 4 worker processes on workload B (bench/scaling.py: the curve
+   on a standalone server and a cluster, with its CPU costs, and durability's cost).
 F: loom-redis Redis memory per workflow and per event, Redis commands per step (B).
 
 Every wait is bounded in time; every process started here is killed at the end.
@@ -329,6 +330,7 @@ def batch_figures(result: dict[str, Any], count: int, steps: int) -> dict[str, A
         figures["failed"] = failed
     if lat:
         span = max(done[k] for k in enq if k in done) - min(enq.values())
+        figures["span"] = span
         figures["rate"] = len(lat) * steps / span if span > 0 else float("nan")
         figures["p50"] = percentile(lat, 0.50) * 1000
         figures["p99"] = percentile(lat, 0.99) * 1000
@@ -364,48 +366,60 @@ def commandstats(client: redis.Redis) -> dict[str, int]:
     return {key.removeprefix("cmdstat_"): int(value["calls"]) for key, value in info.items()}
 
 
+def standalone_redis(directory: Path) -> EmbeddedServer:
+    """The benchmark's Redis: a fresh Valkey keeping an AOF, fsynced every second."""
+    return EmbeddedServer(directory, appendonly=True, appendfsync="everysec")
+
+
 @contextlib.contextmanager
-def system_context(system: str, procs: Procs, workers: int = WORKERS) -> Iterator[Context]:
+def system_context(
+    system: str,
+    procs: Procs,
+    workers: int = WORKERS,
+    *,
+    url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Context]:
+    """`system` with its workers running, on the Redis at `url` (else on a
+    standalone_redis of its own), `extra_env` added to its processes' environment."""
     python = peer_python(system)
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{system}-"))
-    server = EmbeddedServer(workdir / "redis", appendonly=True, appendfsync="everysec")
-    try:
-        server.start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        if url is None:
+            url = stack.enter_context(standalone_redis(workdir / "redis")).url
         env = dict(os.environ)
         env.pop("VIRTUAL_ENV", None)
         env.update(
             PYTHONPATH=str(ROOT),
-            BENCH_REDIS_URL=server.url,
+            BENCH_REDIS_URL=url,
             BENCH_DONE_DIR=str(workdir / "done"),
-            LOOM_REDIS_URL=server.url,
+            LOOM_REDIS_URL=url,
             PYTHONUNBUFFERED="1",
+            **(extra_env or {}),
         )
         (workdir / "done").mkdir()
-        with contextlib.ExitStack() as stack:
-            if system == "dbos":
-                pg_url = stack.enter_context(postgres(procs))
-                env["BENCH_PG_URL"] = pg_url
-            if system == "seed":
-                subprocess.run(
-                    [str(python.parent / "loom"), "init"],
-                    cwd=workdir,
-                    env=env,
-                    input=b"y\n",
-                    capture_output=True,
-                    timeout=120,
-                    check=False,
-                )
-                if not (workdir / ".loom").exists():
-                    raise Unavailable("`loom init` made no .loom/ database")
-            ctx = Context(system, python, env, workdir, server.url, procs)
-            try:
-                start_workers(ctx, workers)
-                yield ctx
-            finally:
-                stop_workers(ctx)
-    finally:
-        server.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if system == "dbos":
+            pg_url = stack.enter_context(postgres(procs))
+            env["BENCH_PG_URL"] = pg_url
+        if system == "seed":
+            subprocess.run(
+                [str(python.parent / "loom"), "init"],
+                cwd=workdir,
+                env=env,
+                input=b"y\n",
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+            if not (workdir / ".loom").exists():
+                raise Unavailable("`loom init` made no .loom/ database")
+        ctx = Context(system, python, env, workdir, url, procs)
+        try:
+            start_workers(ctx, workers)
+            yield ctx
+        finally:
+            stop_workers(ctx)
 
 
 def run_system(system: str, only: str, counts: dict[str, int], procs: Procs) -> dict[str, Any]:

@@ -163,8 +163,11 @@ class EmbeddedServer(_Servers):
         raise ConfigurationError(f"{self.binary} did not answer on port {self.port} in {timeout}s")
 
     def replica(self) -> EmbeddedServer:
-        """A server (not started) of the same binary that replicates this one."""
+        """A server (not started) of the same binary and persistence that replicates
+        this one."""
         return EmbeddedServer(
+            appendonly=self.appendonly,
+            appendfsync=self.appendfsync,
             binary=self.binary,
             options=("--replicaof", "127.0.0.1", str(self.port), "--repl-diskless-sync-delay", "0"),
         )
@@ -226,9 +229,17 @@ class LocalCluster(_Servers):
     """A real Redis Cluster on 127.0.0.1: `masters` nodes (each with `replicas` replicas)
     of the embedded Valkey or another server binary, made with the server's own CLI
     (`--cluster create`). `url` names it as loom-redis does: redis+cluster://h:p,h:p,...
+    `appendonly=True` gives every node an AOF fsynced every second, as EmbeddedServer's.
     """
 
-    def __init__(self, masters: int = 3, replicas: int = 0, *, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas: int = 0,
+        *,
+        appendonly: bool = False,
+        binary: str | None = None,
+    ) -> None:
         self.binary = binary or server_binary()
         self.replicas = replicas
         self.directory = Path(tempfile.mkdtemp(prefix="loom-redis-cluster-"))
@@ -236,6 +247,7 @@ class LocalCluster(_Servers):
             EmbeddedServer(
                 self.directory / f"node{index}",
                 port=free_cluster_port(),
+                appendonly=appendonly,
                 binary=self.binary,
                 # A short node timeout: a failover in a test takes seconds, not 15.
                 options=(

@@ -14,13 +14,12 @@ a decode: the figure errs against us.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
 from collections import Counter
 from typing import Any
-
-import redis.asyncio
 
 import loom_redis as loom
 from bench.peers.common import (
@@ -34,6 +33,7 @@ from bench.peers.common import (
 )
 from bench.peers.loom_workflows import ChainWorkflow, LongWorkflow, ProbeWorkflow
 from loom_redis.events import Status
+from loom_redis.store.connection import connect_redis
 
 NAMESPACE = "bench"
 CLOSING = {b"WORKFLOW_COMPLETED", b"WORKFLOW_FAILED", b"WORKFLOW_CANCELLED"}
@@ -185,9 +185,12 @@ async def drive(argv: list[str]) -> None:
     url = os.environ[REDIS_URL_ENV]
     async with (
         loom.Client.connect(url, namespace=NAMESPACE) as client,
-        redis.asyncio.Redis.from_url(url) as observer,
+        # Made as the store makes its own: a standalone server's client, or a cluster's.
+        contextlib.aclosing(await connect_redis(url)) as observer,
     ):
         driver = Driver(client, observer)
+        # The driver's own CPU over the workload, without its interpreter's start.
+        cpu_started = time.process_time()
         if args.workload == "warm":
             result = await driver.batch(WARM_PREFIX, args.count, args.steps, args.timeout)
         elif args.workload == "D":
@@ -203,6 +206,7 @@ async def drive(argv: list[str]) -> None:
         # What this driver sent only to watch the run: bench/run.py leaves it out of
         # the commands per step (the starts are the workload's own).
         result.setdefault("extra", {})["own_commands"] = dict(driver.own)
+        result["extra"]["cpu_seconds"] = time.process_time() - cpu_started
         write_result(args.out, **result)
 
 

@@ -1,6 +1,7 @@
 """`LocalCluster`, the real Redis Cluster the cluster tests run on: its nodes serve every
 slot, with replicas that follow their masters, from the embedded Valkey or Debian's
-redis-server (with redis-cli)."""
+redis-server (with redis-cli); and the AOF its nodes, or a server's replica, keep when
+asked (the scaling bench compares a cluster with a standalone server on equal terms)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import shutil
 import subprocess
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 
-from loom_redis.testing import LocalCluster, cli_binary
+from loom_redis.testing import EmbeddedServer, LocalCluster, cli_binary
 
 BINARIES = ["embedded", "redis-server"]
 
@@ -49,3 +51,20 @@ def test_a_local_cluster_serves_every_slot_with_a_replica_per_master(name: str) 
             assert len(owners) == 3
         finally:
             client.close()
+
+
+def _appendonly(port: int) -> str:
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        return str(client.config_get("appendonly")["appendonly"])
+    finally:
+        client.close()
+
+
+def test_cluster_nodes_and_a_replica_keep_an_aof_when_asked() -> None:
+    with LocalCluster(masters=3, appendonly=True) as cluster:
+        assert [_appendonly(node.port) for node in cluster.nodes] == ["yes"] * 3
+    with EmbeddedServer(appendonly=True) as master, master.replica() as replica:
+        assert (_appendonly(master.port), _appendonly(replica.port)) == ("yes", "yes")
+    with EmbeddedServer() as master, master.replica() as replica:
+        assert _appendonly(replica.port) == "no"
