@@ -3,17 +3,21 @@
 Starts a cluster of 3 masters and 3 replicas on loopback (`LocalCluster`, node timeout
 2 s), one worker in this process, and N workflows of `steps` sequential activities,
 started at a steady pace, each activity recording its execution. Once a third of them
-have completed it SIGKILLs the master of the shard that holds most workflows, restarts
-that node once its replica is promoted (it comes back as the new master's replica, as a
-restarted pod would), then waits for every workflow and prints: the time from the kill
-to the promotion and to the first completion after it, how many workflows completed,
-how many acknowledged starts were lost, how many activity executions ran more than once
-(an execution whose recorded outcome the failover lost, or whose task was taken over),
-and how many workflows replayed an earlier point for it. `--durability replicated`
-runs the same with every transition acknowledged by a replica (README, "Durability").
+have completed it cuts the master of the shard that holds most workflows off from its
+replica for `--replica-lag` seconds (a partition, a slow link: the master goes on
+acknowledging writes), SIGKILLs it, restarts the node once its replica is promoted (it
+comes back as the new master's replica, as a restarted pod would), then waits for every
+workflow and prints: the times from the kill to the promotion, to a replica again and
+to the first completion after it; the replication stream the promoted replica never
+had; how many workflows completed; acknowledged starts lost; workflows the cluster no
+longer has at the end (a result returned before the kill does not make it durable);
+activity executions that ran more than once (an outcome the failover lost, or a task
+delivered again), and the workflows that replayed an earlier point for it.
+`--durability replicated` runs the same with every transition acknowledged by a
+replica (README, "Durability").
 
     .venv/bin/python -m bench.cluster_failover [--workflows 300] [--steps 5]\
-        [--start-rate 40] [--durability async|replicated]
+        [--start-rate 40] [--durability async|replicated] [--replica-lag 1]
 """
 
 from __future__ import annotations
@@ -114,8 +118,14 @@ async def _run(
         # As an orchestrator would: the killed node comes back, as the new master's
         # replica (its nodes.conf says which cluster it belongs to).
         await asyncio.to_thread(victim.start)
+        promoted_node = await asyncio.to_thread(cluster.master_of_slot, slot)
+        await asyncio.to_thread(_wait_for_a_replica, cluster, promoted_node)
+        replicated_again = time.monotonic()
         await producer
         await asyncio.gather(*tasks)
+        # What the cluster holds in the end: a workflow whose result() returned before
+        # the kill may have been lost with the dead master since.
+        final = {workflow_id: await _status(client, workflow_id) for workflow_id in acknowledged}
         after_kill = [t for t in done if t > killed]
         # A "not found" of a workflow that exists is a wrong answer; one that does not
         # exist is a start acknowledged by the dead master and lost with it.
@@ -130,6 +140,7 @@ async def _run(
         f"{started_before} started, its replica cut off {lag:g} s before"
     )
     print(f"  replica promoted {promoted - killed:.1f} s after the kill")
+    print(f"  the promoted master had a replica again {replicated_again - killed:.1f} s after it")
     print(
         f"  replication stream the promoted replica never had: "
         f"{master_offset - replica_offset} bytes"
@@ -142,6 +153,10 @@ async def _run(
     )
     print(f"  acknowledged starts lost with the dead master: {len(not_found) - len(spurious)}")
     print(f"  result() said 'not found' of an existing workflow: {len(spurious)}")
+    missing = sum(1 for status in final.values() if status is None)
+    print(f"  workflows the cluster no longer has at the end (lost whole): {missing}")
+    unfinished = sum(1 for status in final.values() if status not in (None, "COMPLETED"))
+    print(f"  workflows not COMPLETED at the end: {unfinished}")
     reruns = sum(n - 1 for n in executions.values() if n > 1)
     replayed = {key for (key, _), n in executions.items() if n > 1}
     print(f"  activity executions run more than once: {reruns}")
@@ -174,6 +189,18 @@ def _offset(replica: EmbeddedServer) -> int:
         return int(admin.info("replication")["slave_repl_offset"])
     finally:
         admin.close()
+
+
+def _wait_for_a_replica(cluster: LocalCluster, master: EmbeddedServer) -> None:
+    while not cluster.replicas_of(master):
+        time.sleep(0.1)
+
+
+async def _status(client: loom.Client, workflow_id: str) -> str | None:
+    try:
+        return str((await client.describe(workflow_id))["status"])
+    except loom.WorkflowNotFoundError:
+        return None
 
 
 async def _exists(handle: loom.WorkflowHandle[Any]) -> bool:
