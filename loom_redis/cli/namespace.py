@@ -53,6 +53,7 @@ def init(
             await store.ensure_groups(queues)
             if retention is not None:
                 await store.set_retention(round(retention.total_seconds() * 1000))
+            spread = store.shards_per_master()
         finally:
             await store.close()
         created = f" and queue(s) {', '.join(queues)}" if queues else ""
@@ -60,5 +61,27 @@ def init(
             f"namespace {store.keys.namespace!r}{created} ready on {mask_url(store.url)} "
             f"with {store.keys.shards} shards, retention {format_duration(store.retention_ms)}"
         )
+        if len(spread) > 1:
+            _echo_spread(spread, store.keys.shards)
 
     run(go)
+
+
+# A master serving more than this many times its even share of the shards does as
+# much more of the work, and saturates first.
+UNEVEN = 1.25
+
+
+def _echo_spread(spread: dict[str, int], shards: int) -> None:
+    """Say how the shards fall on a cluster's masters, and warn of an uneven spread."""
+    listed = ", ".join(f"{name} {count}" for name, count in sorted(spread.items()))
+    busiest = max(spread.values()) / shards
+    click.echo(f"shards per master: {listed} (the busiest serves {busiest:.0%} of them)")
+    if busiest > UNEVEN / len(spread):
+        click.echo(
+            f"warning: the {shards} shards fall unevenly on the {len(spread)} masters, and "
+            "the busiest saturates first; a namespace for a cluster wants several times as "
+            "many shards as masters (loom init --shards 64 on a new namespace; the count "
+            "is fixed at creation)",
+            err=True,
+        )

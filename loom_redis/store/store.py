@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from ..codec import max_payload_bytes
@@ -83,6 +85,20 @@ class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retenti
         except ResponseError as exc:
             return permission_error(exc, doing, self.url, self.keys.namespace)
         return None
+
+    def shards_per_master(self) -> dict[str, int]:
+        """How many of the namespace's shards each master serves, by the hash slots of
+        their tags (a cluster's masters as host:port, every one listed; a standalone
+        server as its URL): each master does its shards' share of the work."""
+        if not isinstance(self.redis, RedisCluster):
+            return {mask_url(self.url): self.keys.shards}
+        spread = {node.name: 0 for node in self.redis.get_primaries()}
+        nodes = self.redis.nodes_manager
+        for shard in range(self.keys.shards):
+            slot = key_slot(self.keys.timers(shard).encode())
+            name = nodes.get_node_from_slot(slot).name
+            spread[name] = spread.get(name, 0) + 1
+        return spread
 
     async def ping(self) -> None:
         """Raise a RedisError unless Redis answers."""

@@ -99,6 +99,27 @@ async def test_workflows_of_every_kind_run_on_a_cluster(
     assert len(owners) > 1
 
 
+async def test_loom_init_says_how_the_shards_fall_on_the_masters(cluster_url: str) -> None:
+    """A namespace's shards go to the masters as their hash tags' slots fall: 16 shards
+    of `spread-16` go 4 / 5 / 7 on three masters (the slot ranges of `--cluster
+    create`), and init warns; 64 shards of `spread-64` go 25 / 18 / 21, and it does not."""
+
+    def init(namespace: str, shards: int) -> str:
+        arguments = ["init", "--url", cluster_url, "--namespace", namespace]
+        result = CliRunner().invoke(main, [*arguments, "--shards", str(shards)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    uneven = await anyio.to_thread.run_sync(init, "spread-16", 16)
+    spread = uneven.split("shards per master: ")[1].split(" (")[0]
+    assert sorted(int(entry.split()[1]) for entry in spread.split(", ")) == [4, 5, 7]
+    assert "the busiest serves 44% of them" in uneven
+    assert "warning: the 16 shards fall unevenly on the 3 masters" in uneven
+    even = await anyio.to_thread.run_sync(init, "spread-64", 64)
+    assert "the busiest serves 39% of them" in even
+    assert "warning" not in even
+
+
 async def test_the_dashboard_reads_a_cluster(
     on_cluster: loom.Client, cluster_url: str, namespace: str
 ) -> None:
