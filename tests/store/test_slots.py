@@ -34,9 +34,11 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, ...]]]:
     commands: list[tuple[Any, ...]] = []
     chain = DirectLane.execute_chain
 
-    async def recording(self: DirectLane, *sending: Sequence[Any]) -> list[Any]:
+    async def recording(
+        self: DirectLane, *sending: Sequence[Any], confirmed: bool = False
+    ) -> list[Any]:
         commands.extend(tuple(command) for command in sending)
-        return await chain(self, *sending)
+        return await chain(self, *sending, confirmed=confirmed)
 
     monkeypatch.setattr(DirectLane, "execute_chain", recording)
     yield commands
