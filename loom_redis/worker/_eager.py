@@ -26,6 +26,7 @@ from ._in_flight import InFlight
 from ._intake import Intake
 from ._outcomes import TaskOutcome
 from ._timers import TimerSweep
+from ._trouble import RedisTrouble
 from ._workflow_commits import Loaded, WorkflowCommits, plan_of
 
 logger = logging.getLogger("loom_redis.worker")
@@ -64,9 +65,11 @@ class EagerActivities:
         timers: TimerSweep,
         commits: WorkflowCommits,
         activity_tasks: ActivityTasks,
+        trouble: RedisTrouble,
         beat: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
+        self._trouble = trouble
         self._beat = beat
         self._eager_ms = eager_ms
         self._lease_ms = lease_ms
@@ -176,9 +179,11 @@ class EagerActivities:
         with job:
             try:
                 # Named in the heartbeat before its lease is written: should this worker
-                # die, the others find the lease by it (see Takeover).
+                # die, the others find the lease by it (see Takeover). Retried, as the
+                # commit is, while Redis cannot be reached: given up, it would cancel
+                # the attempt, and the activity would run again a lease later.
                 self._in_flight.name_lease(task, held)
-                await self._beat()
+                await self._trouble.while_unreachable(task, self._beat)
                 hold.outcome = await self._hold(
                     task, hold.queue, hold.loaded, hold.plan, held, keep=True
                 )

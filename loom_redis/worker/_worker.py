@@ -105,6 +105,7 @@ class Worker:
             timers,
             commits,
             activity_tasks,
+            trouble,
             housekeeping.beat,
         )
         workflow_tasks = WorkflowTasks(store, instances, commits, eager, unrunnable)

@@ -91,14 +91,14 @@ async def test_result_waits_ride_out_a_redis_restart(tmp_path: Path) -> None:
 
 
 outage_runs: list[int] = []
-outage_started = asyncio.Event()
+outage_started: list[asyncio.Event] = []  # one a test, made on its event loop
 
 
 @loom.activity(name="trouble_through_outage")
-async def through_outage(value: int) -> int:
+async def through_outage(value: int, seconds: float) -> int:
     outage_runs.append(value)
-    outage_started.set()
-    await asyncio.sleep(0.5)  # Redis goes down meanwhile
+    outage_started[-1].set()
+    await asyncio.sleep(seconds)  # Redis goes down meanwhile
     return value + 1
 
 
@@ -106,26 +106,43 @@ async def through_outage(value: int) -> int:
 class Outage(loom.Workflow[dict, dict]):
     @loom.step()
     async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
-        await ctx.state.set("got", await ctx.activity(through_outage, ctx.input["value"]))
+        got = await ctx.activity(through_outage, ctx.input["value"], ctx.input["seconds"])
+        await ctx.state.set("got", got)
 
 
 @pytest.mark.anyio
-async def test_an_eager_activity_whose_commit_meets_an_outage_runs_once(tmp_path: Path) -> None:
-    """The activity a workflow task runs at once ends while Redis is down: its commit is
-    retried until Redis is back, the activity is not run again for each retry."""
+@pytest.mark.parametrize(
+    ("eager_seconds", "activity_seconds"),
+    [
+        # It ends within its eager window, while Redis is down: the commit of the task
+        # with its outcome meets the outage.
+        (5, 0.5),
+        # Its eager window ends while Redis is down: the write of its scheduling (and of
+        # the worker's heartbeat naming its lease) meets the outage.
+        (0.3, 3),
+    ],
+    ids=["outcome-commit", "scheduling-write"],
+)
+async def test_an_eager_activity_whose_writes_meet_an_outage_runs_once(
+    tmp_path: Path, eager_seconds: float, activity_seconds: float
+) -> None:
+    """The activity a workflow task runs at once is under way while Redis is down: its
+    writes are retried until Redis is back, the activity is neither cancelled nor run
+    again (before, it ran again at each retry of the task, or, its scheduling not
+    written, was cancelled and ran again a lease later)."""
     server = _server(tmp_path).start()
     outage_runs.clear()
-    outage_started.clear()
+    outage_started.append(asyncio.Event())
     try:
         async with (
             loom.Client.connect(server.url, namespace=NAMESPACE) as client,
-            running_worker(server.url, NAMESPACE, eager_seconds=5),
+            running_worker(server.url, NAMESPACE, eager_seconds=eager_seconds, lease_seconds=10),
         ):
-            handle = await client.start(Outage, {"value": 1})
+            handle = await client.start(Outage, {"value": 1, "seconds": activity_seconds})
             with anyio.fail_after(20):
-                await outage_started.wait()
+                await outage_started[-1].wait()
             server.stop()
-            await anyio.sleep(3)
+            await anyio.sleep(2)
             server = _server(tmp_path, port=server.port).start()
             assert await handle.result(timeout=60) == {"got": 2}
     finally:
