@@ -390,6 +390,42 @@ def test_a_cluster_url_reaches_the_workers() -> None:
     assert one(manifests, "Secret", f"{FULLNAME}-redis")["stringData"]["url"] == url
 
 
+@pytest.mark.parametrize("named_by", ["url", "flag"])
+def test_keda_redis_streams_on_a_cluster_uses_the_cluster_scaler(named_by: str) -> None:
+    """A cluster URL (or, for a URL kept in an existing Secret, redis.cluster) makes each
+    trigger KEDA's redis-cluster-streams, which finds each stream's node; its nodes come
+    from the Secret's address key (host:port,host:port), as `addresses`."""
+    url = "rediss+cluster://loom-worker:pw@redis-0:6379,redis-1:6379"
+    tls = {"enabled": True, "secretName": "redis-tls"}
+    redis: dict[str, Any] = {"url": url, "tls": tls}
+    if named_by == "flag":
+        redis = {"existingSecret": {"name": "app-redis"}, "cluster": True, "tls": tls}
+    values = {
+        "redis": redis,
+        "loom": {"namespace": "shop", "queues": ["orders"], "shards": 2},
+        "autoscaling": {"keda": {"enabled": True, "source": "redis-streams"}},
+    }
+    manifests = render(values)
+    triggers = one(manifests, "ScaledObject")["spec"]["triggers"]
+    assert len(triggers) == 2 * 2
+    for trigger in triggers:
+        assert trigger["type"] == "redis-cluster-streams"
+        assert "databaseIndex" not in trigger["metadata"]  # a cluster has database 0 only
+        assert trigger["metadata"]["enableTLS"] == "true"
+    auth = one(manifests, "TriggerAuthentication")["spec"]["secretTargetRef"]
+    secret = "app-redis" if named_by == "flag" else f"{FULLNAME}-redis"
+    assert auth[0] == {"parameter": "addresses", "name": secret, "key": "address"}
+    if named_by == "url":
+        data = one(manifests, "Secret", secret)["stringData"]
+        assert data["address"] == "redis-0:6379,redis-1:6379"
+        assert (data["username"], data["password"]) == ("loom-worker", "pw")
+    # A standalone server keeps the scaler of one server.
+    standalone = render(keda("redis-streams"))
+    assert {t["type"] for t in one(standalone, "ScaledObject")["spec"]["triggers"]} == {
+        "redis-streams"
+    }
+
+
 def test_replicated_durability_reaches_the_workers() -> None:
     _, container = _worker(render({**DEFAULTS, "loom": {"durability": "replicated"}}))
     assert _env(container)["LOOM_DURABILITY"] == "replicated"
@@ -431,7 +467,7 @@ def test_the_schema_refuses_bad_values(values: dict[str, Any], message: str) -> 
         ({}, "set redis.url"),
         (
             {"redis": {"url": URL, "tls": {"enabled": True, "secretName": "t"}}},
-            "redis.url must be a rediss:// URL",
+            "redis.url must be a rediss:// (or rediss+cluster://) URL",
         ),
         (
             {
@@ -448,13 +484,6 @@ def test_the_schema_refuses_bad_values(values: dict[str, Any], message: str) -> 
             "minReplicas: 0 would leave no worker to fire durable timers",
         ),
         ({**DEFAULTS, "web": {"enabled": True}}, "web.enabled: set web.token"),
-        (
-            {
-                "redis": {"url": "redis+cluster://a:7000,b:7000"},
-                "autoscaling": {"keda": {"enabled": True, "source": "redis-streams"}},
-            },
-            "on a cluster (redis+cluster:// URL) use source prometheus",
-        ),
         (
             {**DEFAULTS, "web": {"token": "a", "existingTokenSecret": {"name": "b"}}},
             "set web.token or web.existingTokenSecret.name, not both",

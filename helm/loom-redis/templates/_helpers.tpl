@@ -102,10 +102,12 @@ release's own resources exist. */}}
 {{- join "&" $params -}}
 {{- end -}}
 
-{{- define "loom-redis.checkValues" -}}
-{{- if and .Values.autoscaling.keda.enabled (eq .Values.autoscaling.keda.source "redis-streams") (contains "+cluster://" .Values.redis.url) -}}
-{{- fail "autoscaling.keda.source redis-streams reads one Redis server: on a cluster (redis+cluster:// URL) use source prometheus" -}}
+{{/* "true" when the Redis URL names a Redis Cluster (see redis.cluster), else "". */}}
+{{- define "loom-redis.cluster" -}}
+{{- if or .Values.redis.cluster (contains "+cluster://" .Values.redis.url) }}true{{ end -}}
 {{- end -}}
+
+{{- define "loom-redis.checkValues" -}}
 {{- if and (not .Values.redis.url) (not .Values.redis.existingSecret.name) -}}
 {{- fail "redis: set redis.url (the chart makes a Secret of it) or redis.existingSecret.name (a Secret holding the URL under redis.existingSecret.urlKey)" -}}
 {{- end -}}
@@ -124,8 +126,8 @@ release's own resources exist. */}}
 {{- fail "redis.tls.enabled: set redis.tls.secretName, the Secret with the CA, client certificate and key" -}}
 {{- end -}}
 {{- if .Values.redis.url -}}
-{{- if not (hasPrefix "rediss://" .Values.redis.url) -}}
-{{- fail "redis.tls.enabled: redis.url must be a rediss:// URL" -}}
+{{- if not (or (hasPrefix "rediss://" .Values.redis.url) (hasPrefix "rediss+cluster://" .Values.redis.url)) -}}
+{{- fail "redis.tls.enabled: redis.url must be a rediss:// (or rediss+cluster://) URL" -}}
 {{- end -}}
 {{- if and (contains "?" .Values.redis.url) (include "loom-redis.tlsQuery" .) -}}
 {{- fail "redis.tls.enabled: redis.url must have no query string: the chart appends ssl_ca_certs, ssl_certfile and ssl_keyfile to it" -}}
