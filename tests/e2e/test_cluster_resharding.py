@@ -18,7 +18,8 @@ import pytest
 from redis.crc import key_slot
 
 import loom_redis as loom
-from loom_redis.testing import EmbeddedServer, LocalCluster, running_worker
+from loom_redis.store.connection import DirectLane, connect_redis
+from loom_redis.testing import EmbeddedServer, LocalCluster, SlotMove, running_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -161,3 +162,83 @@ async def test_a_busy_shard_s_slot_moved_whole_and_back(
     await run_while(client, cluster, namespace, ids, reshard, caplog)
     assert await anyio.to_thread.run_sync(keys_in_slot, cluster, source, slot) > 0
     assert await anyio.to_thread.run_sync(keys_in_slot, cluster, target, slot) == 0
+
+
+@pytest.fixture
+async def lane(cluster: LocalCluster) -> AsyncIterator[DirectLane]:
+    redis = await connect_redis(cluster.url)
+    made = DirectLane(redis)
+    try:
+        yield made
+    finally:
+        await made.aclose()
+        await redis.aclose()
+
+
+def slot_move_of(cluster: LocalCluster, key: str) -> SlotMove:
+    slot = key_slot(key.encode())
+    return cluster.begin_slot_move(slot, other_master(cluster, slot))
+
+
+async def test_a_script_stopped_by_a_key_moved_from_under_it_is_sent_again(
+    cluster: LocalCluster, lane: DirectLane
+) -> None:
+    """A script that empties a key of a slot being moved and then writes it again is
+    stopped at the write ("non local key": the key is no longer on the source); sent
+    again, it runs on the target (ASK), where the key now goes."""
+    key = "{reshard-script}:k"
+    await lane.execute("SET", key, "old")
+    move = await anyio.to_thread.run_sync(slot_move_of, cluster, key)
+    script = "redis.call('DEL', KEYS[1]); redis.call('SET', KEYS[1], ARGV[1]); return 1"
+    assert await lane.execute("EVAL", script, 1, key, "new") == 1
+    await anyio.to_thread.run_sync(move.finish)
+    assert await lane.execute("GET", key) == b"new"
+    assert await anyio.to_thread.run_sync(keys_in_slot, cluster, move.target, move.slot) == 1
+
+
+async def test_a_command_over_keys_on_both_sides_of_a_move_waits_for_its_end(
+    cluster: LocalCluster, lane: DirectLane
+) -> None:
+    """A command over keys of which one has moved and one not answers TRYAGAIN for as
+    long as the slot's keys take to go over (here 4 s): it is sent again until then."""
+    moved, left = "{reshard-tryagain}:a", "{reshard-tryagain}:b"
+    await lane.execute_chain(("SET", moved, "1"), ("SET", left, "2"))
+    move = await anyio.to_thread.run_sync(slot_move_of, cluster, moved)
+    await anyio.to_thread.run_sync(
+        cluster.command, move.source, "migrate", "127.0.0.1", str(move.target.port), "", "0",
+        "5000", "keys", moved,
+    )  # fmt: skip
+
+    async def finish_later() -> None:
+        await anyio.sleep(4)
+        await anyio.to_thread.run_sync(move.finish)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(finish_later)
+        assert await lane.execute("MGET", moved, left) == [b"1", b"2"]
+
+
+async def test_a_blocked_read_whose_streams_move_away_ends_empty_and_the_next_follows(
+    client: loom.Client, cluster: LocalCluster
+) -> None:
+    """A worker's blocked read of a shard whose streams move to another master ends
+    with no tasks (Redis 7.0 answers it "UNBLOCKED the stream key no longer exists"),
+    and the next read goes to the new master."""
+    store = client.store
+    await store.ensure_groups(["default"])
+    streams = {key: at for key, at in store.queue_keys(["default"]).items() if at[0] == 0}
+    slot = busy_slot(client)
+    target = await anyio.to_thread.run_sync(other_master, cluster, slot)
+
+    async def move_soon() -> None:
+        await anyio.sleep(0.3)
+        await anyio.to_thread.run_sync(cluster.move_slot, slot, target)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(move_soon)
+        assert await store.read_tasks(streams, "w1", 10, 2000) == []
+    queue = store.keys.queue(0, "default")
+    await store.redis.xadd(queue, {"kind": "workflow", "workflow_id": "busy-0"})
+    [task] = await store.read_tasks(streams, "w1", 10, 2000)
+    assert task.queue_key == queue
+    assert await anyio.to_thread.run_sync(cluster.master_of_slot, slot) is target
