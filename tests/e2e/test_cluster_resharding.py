@@ -115,7 +115,15 @@ async def run_while(
     assert results == [{"steps": STEPS}] * len(ids)
     assert executions == {(wid, step): 1 for wid in ids for step in range(STEPS)}
     assert await client.dead_letters() == []
-    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # Left to the worker's housekeeping (the takeover of dead workers' tasks, the
+    # reclaim), which waits a second and looks again: redis-py's cluster client may
+    # not follow ASK (it sends ASKING on one pooled connection and the command on
+    # another), and gives up ("TTL exhausted") until the slot's move ends.
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "TTL exhausted" not in r.getMessage()
+    ]
     assert warned == [], "\n".join(warned)
 
 
