@@ -225,6 +225,10 @@ def cli_binary(server: str) -> str:
     return found
 
 
+# How the server's CLI prints the error replies of the commands LocalCluster sends.
+_ERROR_REPLIES = ("ERR", "IOERR", "BUSYKEY", "MOVED", "ASK", "TRYAGAIN")
+
+
 class LocalCluster(_Servers):
     """A real Redis Cluster on 127.0.0.1: `masters` nodes (each with `replicas` replicas)
     of the embedded Valkey or another server binary, made with the server's own CLI
@@ -306,6 +310,20 @@ class LocalCluster(_Servers):
             timeout=5,
         ).stdout
 
+    def command(self, node: EmbeddedServer, *command: str) -> str:
+        """A command's answer from one node (raw, a line per element), raised as a
+        ConfigurationError if it is an error."""
+        done = subprocess.run(
+            [cli_binary(self.binary), "-p", str(node.port), *command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        answer = done.stdout
+        if done.returncode != 0 or answer.startswith(_ERROR_REPLIES):
+            raise ConfigurationError(f"{' '.join(command[:3])} on port {node.port}: {answer}")
+        return answer
+
     def _fields(self, node: EmbeddedServer, *command: str) -> dict[str, str]:
         """A `name:value` per line answer (CLUSTER INFO, INFO), as a dict (empty if the
         node does not answer)."""
@@ -333,6 +351,38 @@ class LocalCluster(_Servers):
                     if first.isdigit() and int(first) <= slot <= int(last or first):
                         return next(n for n in self.nodes if n.port == port)
         raise ConfigurationError(f"no live node serves slot {slot}")
+
+    def node_id(self, node: EmbeddedServer) -> str:
+        """A node's cluster id (CLUSTER MYID)."""
+        return self._ask(node, "cluster", "myid").strip()
+
+    def masters(self) -> list[EmbeddedServer]:
+        """The live nodes that are masters now."""
+        return [
+            node
+            for node in self.nodes
+            if node.process is not None and self._replication(node).get("role") == "master"
+        ]
+
+    def begin_slot_move(self, slot: int, target: EmbeddedServer) -> SlotMove:
+        """Start moving hash slot `slot` to master `target`, as `--cluster reshard` does:
+        the target imports it, its master migrates it (CLUSTER SETSLOT IMPORTING, then
+        MIGRATING). Until `SlotMove.finish()`, the slot is half moved: a key not yet
+        moved is served by the source, one moved (or new) by the target after ASKING,
+        and a command over keys of both answers TRYAGAIN."""
+        source = self.master_of_slot(slot)
+        if source is target:
+            raise ConfigurationError(f"slot {slot} is served by port {target.port} already")
+        return SlotMove(self, slot, source, target)
+
+    def move_slot(self, slot: int, target: EmbeddedServer, *, batch: int = 100) -> int:
+        """Move hash slot `slot` to master `target` whole (`batch` keys a MIGRATE), as
+        `--cluster reshard` does; the number of keys moved."""
+        move = self.begin_slot_move(slot, target)
+        while move.migrate_some(batch):
+            pass
+        move.finish()
+        return move.moved
 
     def replicas_of(self, master: EmbeddedServer) -> list[EmbeddedServer]:
         """The nodes that replicate `master` now, as its CLUSTER NODES says:
@@ -401,3 +451,52 @@ class LocalCluster(_Servers):
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class SlotMove:
+    """One hash slot on its way from one master to another (see
+    `LocalCluster.begin_slot_move`): its keys go over a few at a time
+    (`migrate_some`), then `finish()` gives the slot to the target."""
+
+    # How long a MIGRATE of one batch may take (ms).
+    MIGRATE_TIMEOUT_MS = 5000
+
+    def __init__(
+        self, cluster: LocalCluster, slot: int, source: EmbeddedServer, target: EmbeddedServer
+    ) -> None:
+        self.cluster = cluster
+        self.slot = slot
+        self.source = source
+        self.target = target
+        self.moved = 0
+        self._target_id = cluster.node_id(target)
+        source_id = cluster.node_id(source)
+        cluster.command(target, "cluster", "setslot", str(slot), "importing", source_id)
+        cluster.command(source, "cluster", "setslot", str(slot), "migrating", self._target_id)
+
+    def migrate_some(self, count: int) -> int:
+        """Move up to `count` of the slot's keys still on the source (one MIGRATE);
+        how many it moved (0: none was left)."""
+        found = self.cluster.command(
+            self.source, "cluster", "getkeysinslot", str(self.slot), str(count)
+        )
+        keys = [key for key in found.splitlines() if key]
+        if keys:
+            self.cluster.command(
+                self.source, "migrate", "127.0.0.1", str(self.target.port), "", "0",
+                str(self.MIGRATE_TIMEOUT_MS), "keys", *keys,
+            )  # fmt: skip
+        self.moved += len(keys)
+        return len(keys)
+
+    def finish(self) -> None:
+        """Move the keys left, then give the slot to the target: on the target first,
+        then the source, then every other master (CLUSTER SETSLOT NODE), as
+        `--cluster reshard` does; the cluster's epochs spread it to the rest."""
+        while self.migrate_some(100):
+            pass
+        others = [node for node in self.cluster.masters() if node not in (self.source, self.target)]
+        for node in [self.target, self.source, *others]:
+            self.cluster.command(
+                node, "cluster", "setslot", str(self.slot), "node", self._target_id
+            )

@@ -27,6 +27,7 @@ from redis.exceptions import (
     AskError,
     AuthenticationError,
     ClusterDownError,
+    ClusterError,
     InvalidResponse,
     MovedError,
     NoPermissionError,
@@ -76,6 +77,11 @@ POOL_TIMEOUT_SECONDS = 30.0
 # How often a cluster command follows a slot that moved (or waits out a failover)
 # before it gives up.
 CLUSTER_MOVES = 8
+# A slot being moved answers TRYAGAIN to a command over keys of which some have gone
+# over and some not (or not yet exist), until the last of them is moved: a command tries
+# again every TRYAGAIN_PAUSE_SECONDS, for as long as a move of a slot's keys may take.
+TRYAGAIN_PAUSE_SECONDS = 0.05
+TRYAGAIN_SECONDS = 5.0
 
 # A standalone server's client, or a cluster's, and their pipelines.
 RedisClient = aioredis.Redis | RedisCluster
@@ -160,12 +166,42 @@ def acl_checked(doing: str, url: str, namespace: str | None = None) -> Iterator[
         raise denied from None
 
 
+# What a node answers a script that touches a key of a slot being moved which is not
+# (or no longer) on that node: the script stops there, its writes up to that point kept.
+_NON_LOCAL_KEY = "Script attempted to access a non local key"
+# What redis-py's cluster client raises when a command's redirections do not settle
+# (a slot being moved: ASK, TRYAGAIN, again and again).
+_REDIRECTIONS_EXHAUSTED = "TTL exhausted"
+
+
+# What Redis 7.0 answers a blocking read (XREADGROUP, XREAD) whose stream was deleted
+# while it waited, as a MIGRATE moving the stream to another master deletes it.
+_UNBLOCKED = "UNBLOCKED"
+
+
+def read_cut_short(exc: BaseException) -> bool:
+    """Whether `exc` ended a blocking read because its stream went away while it waited
+    (moved to another master by a slot's move): the read found nothing, and the next
+    one follows the stream (ASK, MOVED)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(_UNBLOCKED)
+
+
+def slot_in_motion(exc: BaseException) -> bool:
+    """Whether `exc` says the command met a hash slot being moved to another master:
+    TRYAGAIN (its keys are on both sides), or a script stopped by a key moved away."""
+    return isinstance(exc, TryAgainError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(_NON_LOCAL_KEY)
+    )
+
+
 def unreachable(exc: BaseException) -> bool:
     """Whether `exc` says Redis could not be reached: a lost or refused connection, a
     timeout, a server still loading its data (not refused credentials), a cluster in
-    the middle of a failover."""
-    if isinstance(exc, (*_CLUSTER_IN_MOTION, SlotNotCoveredError)):
+    the middle of a failover or of a slot's move."""
+    if isinstance(exc, (*_CLUSTER_IN_MOTION, SlotNotCoveredError)) or slot_in_motion(exc):
         return True  # a cluster between a master's death and its replica's promotion
+    if isinstance(exc, ClusterError) and _REDIRECTIONS_EXHAUSTED in str(exc):
+        return True  # a slot being moved (redis-py's cluster client gave up following it)
     if isinstance(exc, NotReplicatedError):
         return True  # a replica down or far behind: as a master that cannot be reached
     return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) and not isinstance(
@@ -570,7 +606,7 @@ async def _all(sends: Iterable[Awaitable[Any]]) -> None:
 
 # Errors of a cluster in motion, answered by waiting, reading its slots again and
 # sending again: a failover under way, a slot that moved, or one being moved.
-_CLUSTER_IN_MOTION = (ClusterDownError, TryAgainError, MovedError)
+_CLUSTER_IN_MOTION = (ClusterDownError, MovedError)
 
 
 class DirectLane:
@@ -664,6 +700,8 @@ class DirectLane:
         assert cluster is not None
         asked: tuple[str, int] | None = None
         moves = 0
+        loop = asyncio.get_running_loop()
+        slot_moving_since: float | None = None
         while True:
             try:
                 if asked is not None:  # ASKING before each command: it holds for one
@@ -684,6 +722,18 @@ class DirectLane:
                 await cluster.nodes_manager.initialize()
             except AskError as exc:
                 asked = exc.node_addr
+            except ResponseError as exc:  # (after the redirections: they are ones)
+                if not slot_in_motion(exc):
+                    raise
+                # The slot is being moved, its keys on both sides: again, until the
+                # last of them has gone over. A script stopped by a key moved from
+                # under it is sent again too: each recognises its own repeat.
+                if slot_moving_since is None:
+                    slot_moving_since = loop.time()
+                if loop.time() - slot_moving_since > TRYAGAIN_SECONDS:
+                    raise
+                asked = None
+                await asyncio.sleep(TRYAGAIN_PAUSE_SECONDS)
 
     def _node_of_slot(self, slot: int | None) -> _Node:
         cluster = self._cluster

@@ -13,10 +13,11 @@ from typing import Any, NamedTuple, TypeVar
 import anyio
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from ..codec import decode
 from ..events import Status
-from .connection import RedisPipeline
+from .connection import RedisPipeline, read_cut_short
 from .history import History
 from .unreadable import warn_unreadable
 from .wire import ACTIVITY_PREFIX, TIMER_PREFIX, HistoryField, MetaField, text
@@ -147,13 +148,12 @@ class Queries(History):
             for stream, entry_id in streams.items():
                 by_slot.setdefault(key_slot(stream.encode()), {})[stream] = entry_id
         if len(by_slot) <= 1:
-            reply: Any = await self.redis.xread(streams, block=block_ms, count=count)  # type: ignore[arg-type]
-            return list(reply or [])
+            return await self._read_slot(streams, block_ms, count)
         found: list[tuple[Any, Any]] = []
         async with anyio.create_task_group() as reads:
 
             async def read(group: dict[str, str]) -> None:
-                reply: Any = await self.redis.xread(group, block=block_ms, count=count)  # type: ignore[arg-type]
+                reply = await self._read_slot(group, block_ms, count)
                 if reply:
                     found.extend(reply)
                     reads.cancel_scope.cancel()
@@ -161,6 +161,19 @@ class Queries(History):
             for group in by_slot.values():
                 reads.start_soon(read, group)
         return found
+
+    async def _read_slot(
+        self, streams: dict[str, str], block_ms: int, count: int
+    ) -> list[tuple[Any, Any]]:
+        """XREAD BLOCK of streams of one slot; nothing if a stream went away while the
+        read waited (moved to another master: the caller's next read follows it)."""
+        try:
+            reply: Any = await self.redis.xread(streams, block=block_ms, count=count)  # type: ignore[arg-type]
+        except ResponseError as exc:
+            if not read_cut_short(exc):
+                raise
+            return []
+        return list(reply or [])
 
 
 def describe_meta(workflow_id: str, meta: dict[str, bytes], key: str) -> dict[str, Any]:

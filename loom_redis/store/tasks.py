@@ -18,6 +18,7 @@ from .connection import (
     answered,
     now_ms,
     permission_error,
+    read_cut_short,
 )
 from .keys import MAX_SHARDS, WORKER_GROUP
 from .timers import Timers
@@ -187,11 +188,16 @@ class Tasks(Timers):
         # Over the direct lane: this read is sent again each time tasks arrive, while
         # they start, and redis-py would spend longer building it than Redis reading it.
         block = ["BLOCK", block_ms] if start == ">" else []
-        with groups_checked():
-            reply: Any = await self._lane.execute(
-                "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
-                "STREAMS", *streams, *[start] * len(streams),
-            )  # fmt: skip
+        try:
+            with groups_checked():
+                reply: Any = await self._lane.execute(
+                    "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
+                    "STREAMS", *streams, *[start] * len(streams),
+                )  # fmt: skip
+        except ResponseError as exc:
+            if not read_cut_short(exc):
+                raise
+            return []  # its streams moved to another master: the next read follows them
         tasks: list[Task] = []
         for stream, entries in reply or []:
             key = text(stream)

@@ -12,7 +12,6 @@ import msgpack
 from ..errors import ConfigurationError
 from ._part import StorePart
 from .connection import (
-    RedisPipeline,
     now_ms,
 )
 from .keys import validate_queue
@@ -52,17 +51,24 @@ class Timers(StorePart):
     async def due_timers(self, limit: int = 100) -> tuple[list[TimerMember], int | None]:
         """Due timer members of every shard, and the earliest due time still ahead."""
         now = now_ms()
-        pipe: RedisPipeline = self.redis.pipeline(transaction=False)
-        for shard in range(self.keys.shards):
-            timers = self.keys.timers(shard)
-            pipe.zrangebyscore(timers, "-inf", now, start=0, num=limit, withscores=True)
-            pipe.zrangebyscore(timers, f"({now}", "+inf", start=0, num=1, withscores=True)
-        replies = await pipe.execute()
+        # Over the direct lane (one write per slot on a cluster), which follows a slot
+        # being moved to another master (ASK) where redis-py's cluster client may not.
+        commands = [
+            command
+            for shard in range(self.keys.shards)
+            for command in (
+                ("ZRANGEBYSCORE", self.keys.timers(shard), "-inf", now,
+                 "LIMIT", 0, limit, "WITHSCORES"),
+                ("ZRANGEBYSCORE", self.keys.timers(shard), f"({now}", "+inf",
+                 "LIMIT", 0, 1, "WITHSCORES"),
+            )
+        ]  # fmt: skip
+        replies = await self._lane.execute_chain(*commands)
         due: list[TimerMember] = []
-        ahead = [int(entries[0][1]) for entries in replies[1::2] if entries]
+        ahead = [int(float(entries[1])) for entries in replies[1::2] if entries]
         for shard, entries in enumerate(replies[0::2]):
-            for raw, score in entries:
-                member = self._timer_member(raw, shard, int(score))
+            for raw, score in zip(entries[0::2], entries[1::2], strict=True):
+                member = self._timer_member(raw, shard, int(float(score)))
                 if isinstance(member, str):
                     reason = f"corrupt member of timers of shard {shard}: {member}"
                     # Not the member itself: a retry's member carries an activity's arguments.

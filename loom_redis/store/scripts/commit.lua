@@ -73,7 +73,7 @@ if follows then
 end
 expect_types(written)
 local last_id, closing, now = '', nil, nil
-local fields, deleted = {}, {}
+local fields, deleted, timers_del = {}, {}, {}
 for _, plan in ipairs(plans) do
   now = plan.t
   for _, event in ipairs(plan.events) do
@@ -86,9 +86,14 @@ for _, plan in ipairs(plans) do
   for _, value in ipairs(plan.meta) do fields[#fields + 1] = value end
   for _, field in ipairs(plan.meta_del) do deleted[#deleted + 1] = field end
   for _, timer in ipairs(plan.timers) do redis.call('ZADD', timers, timer[1], timer[2]) end
-  for _, member in ipairs(plan.timers_del) do redis.call('ZREM', timers, member) end
+  for _, member in ipairs(plan.timers_del) do timers_del[#timers_del + 1] = member end
   for _, task in ipairs(plan.tasks) do redis.call('XADD', activities, '*', unpack(task)) end
 end
+-- Timers deleted after every plan's are added (members are never added again once
+-- deleted: their seqs are new), so that the zset is never emptied and written again:
+-- on a slot being moved to another master, that stops the script halfway ("non local
+-- key": a key gone from the source is the target's).
+for _, member in ipairs(timers_del) do redis.call('ZREM', timers, member) end
 -- The meta, the task flag and the status as the last plan leaves them.
 -- The task for the events skipped: queued here, as external.lua found the flag set.
 if follows then redis.call('XADD', workflows, '*', 'k', 'w', 'wf', workflow_id) end

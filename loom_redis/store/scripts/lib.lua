@@ -100,8 +100,11 @@ end
 -- the meta).
 
 local function push_close_notice(notice, closing)
-  redis.call('LTRIM', notice, 1, 0)  -- empties it
+  -- Pushed, then all but it trimmed: the list is never emptied and written again, which
+  -- on a slot being moved to another master would stop the script halfway ("non local
+  -- key": a key gone from the source is the target's).
   redis.call('RPUSH', notice, cmsgpack.pack(closing))
+  redis.call('LTRIM', notice, -1, -1)
   redis.call('PEXPIRE', notice, CLOSE_NOTICE_MS)
 end
 
