@@ -265,9 +265,9 @@ class Tasks(Timers):
 
     async def renew_leases(self, tasks: Sequence[Task], consumer: str) -> list[Task]:
         """Reset the idle time of tasks still running here, those still pending on
-        `consumer` (no delivery counted); return the others: another worker took them
-        over while this one was cut off or stalled, and keeps them (see
-        renew_leases.lua)."""
+        `consumer` (no delivery counted); return those pending on another consumer:
+        another worker took them over while this one was cut off or stalled, and keeps
+        them. Those pending on no one are acknowledged (see renew_leases.lua)."""
         by_stream: dict[str, dict[str, Task]] = {}
         for task in tasks:
             by_stream.setdefault(task.queue_key, {})[task.id] = task

@@ -4,7 +4,10 @@
 -- stalled past its lease) stays with that worker instead of being claimed back.
 -- KEYS: queue
 -- ARGV: consumer group, this worker's consumer, task ids...
--- Returns the ids no longer pending on this worker's consumer.
+-- Returns the ids pending on another consumer. Those pending on none are neither renewed
+-- nor returned: acknowledged, by a transition whose reply the worker has not read yet (a
+-- connection cut after Redis ran it, the worker retrying it) or by a delete; no other
+-- worker runs them.
 expect_types({KEYS[1], 'stream'})
 local queue, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local held, lost = {}, {}
@@ -12,7 +15,7 @@ for i = 3, #ARGV do
   local id = ARGV[i]
   if #redis.call('XPENDING', queue, group, id, id, 1, consumer) > 0 then
     held[#held + 1] = id
-  else
+  elseif #redis.call('XPENDING', queue, group, id, id, 1) > 0 then
     lost[#lost + 1] = id
   end
 end
