@@ -634,6 +634,9 @@ class DirectLane:
         self._durability = durability
         self._mark = mark
         self._nodes: dict[str, _Node] = {}
+        # How many times a connection broke (or could not be opened) with commands sent
+        # on it: each may have run, its reply lost (see Store.connections_broken).
+        self.broken = 0
         if not isinstance(client, RedisCluster):
             pool = client.connection_pool
             self._single: _Node | None = _Node(pool.connection_class, pool.connection_kwargs)
@@ -783,6 +786,7 @@ class DirectLane:
             try:
                 return await target.send(packed, len(commands))
             except (RedisConnectionError, RedisTimeoutError):
+                self.broken += 1
                 failures += 1
                 if failures > COMMAND_RETRIES:
                     raise

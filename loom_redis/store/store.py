@@ -100,6 +100,13 @@ class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retenti
             spread[name] = spread.get(name, 0) + 1
         return spread
 
+    @property
+    def connections_broken(self) -> int:
+        """How many times a connection of the transitions, task reads and claims broke
+        with commands sent on it (sent again, or failed). Each may have run with its reply
+        lost: tasks delivered to a worker that never saw them (see Intake)."""
+        return self._lane.broken
+
     async def ping(self) -> None:
         """Raise a RedisError unless Redis answers."""
         await self.redis.ping()

@@ -216,23 +216,21 @@ class Tasks(Timers):
         for key, (shard, _queue) in streams.items():
             if len(claimed) >= count:
                 break
+            # Over the direct lane, which counts the connections that broke with a reply
+            # due (see connections_broken): a claim's reply lost would leave its tasks
+            # pending on this worker, unseen.
             with groups_checked():
-                reply = await self.redis.xautoclaim(
-                    key,
-                    WORKER_GROUP,
-                    consumer,
-                    lease_ms,
-                    start_id="0-0",
-                    count=count - len(claimed),
-                )
-            entries = reply[1]
-            deleted = [d for d in (reply[2] if len(reply) > 2 else [])]
+                reply: Any = await self._lane.execute(
+                    "XAUTOCLAIM", key, WORKER_GROUP, consumer, lease_ms, "0-0",
+                    "COUNT", count - len(claimed),
+                )  # fmt: skip
+            deleted = list(reply[2]) if len(reply) > 2 else []
             live = []
-            for entry_id, fields in entries:
-                if fields is None:  # Redis 6.2 reports a deleted entry as a nil message
-                    deleted.append(entry_id)
-                else:
-                    live.append(_task(key, shard, entry_id, fields))
+            for entry in reply[1]:
+                # Redis 6.2 answers nil for an entry deleted while pending (7.0 lists
+                # their ids third, and drops them from the pending list).
+                if entry is not None:
+                    live.append(_task(key, shard, entry[0], field_map(entry[1])))
             if deleted:
                 await self.redis.xack(key, WORKER_GROUP, *deleted)
             if not live:

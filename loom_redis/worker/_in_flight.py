@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
+from collections.abc import Iterator
 
 import anyio
 
@@ -45,6 +47,8 @@ class InFlight:
         self.capacity_wanted_since: float | None = None
         # Made by a drain, to wait for the last task.
         self._drained: anyio.Event | None = None
+        # The sets of taken_meanwhile's blocks under way.
+        self._watchers: list[set[TaskKey]] = []
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -58,6 +62,19 @@ class InFlight:
 
     def keys(self) -> set[TaskKey]:
         return set(self._tasks)
+
+    @contextlib.contextmanager
+    def taken_meanwhile(self) -> Iterator[set[TaskKey]]:
+        """The keys of the tasks taken as the block starts and of those taken until it
+        ends, finished meanwhile or not: a read of the tasks pending on this worker
+        tells by them which it never took."""
+        taken = set(self._tasks)
+        self._watchers.append(taken)
+        try:
+            yield taken
+        finally:
+            # By identity: two blocks' sets can be equal.
+            self._watchers = [other for other in self._watchers if other is not taken]
 
     def to_renew(self) -> list[Task]:
         """The tasks whose leases this worker renews, as of now: those it has not lost."""
@@ -85,7 +102,7 @@ class InFlight:
     def accept(self, task: Task, deliveries: int, *, first: bool = False) -> None:
         """Take a delivered task: its lease is renewed from now on, and it runs when an
         executor is free (before the tasks already waiting, if `first`)."""
-        self._tasks[key_of(task)] = task
+        self._take(task)
         self._lost.discard(key_of(task))
         self.queue(task, deliveries, first=first)
 
@@ -112,8 +129,14 @@ class InFlight:
         """Take the task a transition of `finishing` delivered: it runs next, on the same
         executor."""
         if follow_up is not None:
-            self._tasks[key_of(follow_up)] = follow_up
+            self._take(follow_up)
             self._follow_ups[key_of(finishing)] = follow_up
+
+    def _take(self, task: Task) -> None:
+        key = key_of(task)
+        self._tasks[key] = task
+        for taken in self._watchers:
+            taken.add(key)
 
     def pass_follow_up(self, finished: Task, to: Task) -> None:
         """The follow-up of `finished` (which ran inside `to`) runs after `to` instead."""

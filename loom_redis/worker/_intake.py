@@ -91,12 +91,22 @@ class Intake:
 
     async def _read_shard(self, streams: dict[str, tuple[int, str]]) -> None:
         in_flight = self._in_flight
+        # The connections broken (see Store.connections_broken) after which this shard's
+        # tasks pending on this worker were read back.
+        read_back = self._store.connections_broken
         while True:
             free = await in_flight.wait_for_capacity(self._options.concurrency)
             # So that the reads bring fewer than free + shards tasks, not free * shards.
             count = -(-free // len(self._shard_streams))
             restorations = self._trouble.restorations
+            broken = self._store.connections_broken
             try:
+                if broken != read_back:
+                    self._take_pending(
+                        await self._pending_not_taken([streams]),
+                        "the reply that brought it was lost",
+                    )
+                    read_back = broken
                 tasks = await self._store.read_tasks(
                     streams, self._options.name, count, self._options.poll_ms
                 )
@@ -181,21 +191,39 @@ class Intake:
         A stop that cuts a read (or a reclaim) short, after Redis delivered its tasks to
         this consumer, would leave them pending on it until the lease ends.
         """
-        started = self._in_flight.keys()  # these may finish while we read: not to run again
         pending: list[Task] = []
         try:
             with anyio.move_on_after(self._options.drain_seconds):
-                # A read per shard: a command's keys must share a slot (Redis Cluster).
-                for streams in self._shard_streams:
-                    pending += await self._store.read_tasks(
-                        streams, self._options.name, 1000, 0, start="0"
-                    )
+                pending = await self._pending_not_taken(self._shard_streams)
         except RedisError as exc:
             logger.warning("could not read the tasks pending on this worker: %s", exc)
             return
+        # The drain waits for them, or its deadline hands them back.
+        self._take_pending(pending, "the stop cut its read short")
+
+    async def _pending_not_taken(
+        self, shard_streams: list[dict[str, tuple[int, str]]]
+    ) -> list[Task]:
+        """The tasks of `shard_streams` delivered to this worker that it never took: the
+        reply that brought them was lost (a connection cut after Redis sent it, a read
+        cancelled by a stop), and they would wait, pending on this worker, until their
+        lease ended."""
+        pending: list[Task] = []
+        with self._in_flight.taken_meanwhile() as taken:
+            # A read per shard: a command's keys must share a slot (Redis Cluster).
+            for streams in shard_streams:
+                pending += await self._store.read_tasks(
+                    streams, self._options.name, 1000, 0, start="0"
+                )
+        return [task for task in pending if task.fields and key_of(task) not in taken]
+
+    def _take_pending(self, pending: list[Task], why: str) -> None:
         for task in pending:
-            key = key_of(task)
-            if key in started or key in self._in_flight or not task.fields:
-                continue
-            # The drain waits for it, or its deadline hands it back.
+            logger.info(
+                "took task %s (%s) of workflow %s, delivered to this worker before: %s",
+                task.id,
+                task.kind,
+                task.workflow_id,
+                why,
+            )
             self._in_flight.accept(task, 1)
