@@ -272,6 +272,16 @@ def admin_client(url: str) -> aioredis.Redis | RedisCluster:
     return aioredis.Redis.from_url(url)
 
 
+async def command_calls(redis: aioredis.Redis | RedisCluster, command: str) -> int:
+    """How many times the server (every master of a cluster) has run `command`."""
+    if isinstance(redis, RedisCluster):
+        by_node: Any = await redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        stats = list(by_node.values())
+    else:
+        stats = [await redis.info("commandstats")]
+    return sum(int(s.get(f"cmdstat_{command}", {}).get("calls", 0)) for s in stats)
+
+
 async def read_every_shard(
     store: Store, consumer: str, count: int, block_ms: int, queue: str = "default"
 ) -> list[Task]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from .. import __version__
 from ..client import Client
 from ..errors import LoomError, RedisUnavailableError, WorkflowNotFoundError
 from . import _views
+from ._shared import SharedReads
 
 logger = logging.getLogger("loom_redis.web")
 
@@ -43,6 +44,8 @@ class WebState:
     # Why actions are unavailable (a read-only Redis user), None when they are.
     refusal: str | None
     templates: Jinja2Templates
+    # What the live pages of all viewers read (see _live.py).
+    shared: SharedReads = field(default_factory=SharedReads)
 
 
 def web_state(request: Request) -> WebState:

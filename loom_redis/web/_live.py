@@ -3,8 +3,10 @@
 A workflow's page and the progress streams are pushed when a history changes (a
 blocking read of the histories, not a poll); the overview and the workflows table,
 which sum over many workflows, are read again every few seconds and sent when what
-they show has changed. Each message has an `id:` so that a browser that reconnects
-(it sends the last one back as `Last-Event-ID`) resumes where it was.
+they show has changed: one read for every viewer of the same view (see SharedReads),
+so that many open dashboards cost Redis what one does. Each message has an `id:` so
+that a browser that reconnects (it sends the last one back as `Last-Event-ID`) resumes
+where it was.
 """
 
 from __future__ import annotations
@@ -87,12 +89,14 @@ def _render(templates: Jinja2Templates, name: str, **context: Any) -> str:
 
 @router.get("/live/overview", include_in_schema=False)
 async def live_overview(state: State) -> EventSourceResponse:
+    async def read() -> str:
+        overview = await _data.overview(state.client)
+        return _render(state.templates, "_overview.html", overview=overview)
+
     async def changes() -> AsyncIterator[dict[str, Any]]:
         last = None
         while True:
-            html = _render(
-                state.templates, "_overview.html", overview=await _data.overview(state.client)
-            )
+            html = await state.shared.get("overview", read, OVERVIEW_SECONDS / 2)
             if html != last:
                 last = html
                 yield {"event": "overview", "id": _digest(html), "data": html}
@@ -106,11 +110,14 @@ async def live_workflows(state: State, chosen: Filter, limit: int = 50) -> Event
     """The first page of the table for the filter, sent again whenever it changes: new
     workflows appear, changed ones change, ended ones leave a filter on open ones."""
 
+    async def read() -> str:
+        page = await _data.workflows(state.client, chosen, None, limit)
+        return _render(state.templates, "_rows.html", page=page)
+
     async def changes() -> AsyncIterator[dict[str, Any]]:
         last = None
         while True:
-            page = await _data.workflows(state.client, chosen, None, limit)
-            html = _render(state.templates, "_rows.html", page=page)
+            html = await state.shared.get(("rows", chosen, limit), read, TABLE_SECONDS / 2)
             if html != last:
                 last = html
                 yield {"event": "rows", "id": _digest(html), "data": html}

@@ -11,11 +11,10 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 import loom_redis as loom
 from loom_redis.testing import running_worker
-from tests.support import admin_client
+from tests.support import admin_client, command_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -56,16 +55,6 @@ async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await redis.aclose()
 
 
-async def calls(redis: aioredis.Redis | RedisCluster, command: str) -> int:
-    """How many times the server (every master of a cluster) has run `command`."""
-    if isinstance(redis, RedisCluster):
-        by_node: Any = await redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
-        stats = list(by_node.values())
-    else:
-        stats = [await redis.info("commandstats")]
-    return sum(int(s.get(f"cmdstat_{command}", {}).get("calls", 0)) for s in stats)
-
-
 async def test_result_wakes_once_at_the_close_not_at_each_event(
     client: loom.Client, admin: aioredis.Redis, redis_url: str, namespace: str
 ) -> None:
@@ -73,7 +62,7 @@ async def test_result_wakes_once_at_the_close_not_at_each_event(
         handle = await client.start(Counter, {"to": STEPS}, workflow_id="rw-once")
         waiters = [client.get_handle("rw-once") for _ in range(3)]
         outcomes: list[Any] = []
-        blocked_before = await calls(admin, "blmove")
+        blocked_before = await command_calls(admin, "blmove")
         async with anyio.create_task_group() as group:
             for waiter in waiters:
                 group.start_soon(lambda w=waiter: _collect(w, outcomes))
@@ -81,7 +70,7 @@ async def test_result_wakes_once_at_the_close_not_at_each_event(
             await handle.signal("go")
         # Each waiter blocked once and woke at the close; the workflow appended more
         # than 2 * STEPS events meanwhile, each of which woke an XREAD waiter before.
-        assert await calls(admin, "blmove") - blocked_before == len(waiters)
+        assert await command_calls(admin, "blmove") - blocked_before == len(waiters)
         assert len(await handle.history()) > 2 * STEPS
     assert outcomes == [{"value": STEPS}] * len(waiters)
     # The notice expires by itself: nobody deletes it, nothing keeps it.
@@ -136,16 +125,16 @@ async def test_the_starting_client_waits_with_one_blmove_and_no_script(
 ) -> None:
     async with running_worker(redis_url, namespace):
         handle = await client.start(Counter, {"to": 2}, workflow_id="rw-fresh")
-        scripts_before = await calls(admin, "evalsha")
-        blocked_before = await calls(admin, "blmove")
+        scripts_before = await command_calls(admin, "evalsha")
+        blocked_before = await command_calls(admin, "blmove")
         outcomes: list[Any] = []
         async with anyio.create_task_group() as group:
             group.start_soon(_collect, handle, outcomes)
             await anyio.sleep(0.3)  # blocked; the workflow waits for its signal
-            assert await calls(admin, "evalsha") == scripts_before
+            assert await command_calls(admin, "evalsha") == scripts_before
             await handle.signal("go")
         assert outcomes == [{"value": 2}]
-        assert await calls(admin, "blmove") - blocked_before == 1
+        assert await command_calls(admin, "blmove") - blocked_before == 1
 
 
 async def test_a_wait_for_an_id_before_its_start_does_not_end_a_later_wait(
