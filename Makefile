@@ -19,7 +19,7 @@ LINTED := loom_redis tests examples $(wildcard bench)
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy --strict loom_redis examples
+	$(BIN)/mypy --strict loom_redis examples bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint Dockerfile
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -575,10 +576,10 @@ class Chaos:
         while time.monotonic() < deadline:
             self.fleet.replace_exited()
             try:
-                entries = await store.redis.hgetall(store.keys.workers())
+                beats, _ = await store.read_heartbeats()
             except RedisError:
-                entries = {}
-            ready = {decode(v).get("pid") for v in entries.values()}
+                beats = []
+            ready = {beat.get("pid") for beat in beats}
             if all(p.pid in ready for p in self.fleet.live):
                 return
             await anyio.sleep(0.05)
@@ -747,8 +748,8 @@ class Chaos:
         while time.monotonic() < deadline:
             # Takeovers still unresolved are resolved (or not) by now.
             for kill in self.kills:
-                await retrying(lambda kill=kill: self.follow(store, kill))
-            left, _ = await retrying(lambda: leftovers(store))
+                await retrying(functools.partial(self.follow, store, kill))
+            left, _ = await retrying(functools.partial(leftovers, store))
             if not (left["queued"] or left["pending"] or left["timers"]):
                 return
             await anyio.sleep(0.2)
@@ -797,8 +798,8 @@ class Chaos:
         expected_types = expected_event_counts(c.activities)
         for n in range(c.workflows):
             wid = workflow_id(n)
-            meta, _ = await retrying(lambda wid=wid: store.read_meta(wid))
-            history, _ = await retrying(lambda wid=wid: store.read_history(wid))
+            meta, _ = await retrying(functools.partial(store.read_meta, wid))
+            history, _ = await retrying(functools.partial(store.read_history, wid))
             expected = expected_result(wid, n, c.activities)
             status = meta.get("status", b"").decode()
             result = decode(meta.get("result")) if "result" in meta else None
@@ -823,7 +824,7 @@ class Chaos:
                 f"{report.signal_retries} signal retries"
             )
 
-        left, _ = await retrying(lambda: leftovers(store))
+        left, _ = await retrying(functools.partial(leftovers, store))
         report.pending_left = left["queued"] + left["pending"] + left["timers"]
         report.dead_letters = left["dead"]
         if report.pending_left:

@@ -67,14 +67,14 @@ async def chaos_step(workflow_id: str, index: int, value: int, seconds: float) -
 
 
 @loom.workflow(name=WORKFLOW_NAME)
-class ChaosWorkflow(loom.Workflow[dict, dict]):
+class ChaosWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
     """K activities (one STATE_SET each), a timer (one STATE_UPDATE), a signal (STATE_SET).
 
     Input: {"n": int, "activities": K, "seconds": activity duration, "sleep": timer}.
     """
 
     @loom.step()
-    async def work(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+    async def work(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         value = int(ctx.input["n"])
         for index in range(int(ctx.input["activities"])):
             value = await ctx.activity(
@@ -83,12 +83,12 @@ class ChaosWorkflow(loom.Workflow[dict, dict]):
             await ctx.state.set(f"a{index}", value)
 
     @loom.step()
-    async def pause(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+    async def pause(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         await ctx.sleep(seconds=ctx.input["sleep"])
         await ctx.state.update(lambda state: {**state, "slept": True})
 
     @loom.step()
-    async def wait(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+    async def wait(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         await ctx.state.set("signal", await ctx.wait_for_signal(SIGNAL))
 
 

@@ -27,6 +27,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,12 @@ from loom_redis.testing import EmbeddedServer, LocalCluster, running_worker  # n
 
 
 async def _run(
-    cluster: LocalCluster, count: int, steps: int, rate: float, durability: str, lag: float
+    cluster: LocalCluster,
+    count: int,
+    steps: int,
+    rate: float,
+    durability: Literal["async", "replicated"],
+    lag: float,
 ) -> None:
     namespace = "failover"
     async with (

@@ -25,9 +25,9 @@ async def failover_step(key: str, step: int) -> int:
 
 
 @loom.workflow(name="bench_FailoverChain")
-class FailoverChain(loom.Workflow[dict, dict]):
+class FailoverChain(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step(name="run")
-    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+    async def run(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         step = 0
         for _ in range(int(ctx.input["steps"])):
             step = await ctx.activity(failover_step, ctx.input["key"], step)
@@ -70,7 +70,7 @@ class Load:
             self._waits.append(asyncio.create_task(self._wait(handle)))
             await asyncio.sleep(1 / self.rate)
 
-    async def _wait(self, handle: loom.WorkflowHandle[dict]) -> None:
+    async def _wait(self, handle: loom.WorkflowHandle[dict[str, Any]]) -> None:
         try:
             await handle.result(timeout=300)
         except loom.WorkflowNotFoundError:

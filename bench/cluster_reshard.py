@@ -31,6 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from redis.exceptions import AskError, MovedError, TryAgainError  # noqa: E402
+
 import loom_redis as loom  # noqa: E402
 from bench.cluster_load import Load  # noqa: E402
 from loom_redis.store import connection  # noqa: E402
@@ -57,11 +59,11 @@ def _count_lane_errors() -> None:
 
 def _kind(exc: BaseException) -> str:
     text = str(exc)
-    if isinstance(exc, connection.MovedError):
+    if isinstance(exc, MovedError):
         return "MOVED"
-    if isinstance(exc, connection.AskError):
+    if isinstance(exc, AskError):
         return "ASK"
-    if isinstance(exc, connection.TryAgainError):
+    if isinstance(exc, TryAgainError):
         return "TRYAGAIN"
     if connection.read_cut_short(exc):
         return "UNBLOCKED (a blocked read's stream moved away)"

@@ -228,7 +228,7 @@ async def _speed(setting: int, count: int, binary: str | None) -> tuple[float, f
 
     import loom_redis as loom
     from bench.checkouts import worker_of
-    from bench.cpu_per_step import _cpu_seconds
+    from bench.cpu_per_step import cpu_seconds
     from bench.memory_workflows import Chain
 
     chain = {"activities": SPEED_ACTIVITIES}
@@ -240,13 +240,13 @@ async def _speed(setting: int, count: int, binary: str | None) -> tuple[float, f
         ):
             for handle in [await client.start(Chain, chain) for _ in range(SPEED_WARM)]:
                 await handle.result(timeout=PATIENCE)
-            worker_cpu, redis_cpu = _cpu_seconds(worker.pid), await _redis_cpu(redis)
+            worker_cpu, redis_cpu = cpu_seconds(worker.pid), await _redis_cpu(redis)
             started = time.perf_counter()
             handles = [await client.start(Chain, chain) for _ in range(count)]
             for handle in handles:
                 await handle.result(timeout=PATIENCE)
             wall = time.perf_counter() - started
-            worker_cpu = _cpu_seconds(worker.pid) - worker_cpu
+            worker_cpu = cpu_seconds(worker.pid) - worker_cpu
             redis_cpu = await _redis_cpu(redis) - redis_cpu
         await redis.aclose()
     steps = count * SPEED_ACTIVITIES

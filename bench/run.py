@@ -318,7 +318,8 @@ def drive(
         except (subprocess.SubprocessError, OSError) as error:
             tail = (ctx.workdir / "driver.log").read_text(errors="replace")[-300:]
             raise RuntimeError(f"driver {workload} failed: {error}: {tail}") from error
-    return json.loads(out.read_text())
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
 
 
 def batch_figures(result: dict[str, Any], count: int, steps: int) -> dict[str, Any]:

@@ -5,11 +5,15 @@ in practice."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
-try:
-    import loom  # loom-core: only the seed's virtualenv has it
-except ImportError:
-    import loom_redis as loom  # type: ignore[no-redef]
+if TYPE_CHECKING:  # the same public API either way: loom-redis's is typed
+    import loom_redis as loom
+else:
+    try:
+        import loom  # loom-core: only the seed's virtualenv has it
+    except ImportError:
+        import loom_redis as loom
 
 from bench.peers.common import record_done
 
@@ -29,11 +33,11 @@ async def bench_c_step(index: int) -> int:
 
 # The seed finds a workflow class by its name in the module: name == class name.
 @loom.workflow(name="ChainWorkflow", version="1.0.0")
-class ChainWorkflow(loom.Workflow[dict, dict]):
+class ChainWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
     """`steps` sequential activities, then one state key: the job of workloads A, B, D."""
 
     @loom.step(name="run")
-    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+    async def run(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         value = 0
         for _ in range(int(ctx.input["steps"])):
             value = await ctx.activity(bench_inc, value)
@@ -47,12 +51,12 @@ async def bench_probe_step(index: int) -> int:
 
 
 @loom.workflow(name="LongWorkflow", version="1.0.0")
-class LongWorkflow(loom.Workflow[dict, dict]):
+class LongWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
     """Workload C: `count` sequential activities in one workflow; with `pause_at`, it
     waits for the signal "go" before step `pause_at` (loom-redis's paired C)."""
 
     @loom.step(name="run")
-    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+    async def run(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         value = 0
         for index in range(int(ctx.input["count"])):
             if index == ctx.input.get("pause_at"):
@@ -62,10 +66,10 @@ class LongWorkflow(loom.Workflow[dict, dict]):
 
 
 @loom.workflow(name="ProbeWorkflow", version="1.0.0")
-class ProbeWorkflow(loom.Workflow[dict, dict]):
+class ProbeWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
     """A new workflow of `count` steps, run beside LongWorkflow's last steps."""
 
     @loom.step(name="run")
-    async def run(self, ctx: loom.WorkflowContext[dict, dict]) -> None:
+    async def run(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         for index in range(int(ctx.input["count"])):
             await ctx.activity(bench_probe_step, index)
