@@ -78,10 +78,19 @@ WEB_EXISTING_SECRET_TLS: dict[str, Any] = {
     **EXISTING_SECRET_TLS,
     "web": {"enabled": True, "existingTokenSecret": {"name": "dash", "key": "t"}, "port": 8080},
 }
+# The dashboard as a Redis user of its own (docs/security.md's read-only role).
+WEB_OWN_REDIS_USER: dict[str, Any] = {
+    **WEB_EXISTING_SECRET_TLS,
+    "web": {
+        **WEB_EXISTING_SECRET_TLS["web"],
+        "existingRedisSecret": {"name": "dashboard-redis", "urlKey": "readonly-url"},
+    },
+}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "web": WEB,
     "web-existing-secret-tls": WEB_EXISTING_SECRET_TLS,
+    "web-own-redis-user": WEB_OWN_REDIS_USER,
     "defaults": DEFAULTS,
     "existing-secret-tls": EXISTING_SECRET_TLS,
     "monitored": MONITORED,

@@ -28,6 +28,7 @@ from .rendering import (
     VALUE_SETS,
     WEB,
     WEB_EXISTING_SECRET_TLS,
+    WEB_OWN_REDIS_USER,
     keda,
     kinds,
     one,
@@ -384,6 +385,34 @@ def test_the_dashboard_runs_loom_web_from_the_same_image_behind_a_service() -> N
     assert "LOOM_WEB_TOKEN" not in _env(container)
 
 
+def test_the_dashboard_may_connect_as_a_redis_user_of_its_own() -> None:
+    """A read-only user for the dashboard (docs/security.md's dashboard role), its URL in
+    a Secret of the user's; the workers keep theirs. With TLS the dashboard's URL gets
+    the same files."""
+    own = WEB_OWN_REDIS_USER["web"]["existingRedisSecret"]
+    manifests = render({**WEB, "web": {**WEB["web"], "existingRedisSecret": own}})
+    [container] = one(manifests, "Deployment", f"{FULLNAME}-web")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert _env(container)["LOOM_REDIS_URL"] == {
+        "secretKeyRef": {"name": "dashboard-redis", "key": "readonly-url"}
+    }
+    _, worker = _worker(manifests)
+    assert _env(worker)["LOOM_REDIS_URL"] == {
+        "secretKeyRef": {"name": f"{FULLNAME}-redis", "key": "url"}
+    }
+
+    manifests = render(WEB_OWN_REDIS_USER)
+    [container] = one(manifests, "Deployment", f"{FULLNAME}-web")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = _env(container)
+    assert env["LOOM_REDIS_BASE_URL"] == {
+        "secretKeyRef": {"name": "dashboard-redis", "key": "readonly-url"}
+    }
+    assert env["LOOM_REDIS_URL"].startswith("$(LOOM_REDIS_BASE_URL)?ssl_ca_certs=")
+
+
 def test_a_cluster_url_reaches_the_workers() -> None:
     url = "redis+cluster://loom-worker:pw@redis-0:6379,redis-1:6379"
     manifests = render({"redis": {"url": url}})
@@ -448,6 +477,10 @@ def test_everything_off() -> None:
         ({"loom": {"durability": "sync"}}, "at '/loom/durability'"),
         ({"loom": {"queues": ["a b"]}}, "at '/loom/queues/0'"),
         ({"autoscaling": {"keda": {"source": "redis"}}}, "at '/autoscaling/keda/source'"),
+        (
+            {"web": {"existingRedisSecret": {"name": "x", "urlKey": ""}}},
+            "at '/web/existingRedisSecret/urlKey'",
+        ),
         (
             {"podDisruptionBudget": {"maxUnavailable": 0}},
             "at '/podDisruptionBudget/maxUnavailable'",

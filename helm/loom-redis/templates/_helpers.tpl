@@ -136,12 +136,21 @@ release's own resources exist. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* Everything a container needs to reach Redis: shared by the workers, the hook Job
-and the test pod. Called with (list $ hook). */}}
+{{/* Everything a container needs to reach Redis: shared by the workers, the hook Job,
+the dashboard and the test pod. Called with (list $ hook [extraEnv [ownSecret]]): the
+URL comes from ownSecret ({name, urlKey}) when it names one. */}}
 {{- define "loom-redis.connectionEnv" -}}
 {{- $root := index . 0 -}}
 {{- $secret := include "loom-redis.redisSecretName" . -}}
 {{- $urlKey := include "loom-redis.redisKey" (list $root "url") -}}
+{{- if gt (len .) 3 -}}
+{{- with index . 3 -}}
+{{- if .name -}}
+{{- $secret = .name -}}
+{{- $urlKey = .urlKey -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $query := ternary (include "loom-redis.tlsQuery" $root) "" $root.Values.redis.tls.enabled -}}
 {{- if $query }}
 - name: LOOM_REDIS_BASE_URL
