@@ -94,6 +94,12 @@ def inspect(
         click.echo(f"{'unreadable':<16} {shown(problem)}")
     if info["status"] is None or not Status(info["status"]).is_terminal:
         click.echo(f"{'waiting':<16} {shown(info['waiting'] or '-')}")
+    if info["dead_letter"]:
+        # What an open workflow that moves no more may be waiting for: its task.
+        entry = shown(info["dead_letter"])
+        click.echo(
+            f"{'dead letter':<16} {entry} (its task: loom dead list, loom dead retry {entry})"
+        )
     click.echo(f"{'input':<16} {json.dumps(info['input'], default=str)}")
     if info["result"] is not None:
         click.echo(f"{'result':<16} {json.dumps(info['result'], default=str)}")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
+import click
 import yaml
 from prometheus_client import REGISTRY
 
 import loom_redis.metrics  # noqa: F401  # registers the worker's metrics
+from loom_redis.cli import main as cli
 
 from .rendering import CHART, MONITORED, one, render
 
@@ -81,3 +84,50 @@ def test_the_dashboard_and_alerts_query_exported_metrics() -> None:
         "loom_tasks_in_flight",
         "loom_worker_concurrency",
     } <= used
+
+
+RUNBOOK = CHART.parents[1] / "docs" / "runbook.md"
+
+
+def _anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading."""
+    return re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+
+
+def test_the_runbook_has_a_section_for_each_alert_where_its_url_points() -> None:
+    runbook = RUNBOOK.read_text()
+    anchors = {_anchor(h) for h in re.findall(r"^## (.+)$", runbook, re.MULTILINE)}
+    rules = one(render(MONITORED), "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert rules
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("https://runbooks.example/loom#"), url
+        assert url.split("#")[1] in anchors, f"docs/runbook.md has no section {rule['alert']}"
+
+
+def test_the_runbook_names_real_commands_metrics_and_values() -> None:
+    """Every `loom ...` command the runbook gives exists with its options, every metric
+    it names is exported, every chart value it names is one."""
+    runbook = RUNBOOK.read_text()
+    commands = re.findall(r"`(loom [^`]+)`", runbook)
+    assert len(commands) > 5
+    for line in commands:
+        words = shlex.split(line)[1:]
+        command: click.Command = cli
+        while isinstance(command, click.Group) and words and words[0] in command.commands:
+            command = command.commands[words.pop(0)]
+        assert not isinstance(command, click.Group), f"{line}: no such command"
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        for word in words:
+            assert not word.startswith("-") or word in options, f"{line}: no option {word}"
+    named_metrics = _metrics_in(runbook)
+    families = {m for m in named_metrics if m.endswith("_")}  # loom_queue_*
+    assert named_metrics - families <= EXPORTED, named_metrics - families - EXPORTED
+    assert all(any(e.startswith(f) for e in EXPORTED) for f in families), families
+    values = _leaf_keys(yaml.safe_load((CHART / "values.yaml").read_text()))
+    named = set(
+        re.findall(r"`((?:worker|metrics|autoscaling|redis|web|loom)\.[a-zA-Z.]+)`", runbook)
+    )
+    sections = {v.rsplit(".", 1)[0] for v in values}
+    for value in named:
+        assert value in values or value in sections, f"no chart value {value}"

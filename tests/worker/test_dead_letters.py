@@ -55,6 +55,15 @@ async def test_unknown_activity_is_dead_lettered_then_redriven(
             )
             assert listed.exit_code == 0, listed.output
             assert str(dead["id"]) in listed.output and LATE_ACTIVITY in listed.output
+            # The workflow, inspected, names the entry its task waits in.
+            inspected = await anyio.to_thread.run_sync(
+                lambda: CliRunner().invoke(
+                    main,
+                    ["inspect", handle.workflow_id, "--url", redis_url, "--namespace", namespace],
+                )
+            )
+            assert inspected.exit_code == 0, inspected.output
+            assert f"{'dead letter':<16} {dead['id']} " in inspected.output
 
             # The fix is deployed: the activity exists now, and the task goes back.
             @loom.activity(name=LATE_ACTIVITY)
