@@ -52,6 +52,9 @@ class StorePart:
         self.retention_ms = retention_ms
         self.durability = durability
         self._lane = DirectLane(redis, durability, Keyspace.replication_mark)
+        # Deliveries of tasks to this process that no replica confirmed (see
+        # Store.deliveries_in_doubt).
+        self._deliveries_unconfirmed = 0
         lib = lua_constants() + _script_source("lib")
         self._scripts = {
             name: Script.of(lib + "\n" + _script_source(name)) for name in SCRIPT_NAMES

@@ -635,7 +635,7 @@ class DirectLane:
         self._mark = mark
         self._nodes: dict[str, _Node] = {}
         # How many times a connection broke (or could not be opened) with commands sent
-        # on it: each may have run, its reply lost (see Store.connections_broken).
+        # on it: each may have run, its reply lost (see Store.deliveries_in_doubt).
         self.broken = 0
         if not isinstance(client, RedisCluster):
             pool = client.connection_pool
@@ -751,13 +751,31 @@ class DirectLane:
             found = self._nodes[node.name] = _Node(node.connection_class, node.connection_kwargs)
         return found
 
+    async def confirm(self, key: bytes | str) -> None:
+        """Under durability "replicated", return once a replica holds every write its
+        master made before on `key`'s slot (the slot's mark written, then WAIT), or raise
+        NotReplicatedError; at once under "async". For what no transition confirms: a
+        read's delivery of tasks to a worker."""
+        if not self._durability.replicas:
+            return
+        marked = self._marked(key)
+        if self._single is not None:
+            replies = await self._send_retried(functools.partial(_same, self._single), marked)
+        else:
+            replies = await self._send_to_slot(command_slot(marked[0]), marked, False)
+        self._confirmed(replies)
+
     def _confirming(self, commands: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
         """`commands` followed by the replication mark of their slot and a WAIT."""
-        assert self._mark is not None
         slot_key = next(key for command in commands for key in command_keys(command))
+        return [*commands, *self._marked(slot_key)]
+
+    def _marked(self, slot_key: bytes | str) -> list[Sequence[Any]]:
+        """The write of the replication mark of `slot_key`'s slot, and the WAIT for it:
+        once a replica has the mark, it has every write the master made before."""
+        assert self._mark is not None
         durability = self._durability
         return [
-            *commands,
             ("HSET", self._mark(slot_key), "at", now_ms()),
             ("WAIT", durability.replicas, durability.wait_ms),
         ]

@@ -101,11 +101,13 @@ class Store(Workflows, Queries, Listing, DeadLetters, Backlog, Registry, Retenti
         return spread
 
     @property
-    def connections_broken(self) -> int:
-        """How many times a connection of the transitions, task reads and claims broke
-        with commands sent on it (sent again, or failed). Each may have run with its reply
-        lost: tasks delivered to a worker that never saw them (see Intake)."""
-        return self._lane.broken
+    def deliveries_in_doubt(self) -> int:
+        """How many times tasks may have been delivered to this process without its
+        taking them (see Intake): a connection of the transitions, task reads and claims
+        broke with commands sent on it (each may have run, its reply lost), or, under
+        durability "replicated", a read or claim delivered tasks that no replica
+        confirmed (they are not run until one does)."""
+        return self._lane.broken + self._deliveries_unconfirmed
 
     async def ping(self) -> None:
         """Raise a RedisError unless Redis answers."""

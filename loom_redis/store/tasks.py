@@ -21,6 +21,7 @@ from .connection import (
     read_cut_short,
 )
 from .keys import MAX_SHARDS, WORKER_GROUP
+from .replication import NotReplicatedError
 from .timers import Timers
 from .wire import (
     TaskField,
@@ -205,7 +206,20 @@ class Tasks(Timers):
                 if flat is None:  # an entry deleted while pending (start="0")
                     continue
                 tasks.append(_task(key, streams[key][0], entry_id, field_map(flat)))
+        if tasks:
+            await self._confirm_delivery(tasks[0].queue_key)
         return tasks
+
+    async def _confirm_delivery(self, key: str) -> None:
+        """Under durability "replicated", return once a replica holds the delivery of
+        tasks of `key`'s shard to this worker (its pending entries): a failover would
+        otherwise forget it, and deliver the tasks again to another worker while this
+        one runs them (an activity twice). NotReplicatedError if none confirms it."""
+        try:
+            await self._lane.confirm(key)
+        except NotReplicatedError:
+            self._deliveries_unconfirmed += 1
+            raise
 
     async def claim_stale_tasks(
         self, streams: dict[str, tuple[int, str]], consumer: str, lease_ms: int, count: int
@@ -217,7 +231,7 @@ class Tasks(Timers):
             if len(claimed) >= count:
                 break
             # Over the direct lane, which counts the connections that broke with a reply
-            # due (see connections_broken): a claim's reply lost would leave its tasks
+            # due (see deliveries_in_doubt): a claim's reply lost would leave its tasks
             # pending on this worker, unseen.
             with groups_checked():
                 reply: Any = await self._lane.execute(
@@ -235,6 +249,7 @@ class Tasks(Timers):
                 await self.redis.xack(key, WORKER_GROUP, *deleted)
             if not live:
                 continue
+            await self._confirm_delivery(key)
             pending: Any = await self.redis.xpending_range(
                 key,
                 WORKER_GROUP,

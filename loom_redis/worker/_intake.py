@@ -91,22 +91,22 @@ class Intake:
 
     async def _read_shard(self, streams: dict[str, tuple[int, str]]) -> None:
         in_flight = self._in_flight
-        # The connections broken (see Store.connections_broken) after which this shard's
+        # The deliveries in doubt (see Store.deliveries_in_doubt) after which this shard's
         # tasks pending on this worker were read back.
-        read_back = self._store.connections_broken
+        read_back = self._store.deliveries_in_doubt
         while True:
             free = await in_flight.wait_for_capacity(self._options.concurrency)
             # So that the reads bring fewer than free + shards tasks, not free * shards.
             count = -(-free // len(self._shard_streams))
             restorations = self._trouble.restorations
-            broken = self._store.connections_broken
+            in_doubt = self._store.deliveries_in_doubt
             try:
-                if broken != read_back:
+                if in_doubt != read_back:
                     self._take_pending(
                         await self._pending_not_taken([streams]),
-                        "the reply that brought it was lost",
+                        "the reply that brought it was lost, or no replica confirmed it",
                     )
-                    read_back = broken
+                    read_back = in_doubt
                 tasks = await self._store.read_tasks(
                     streams, self._options.name, count, self._options.poll_ms
                 )

@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -17,7 +20,7 @@ import redis.asyncio as aioredis
 import loom_redis as loom
 from loom_redis.errors import ConfigurationError, RedisUnavailableError
 from loom_redis.store import Store
-from loom_redis.testing import EmbeddedServer
+from loom_redis.testing import EmbeddedServer, running_worker
 from tests.support import acl_rule, create_user, with_credentials
 from tests.web_workflows import SleeperWorkflow
 
@@ -34,6 +37,22 @@ def _linked(replica: EmbeddedServer, master: EmbeddedServer) -> None:
             time.sleep(0.05)
     finally:
         client.close()
+
+
+RUNS: Counter[str] = Counter()
+
+
+@loom.activity(name="durability_once")
+async def once(key: str) -> str:
+    RUNS[key] += 1
+    return key
+
+
+@loom.workflow(name="durability_Once")
+class OnceWorkflow(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step()
+    async def run(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("done", await ctx.activity(once, ctx.workflow_id))
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +156,29 @@ async def test_durability_is_checked_by_name(
     monkeypatch.setenv("LOOM_DURABILITY", "always")
     with pytest.raises(ConfigurationError, match="LOOM_DURABILITY='always' is invalid"):
         await Store.open(redis_url, namespace)
+
+
+async def test_a_task_whose_delivery_no_replica_confirms_is_not_run_until_one_does(
+    servers: tuple[EmbeddedServer, EmbeddedServer], namespace: str
+) -> None:
+    """Under durability "replicated" a worker runs no task whose delivery to it (its
+    pending entry) is on the master only: after a failover the promoted replica would
+    deliver it again to another worker, and its activity would run twice. The worker
+    waits until a replica confirms the delivery, then runs it."""
+    master, replica = servers
+    assert replica.process is not None
+    async with loom.Client.connect(
+        master.url, namespace=namespace, durability="replicated"
+    ) as client:
+        handle = await client.start(OnceWorkflow, {})
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            async with running_worker(master.url, namespace, durability="replicated"):
+                await anyio.sleep(2.5)  # it has read the task, and holds it
+                assert RUNS[handle.workflow_id] == 0
+                assert len(await handle.history()) == 1
+                replica.process.send_signal(signal.SIGCONT)
+                assert await handle.result(timeout=30) == {"done": handle.workflow_id}
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+    assert RUNS[handle.workflow_id] == 1
