@@ -181,31 +181,55 @@ class Tasks(Timers):
         consumer: str,
         count: int,
         block_ms: int,
-        *,
-        start: str = ">",
     ) -> list[Task]:
-        """New tasks (blocking up to `block_ms`), or with start="0" the tasks already
-        delivered to `consumer` and not acknowledged (no blocking)."""
+        """New tasks of `streams` (one shard's), delivered to `consumer`, blocking up to
+        `block_ms` for them."""
         # Over the direct lane: this read is sent again each time tasks arrive, while
         # they start, and redis-py would spend longer building it than Redis reading it.
-        block = ["BLOCK", block_ms] if start == ">" else []
         try:
             with groups_checked():
                 reply: Any = await self._lane.execute(
-                    "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count, *block,
-                    "STREAMS", *streams, *[start] * len(streams),
+                    "XREADGROUP", "GROUP", WORKER_GROUP, consumer, "COUNT", count,
+                    "BLOCK", block_ms, "STREAMS", *streams, *[">"] * len(streams),
                 )  # fmt: skip
         except ResponseError as exc:
             if not read_cut_short(exc):
                 raise
             return []  # its streams moved to another master: the next read follows them
-        tasks: list[Task] = []
-        for stream, entries in reply or []:
-            key = text(stream)
-            for entry_id, flat in entries:
-                if flat is None:  # an entry deleted while pending (start="0")
-                    continue
-                tasks.append(_task(key, streams[key][0], entry_id, field_map(flat)))
+        tasks = [
+            _task(text(stream), streams[text(stream)][0], entry_id, field_map(flat))
+            for stream, entries in reply or []
+            for entry_id, flat in entries
+        ]
+        if tasks:
+            await self._confirm_delivery(tasks[0].queue_key)
+        return tasks
+
+    async def pending_tasks(
+        self, streams: dict[str, tuple[int, str]], consumer: str, count: int
+    ) -> list[Task]:
+        """The tasks of `streams` (one shard's) delivered to `consumer` and not
+        acknowledged, up to `count` per stream, read without touching them: a read of the
+        consumer's history (XREADGROUP from 0) would count a delivery of each and reset
+        its idle time, the running ones' and those just handed back included."""
+        keys = list(streams)
+        with groups_checked():
+            listed: list[Any] = await self._lane.execute_chain(
+                *[("XPENDING", key, WORKER_GROUP, "-", "+", count, consumer) for key in keys]
+            )
+        held = [
+            (key, entry[0]) for key, entries in zip(keys, listed, strict=True) for entry in entries
+        ]
+        if not held:
+            return []
+        found = await self._lane.execute_chain(
+            *[("XRANGE", key, entry_id, entry_id) for key, entry_id in held]
+        )
+        tasks = [
+            _task(key, streams[key][0], entry_id, field_map(entries[0][1]))
+            for (key, entry_id), entries in zip(held, found, strict=True)
+            if entries  # deleted while pending: nothing to run
+        ]
         if tasks:
             await self._confirm_delivery(tasks[0].queue_key)
         return tasks

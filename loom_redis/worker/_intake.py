@@ -212,9 +212,7 @@ class Intake:
         with self._in_flight.taken_meanwhile() as taken:
             # A read per shard: a command's keys must share a slot (Redis Cluster).
             for streams in shard_streams:
-                pending += await self._store.read_tasks(
-                    streams, self._options.name, 1000, 0, start="0"
-                )
+                pending += await self._store.pending_tasks(streams, self._options.name, 1000)
         return [task for task in pending if task.fields and key_of(task) not in taken]
 
     def _take_pending(self, pending: list[Task], why: str) -> None:
