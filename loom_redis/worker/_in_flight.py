@@ -60,9 +60,6 @@ class InFlight:
         """The tasks taken and not finished, as of now."""
         return list(self._tasks.values())
 
-    def keys(self) -> set[TaskKey]:
-        return set(self._tasks)
-
     @contextlib.contextmanager
     def taken_meanwhile(self) -> Iterator[set[TaskKey]]:
         """The keys of the tasks taken as the block starts and of those taken until it

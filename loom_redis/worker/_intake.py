@@ -213,7 +213,7 @@ class Intake:
             # A read per shard: a command's keys must share a slot (Redis Cluster).
             for streams in shard_streams:
                 pending += await self._store.pending_tasks(streams, self._options.name, 1000)
-        return [task for task in pending if task.fields and key_of(task) not in taken]
+        return [task for task in pending if key_of(task) not in taken]
 
     def _take_pending(self, pending: list[Task], why: str) -> None:
         for task in pending:
